@@ -1,0 +1,131 @@
+//! The access log: one JSON object per request on stdout, written by a background task.
+//! The request path only does a `try_send` into a bounded queue; when stdout cannot keep
+//! up, records are dropped (and counted in the log itself) rather than slowing requests.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Records queued before the request path starts dropping them.
+const QUEUE: usize = 65_536;
+
+#[derive(Debug, Serialize)]
+pub struct AccessRecord {
+    pub ts: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: u16,
+    pub route: Arc<str>,
+    pub upstream: Arc<str>,
+    pub version: Arc<str>,
+    pub duration_ms: f64,
+    pub bytes_out: u64,
+    pub client: IpAddr,
+    pub request_id: String,
+}
+
+pub struct AccessLog {
+    tx: mpsc::Sender<AccessRecord>,
+    rx: Mutex<Option<mpsc::Receiver<AccessRecord>>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AccessLog {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        AccessLog {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Queue a record without waiting.
+    pub fn send(&self, record: AccessRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Start the writer task (once; later calls do nothing).
+    pub fn spawn_writer(&self) {
+        let Some(mut rx) = self.rx.lock().expect("not poisoned").take() else {
+            return;
+        };
+        let dropped = self.dropped.clone();
+        tokio::task::spawn_blocking(move || {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            while let Some(first) = rx.blocking_recv() {
+                let mut next = Some(first);
+                while let Some(record) = next {
+                    let _ = serde_json::to_writer(&mut out, &record);
+                    let _ = out.write_all(b"\n");
+                    next = rx.try_recv().ok();
+                }
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    let _ = writeln!(out, "{{\"dropped_access_log_records\":{lost}}}");
+                }
+                // Flush when the queue is empty: batches under load, prompt when idle.
+                let _ = out.flush();
+            }
+        });
+    }
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(timestamp(t), "2026-11-18T11:06:40.123Z");
+        assert_eq!(
+            timestamp(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
+}

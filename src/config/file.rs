@@ -1,0 +1,514 @@
+//! The config file's shape: `File*` types decoded from the spanned TOML tree, with each
+//! value already parsed (durations, addresses, header names) and its span kept for
+//! validation messages. Cross-field rules live in `validate.rs`.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::error::Collector;
+use super::reader::{expect_number, expect_str, Node, Table};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileConfig {
+    pub server: FileServer,
+    pub admin: FileAdmin,
+    /// Sorted by name.
+    pub upstreams: Vec<FileUpstream>,
+    /// In file order (ties in routing go to file order).
+    pub routes: Vec<FileRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileServer {
+    pub listen: Vec<SocketAddr>,
+    /// Request-handling threads; 0 = one per core.
+    pub workers: usize,
+    pub drain_timeout: Duration,
+    pub access_log: bool,
+    pub request_id_header: HeaderName,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileAdmin {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileUpstream {
+    pub name: String,
+    pub name_span: Range<usize>,
+    pub version: String,
+    pub endpoints: Vec<FileEndpoint>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub host_header: HostHeader,
+}
+
+/// An endpoint as written: an IP or a hostname, with a port. Hostnames are resolved when
+/// the config is compiled; each address becomes an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// What the upstream sees as `Host`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostHeader {
+    /// The client's Host (or the authority of an absolute-form target).
+    Preserve,
+    /// The endpoint's own `host[:port]` as written in the config: what function URLs need.
+    Endpoint,
+    Literal(HeaderValue),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRoute {
+    pub name: String,
+    pub span: Range<usize>,
+    pub name_span: Range<usize>,
+    /// Lower-cased, port-less; `*.example.com` wildcards kept as written. Empty = any host.
+    pub hosts: Vec<String>,
+    /// Starts with `/`; a trailing `/` is dropped (matching is per segment anyway).
+    pub path_prefix: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub backends: Vec<FileBackend>,
+    pub backends_span: Range<usize>,
+    pub version_header: Option<HeaderName>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileBackend {
+    pub upstream: Spanned<String>,
+    pub weight: f64,
+    pub weight_span: Range<usize>,
+    pub field: String,
+}
+
+pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub(crate) const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+/// Decode the whole document; problems go to `errs`, and what could be read is returned.
+pub(crate) fn decode(root: &Spanned<DeTable<'_>>, errs: &mut Collector) -> FileConfig {
+    let mut top = Table::new(root.get_ref(), root.span(), "");
+    let server = match top.table("server", errs) {
+        Some(t) => decode_server(t, errs),
+        None => default_server(),
+    };
+    let admin = match top.table("admin", errs) {
+        Some(t) => decode_admin(t, errs),
+        None => FileAdmin {
+            listen: DEFAULT_ADMIN.parse().expect("valid default"),
+        },
+    };
+    let mut upstreams = Vec::new();
+    if let Some(mut t) = top.table("upstreams", errs) {
+        for (name, node) in t.entries() {
+            let field = format!("upstreams.{}", name.get_ref());
+            if let Some(ut) = Table::from_node(node, field, errs) {
+                upstreams.push(decode_upstream(name.get_ref(), name.span(), ut, errs));
+            }
+        }
+        t.finish(errs);
+    }
+    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut routes = Vec::new();
+    if let Some(items) = top.array("routes", errs) {
+        for (i, node) in items.iter().enumerate() {
+            if let Some(rt) = Table::from_node(node, format!("routes[{i}]"), errs) {
+                routes.push(decode_route(rt, errs));
+            }
+        }
+    }
+    top.finish(errs);
+    FileConfig {
+        server,
+        admin,
+        upstreams,
+        routes,
+    }
+}
+
+fn default_server() -> FileServer {
+    FileServer {
+        listen: vec![DEFAULT_LISTEN.parse().expect("valid default")],
+        workers: 0,
+        drain_timeout: Duration::from_secs(30),
+        access_log: false,
+        request_id_header: HeaderName::from_static("x-request-id"),
+    }
+}
+
+fn decode_server(mut t: Table<'_, '_>, errs: &mut Collector) -> FileServer {
+    let mut server = default_server();
+    t = t.later(&["limits", "tls"]);
+    if let Some(node) = t.get("listen") {
+        let field = t.field("listen");
+        let list: Vec<&Node> = match node.get_ref() {
+            DeValue::Array(a) => a.iter().collect(),
+            _ => vec![node],
+        };
+        server.listen = list
+            .iter()
+            .filter_map(|n| socket_addr(n, &field, errs))
+            .collect();
+        if server.listen.is_empty() && list.is_empty() {
+            errs.push(node.span(), field, "at least one listen address is needed");
+        }
+    }
+    if let Some(w) = t.uint("workers", errs) {
+        server.workers = usize::try_from(w).unwrap_or(usize::MAX).min(1024);
+    }
+    if let Some(d) = t.duration("drain_timeout", errs) {
+        server.drain_timeout = d;
+    }
+    if let Some(b) = t.bool("access_log", errs) {
+        server.access_log = b;
+    }
+    if let Some(name) = t.string("request_id_header", errs) {
+        if let Some(h) = header_name(&name, &t.field("request_id_header"), errs) {
+            server.request_id_header = h;
+        }
+    }
+    t.finish(errs);
+    server
+}
+
+fn decode_admin(mut t: Table<'_, '_>, errs: &mut Collector) -> FileAdmin {
+    t = t.later(&["token_env", "token_file", "state_file"]);
+    let listen = t
+        .get("listen")
+        .and_then(|n| socket_addr(n, "admin.listen", errs))
+        .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("valid default"));
+    t.finish(errs);
+    FileAdmin { listen }
+}
+
+fn decode_upstream(
+    name: &str,
+    name_span: Range<usize>,
+    mut t: Table<'_, '_>,
+    errs: &mut Collector,
+) -> FileUpstream {
+    t = t.later(&[
+        "max_in_flight",
+        "retries",
+        "retry_on",
+        "slow_start",
+        "queue_timeout",
+        "protocol",
+        "tls",
+        "health",
+        "outlier",
+        "dns_refresh",
+    ]);
+    let version = t
+        .string("version", errs)
+        .map_or_else(|| name.to_string(), Spanned::into_inner);
+    let mut endpoints = Vec::new();
+    match t.string_list("endpoints", errs) {
+        Some(list) => {
+            for (i, s) in list.iter().enumerate() {
+                match parse_endpoint(s.get_ref()) {
+                    Ok(ep) => endpoints.push(ep),
+                    Err(msg) => errs.push(s.span(), format!("{}[{i}]", t.field("endpoints")), msg),
+                }
+            }
+        }
+        None => errs.push(
+            name_span.clone(),
+            t.field("endpoints"),
+            "missing: an upstream needs `endpoints`",
+        ),
+    }
+    let connect_timeout = t
+        .duration("connect_timeout", errs)
+        .unwrap_or(Duration::from_secs(1));
+    let request_timeout = t
+        .duration("request_timeout", errs)
+        .unwrap_or(Duration::from_secs(30));
+    let host_header = match t.string("host_header", errs) {
+        None => HostHeader::Preserve,
+        Some(s) => match s.get_ref().as_str() {
+            "preserve" => HostHeader::Preserve,
+            "endpoint" => HostHeader::Endpoint,
+            literal => match HeaderValue::from_str(literal) {
+                Ok(v) if !literal.is_empty() => HostHeader::Literal(v),
+                _ => {
+                    errs.push(
+                        s.span(),
+                        t.field("host_header"),
+                        "expected \"preserve\", \"endpoint\" or a host name",
+                    );
+                    HostHeader::Preserve
+                }
+            },
+        },
+    };
+    t.finish(errs);
+    FileUpstream {
+        name: name.to_string(),
+        name_span,
+        version,
+        endpoints,
+        connect_timeout,
+        request_timeout,
+        host_header,
+    }
+}
+
+fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRoute {
+    t = t.later(&["sticky", "overrides", "mirror", "rollout"]);
+    let span = t.span.clone();
+    let (name, name_span) = match t.string("name", errs) {
+        Some(n) => (n.get_ref().clone(), n.span()),
+        None => {
+            errs.push(
+                span.clone(),
+                t.field("name"),
+                "missing: every route needs a `name`",
+            );
+            (String::new(), span.clone())
+        }
+    };
+    let mut hosts = Vec::new();
+    if let Some(list) = t.string_list("hosts", errs) {
+        if list.is_empty() {
+            errs.push(
+                span.clone(),
+                t.field("hosts"),
+                "empty list: omit `hosts` to match any host",
+            );
+        }
+        for (i, h) in list.iter().enumerate() {
+            match normalize_host_pattern(h.get_ref()) {
+                Ok(h) => hosts.push(h),
+                Err(msg) => errs.push(h.span(), format!("{}[{i}]", t.field("hosts")), msg),
+            }
+        }
+    }
+    let path_prefix = match t.string("path_prefix", errs) {
+        None => "/".to_string(),
+        Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#', ' ']) => {
+            let trimmed = p.get_ref().trim_end_matches('/');
+            if trimmed.is_empty() {
+                "/".to_string()
+            } else {
+                trimmed.to_string()
+            }
+        }
+        Some(p) => {
+            errs.push(
+                p.span(),
+                t.field("path_prefix"),
+                "must start with `/` and hold no `?`, `#` or spaces",
+            );
+            "/".to_string()
+        }
+    };
+    let mut headers = Vec::new();
+    if let Some(mut ht) = t.table("headers", errs) {
+        for (k, v) in ht.entries() {
+            let field = format!("{}.{}", ht.path, k.get_ref());
+            let name = header_name(
+                &Spanned::new(k.span(), k.get_ref().to_string()),
+                &field,
+                errs,
+            );
+            let value = expect_str(v, &field, errs).and_then(|s| {
+                match HeaderValue::from_str(s.get_ref()) {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        errs.push(s.span(), field.clone(), "invalid header value");
+                        None
+                    }
+                }
+            });
+            if let (Some(n), Some(v)) = (name, value) {
+                headers.push((n, v));
+            }
+        }
+        ht.finish(errs);
+    }
+    let mut backends = Vec::new();
+    let mut backends_span = span.clone();
+    match t.get("backends") {
+        None => errs.push(
+            span.clone(),
+            t.field("backends"),
+            "missing: a route needs at least one backend",
+        ),
+        Some(node) => {
+            backends_span = node.span();
+            let field = t.field("backends");
+            match node.get_ref() {
+                DeValue::Array(items) if !items.is_empty() => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(bt) = Table::from_node(item, format!("{field}[{i}]"), errs) {
+                            backends.extend(decode_backend(bt, errs));
+                        }
+                    }
+                }
+                _ => errs.push(
+                    node.span(),
+                    field,
+                    "expected a non-empty array of { upstream, weight }",
+                ),
+            }
+        }
+    }
+    let version_header = t
+        .string("version_header", errs)
+        .and_then(|s| header_name(&s, &t.field("version_header"), errs));
+    t.finish(errs);
+    FileRoute {
+        name,
+        span,
+        name_span,
+        hosts,
+        path_prefix,
+        headers,
+        backends,
+        backends_span,
+        version_header,
+    }
+}
+
+fn decode_backend(mut t: Table<'_, '_>, errs: &mut Collector) -> Option<FileBackend> {
+    let upstream = t.string("upstream", errs);
+    if upstream.is_none() && t.get("upstream").is_none() {
+        errs.push(
+            t.span.clone(),
+            t.field("upstream"),
+            "missing: a backend names an `upstream`",
+        );
+    }
+    let (weight, weight_span) = match t.get("weight") {
+        None => (1.0, t.span.clone()),
+        Some(node) => (expect_number(node, &t.field("weight"), errs)?, node.span()),
+    };
+    let field = t.path.clone();
+    t.finish(errs);
+    Some(FileBackend {
+        upstream: upstream?,
+        weight,
+        weight_span,
+        field,
+    })
+}
+
+fn socket_addr(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<SocketAddr> {
+    let s = expect_str(node, field, errs)?;
+    match s.get_ref().parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(
+                s.span(),
+                field,
+                format!(
+                    "invalid address {:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\"",
+                    s.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn header_name(s: &Spanned<String>, field: &str, errs: &mut Collector) -> Option<HeaderName> {
+    match HeaderName::from_bytes(s.get_ref().as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            errs.push(
+                s.span(),
+                field,
+                format!("invalid header name {:?}", s.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// `host:port` where host is an IP (v6 in brackets) or a DNS name.
+pub(crate) fn parse_endpoint(s: &str) -> Result<FileEndpoint, String> {
+    let bad = || {
+        format!(
+            "invalid endpoint {s:?}: expected HOST:PORT, e.g. \"127.0.0.1:9001\" or \"app:8080\""
+        )
+    };
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(FileEndpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        });
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid || port == 0 {
+        return Err(bad());
+    }
+    Ok(FileEndpoint {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+fn normalize_host_pattern(h: &str) -> Result<String, String> {
+    let lower = h.trim_end_matches('.').to_ascii_lowercase();
+    let body = lower.strip_prefix("*.").unwrap_or(&lower);
+    let ok = !body.is_empty()
+        && body.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "invalid host {h:?}: expected a host name (no port), optionally starting with `*.`"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_accept_ips_and_names() {
+        assert_eq!(parse_endpoint("127.0.0.1:9001").unwrap().port, 9001);
+        assert_eq!(parse_endpoint("[::1]:80").unwrap().host, "::1");
+        assert_eq!(parse_endpoint("Shop-Blue:8080").unwrap().host, "shop-blue");
+        for bad in ["nohost", ":80", "a:b", "a:0", "a b:80", "a..b:1"] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(
+            normalize_host_pattern("Shop.Example.com").unwrap(),
+            "shop.example.com"
+        );
+        assert_eq!(
+            normalize_host_pattern("*.example.com").unwrap(),
+            "*.example.com"
+        );
+        assert!(normalize_host_pattern("example.com:80").is_err());
+        assert!(normalize_host_pattern("a.*.com").is_err());
+    }
+}

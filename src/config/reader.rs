@@ -1,0 +1,223 @@
+//! Typed reads from the spanned TOML tree, recording every problem instead of stopping
+//! at the first (serde's derive stops at the first error; operators want them all).
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::duration::parse_duration;
+use super::error::Collector;
+
+pub(crate) type Node<'i> = Spanned<DeValue<'i>>;
+
+/// A table being read: knows its field path and which keys were consumed, so that
+/// [`Table::finish`] can report every unknown key.
+pub(crate) struct Table<'a, 'i> {
+    table: &'a DeTable<'i>,
+    pub(crate) span: Range<usize>,
+    pub(crate) path: String,
+    used: HashSet<&'a str>,
+    later: &'static [&'static str],
+}
+
+impl<'a, 'i> Table<'a, 'i> {
+    pub(crate) fn new(table: &'a DeTable<'i>, span: Range<usize>, path: impl Into<String>) -> Self {
+        Table {
+            table,
+            span,
+            path: path.into(),
+            used: HashSet::new(),
+            later: &[],
+        }
+    }
+
+    /// Read a node as a table, or record that it is not one.
+    pub(crate) fn from_node(
+        node: &'a Node<'i>,
+        path: String,
+        errs: &mut Collector,
+    ) -> Option<Self> {
+        match node.get_ref() {
+            DeValue::Table(t) => Some(Table::new(t, node.span(), path)),
+            other => {
+                errs.push(
+                    node.span(),
+                    path,
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Keys that exist in SPEC.md but that this version does not implement yet. They are
+    /// refused with a message saying so rather than silently ignored, so nobody believes
+    /// a feature is on when it is not.
+    pub(crate) fn later(mut self, keys: &'static [&'static str]) -> Self {
+        self.later = keys;
+        self
+    }
+
+    pub(crate) fn field(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    pub(crate) fn get(&mut self, key: &'a str) -> Option<&'a Node<'i>> {
+        let (k, v) = self.table.get_key_value(key)?;
+        self.used.insert(k.get_ref().as_ref());
+        Some(v)
+    }
+
+    /// Iterate over all entries (for maps keyed by user names, like `[upstreams]`).
+    pub(crate) fn entries(&mut self) -> Vec<(&'a Spanned<toml::de::DeString<'i>>, &'a Node<'i>)> {
+        let all: Vec<_> = self.table.iter().collect();
+        for (k, _) in &all {
+            self.used.insert(k.get_ref().as_ref());
+        }
+        all
+    }
+
+    pub(crate) fn string(&mut self, key: &'a str, errs: &mut Collector) -> Option<Spanned<String>> {
+        let node = self.get(key)?;
+        expect_str(node, &self.field(key), errs)
+    }
+
+    pub(crate) fn bool(&mut self, key: &'a str, errs: &mut Collector) -> Option<bool> {
+        let node = self.get(key)?;
+        match node.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                errs.push(
+                    node.span(),
+                    self.field(key),
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A non-negative integer.
+    pub(crate) fn uint(&mut self, key: &'a str, errs: &mut Collector) -> Option<u64> {
+        let node = self.get(key)?;
+        expect_uint(node, &self.field(key), errs)
+    }
+
+    pub(crate) fn duration(&mut self, key: &'a str, errs: &mut Collector) -> Option<Duration> {
+        let node = self.get(key)?;
+        let s = expect_str(node, &self.field(key), errs)?;
+        match parse_duration(s.get_ref()) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                errs.push(node.span(), self.field(key), msg);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn array(&mut self, key: &'a str, errs: &mut Collector) -> Option<&'a [Node<'i>]> {
+        let node = self.get(key)?;
+        match node.get_ref() {
+            DeValue::Array(a) => Some(a),
+            other => {
+                errs.push(
+                    node.span(),
+                    self.field(key),
+                    format!("expected an array, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn string_list(
+        &mut self,
+        key: &'a str,
+        errs: &mut Collector,
+    ) -> Option<Vec<Spanned<String>>> {
+        let items = self.array(key, errs)?;
+        let field = self.field(key);
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| expect_str(n, &format!("{field}[{i}]"), errs))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn table(&mut self, key: &'a str, errs: &mut Collector) -> Option<Table<'a, 'i>> {
+        let node = self.get(key)?;
+        Table::from_node(node, self.field(key), errs)
+    }
+
+    /// Report every key that was not read: unknown, or known but not implemented yet.
+    pub(crate) fn finish(self, errs: &mut Collector) {
+        for (k, _) in self.table.iter() {
+            let name: &str = k.get_ref().as_ref();
+            if self.used.contains(name) {
+                continue;
+            }
+            let message = if self.later.contains(&name) {
+                format!("`{name}` is not supported yet by this version of switchyard")
+            } else {
+                format!("unknown key `{name}`")
+            };
+            errs.push(k.span(), self.field(name), message);
+        }
+    }
+}
+
+pub(crate) fn expect_str(
+    node: &Node<'_>,
+    field: &str,
+    errs: &mut Collector,
+) -> Option<Spanned<String>> {
+    match node.get_ref() {
+        DeValue::String(s) => Some(Spanned::new(node.span(), s.to_string())),
+        other => {
+            errs.push(
+                node.span(),
+                field,
+                format!("expected a string, found {}", other.type_str()),
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn expect_uint(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<u64> {
+    let parsed = match node.get_ref() {
+        DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix()).ok(),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errs.push(node.span(), field, "expected a non-negative integer");
+    }
+    parsed
+}
+
+/// Any TOML number (integer or float) as f64.
+pub(crate) fn expect_number(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<f64> {
+    let parsed = match node.get_ref() {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .ok()
+            .map(|v| v as f64),
+        DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(v) if v.is_finite() => Some(v),
+        _ => {
+            errs.push(node.span(), field, "expected a finite number");
+            None
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Rules that span fields: names that must exist, be unique, or agree with each other.
+//! Everything found is reported; nothing stops at the first problem.
+
+use std::collections::{HashMap, HashSet};
+
+use super::error::Collector;
+use super::file::FileConfig;
+
+pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
+    let upstreams: HashSet<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+    for u in &cfg.upstreams {
+        if u.endpoints.is_empty() {
+            errs.push(
+                u.name_span.clone(),
+                format!("upstreams.{}.endpoints", u.name),
+                "an upstream needs at least one endpoint",
+            );
+        }
+    }
+
+    let mut route_names: HashMap<&str, usize> = HashMap::new();
+    for (i, route) in cfg.routes.iter().enumerate() {
+        let field = format!("routes[{i}]");
+        if !route.name.is_empty() {
+            if let Some(first) = route_names.insert(&route.name, i) {
+                errs.push(
+                    route.name_span.clone(),
+                    format!("{field}.name"),
+                    format!(
+                        "duplicate route name {:?} (first used by routes[{first}])",
+                        route.name
+                    ),
+                );
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut total = 0.0;
+        for b in &route.backends {
+            let name = b.upstream.get_ref();
+            if !upstreams.contains(name.as_str()) {
+                errs.push(
+                    b.upstream.span(),
+                    format!("{}.upstream", b.field),
+                    format!("unknown upstream {name:?}"),
+                );
+            }
+            if !seen.insert(name.as_str()) {
+                errs.push(
+                    b.upstream.span(),
+                    format!("{}.upstream", b.field),
+                    format!("upstream {name:?} is listed twice in this route"),
+                );
+            }
+            if b.weight < 0.0 {
+                errs.push(
+                    b.weight_span.clone(),
+                    format!("{}.weight", b.field),
+                    "weights must not be negative",
+                );
+            } else {
+                total += b.weight;
+            }
+        }
+        if !route.backends.is_empty() && total <= 0.0 {
+            errs.push(
+                route.backends_span.clone(),
+                format!("{field}.backends"),
+                "every weight is 0: at least one backend needs a positive weight",
+            );
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Switchyard: a traffic-splitting reverse proxy (the data plane for canaries,
+//! blue/green cutovers and rolling updates).
+//!
+//! # Architecture
+//!
+//! ```text
+//! config file ──parse──▶ FileConfig ──validate+compile──▶ Runtime (immutable) ──ArcSwap──▶ request path
+//!    ▲  notify / SIGHUP                                        │                       │
+//!    └─ reload: build a new Runtime beside the old; on error keep the old           └─ load once per request
+//! ```
+//!
+//! The path of one request ([`proxy::handle`]): load the live [`runtime::Runtime`] (one
+//! atomic load), normalize the path, find the route ([`routing::RoutingTable::find`]:
+//! host, headers, longest segment-aware prefix), pick a backend with the route's
+//! precompiled split ([`routing::Split`]: one atomic add), pick an endpoint of that
+//! upstream (least in-flight of two random), rewrite the head (hop-by-hop headers out,
+//! forwarding headers in), send it on the upstream's pooled client, and count the outcome
+//! on metric handles resolved at compile time. Nothing on that path locks, parses config
+//! or builds a metric label.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | the file format: decode with spans, validate, every error as PATH:LINE:COL |
+//! | [`runtime`] | the compiled snapshot, the long-lived shared state, the swap |
+//! | [`routing`] | route lookup, path normalization, the weighted split |
+//! | [`upstream`] | endpoint pools, pooled clients, endpoint choice, reuse across reloads |
+//! | [`proxy`] | the request path: forwarding, header hygiene, proxy-made errors |
+//! | [`server`] | listeners, HTTP/1.1 + h2c, graceful drain |
+//! | [`reload`] | file watching, debounce, SIGHUP |
+//! | [`admin`] | the admin listener: `/metrics`, `/healthz`, `/readyz` |
+//! | [`telemetry`] | Prometheus recorder and pre-resolved metric handles |
+//! | [`access_log`] | JSON access log written off the request path |
+//! | [`sample`], [`demo`] | the built-in sample app and `switchyard demo` |
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod reload;
+pub mod routing;
+pub mod runtime;
+pub mod sample;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;

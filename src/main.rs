@@ -1,0 +1,179 @@
+//! The `switchyard` binary: command line, logging, the tokio runtime. Everything else is
+//! in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::config;
+use switchyard::runtime::Shared;
+use switchyard::server::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A traffic-splitting reverse proxy: canaries, blue/green, sticky sessions, per-version metrics"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic with a config file (reloaded live when it changes).
+    Run {
+        #[arg(
+            short,
+            long,
+            env = "SWITCHYARD_CONFIG",
+            default_value = "config/switchyard.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0, or exit 1 printing every error as PATH:LINE:COL: message.
+    Check {
+        #[arg(
+            short,
+            long,
+            env = "SWITCHYARD_CONFIG",
+            default_value = "config/switchyard.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Run two built-in sample upstreams and the proxy with a 90/10 canary; no config needed.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+    /// The demo's sample app on its own: answers with its name and `x-version: NAME`.
+    SampleUpstream {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Run { config } => run(config),
+        Command::Demo { listen, admin } => tokio_runtime(0)
+            .and_then(|rt| rt.block_on(switchyard::demo::run(listen, admin, shutdown_signal()))),
+        Command::SampleUpstream { name, listen } => tokio_runtime(1).and_then(|rt| {
+            rt.block_on(async {
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                tracing::info!(%listen, %name, "sample upstream listening");
+                switchyard::sample::serve(l, name, shutdown_signal()).await;
+                Ok(())
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} upstreams, {} routes)",
+                path.display(),
+                cfg.upstreams.len(),
+                cfg.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = match config::load(&path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            anyhow::bail!(
+                "invalid config {}: {} error(s)",
+                path.display(),
+                errors.0.len()
+            );
+        }
+    };
+    let rt = tokio_runtime(cfg.server.workers)?;
+    rt.block_on(async move {
+        let shared = Shared::new(cfg, Some(path)).await;
+        let server = Server::bind(shared).await?;
+        server.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// `workers = 0` means one per core.
+fn tokio_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let workers = if workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        workers
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,85 @@
+//! Every response the proxy makes itself, in one place: the cause, its status, its
+//! `x-switchyard-error` value and its short plain-text body.
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+
+use super::body::ResponseBody;
+
+pub const ERROR_HEADER: &str = "x-switchyard-error";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("malformed request")]
+    BadRequest,
+    #[error("the upstream has no endpoint to send this request to")]
+    NoHealthyEndpoint,
+    #[error("the proxy is shutting down")]
+    Draining,
+    #[error("could not connect to the upstream")]
+    UpstreamConnect,
+    #[error("the upstream sent a bad or incomplete response")]
+    BadUpstreamResponse,
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::NoHealthyEndpoint | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamConnect | Self::BadUpstreamResponse => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `x-switchyard-error` value: stable, machine-readable.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Self::NoRoute => "no-route",
+            Self::BadRequest => "malformed-request",
+            Self::NoHealthyEndpoint => "no-healthy-endpoint",
+            Self::Draining => "draining",
+            Self::UpstreamConnect => "upstream-connect",
+            Self::BadUpstreamResponse => "bad-upstream-response",
+            Self::UpstreamTimeout => "upstream-timeout",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Self::NoRoute => "404 no route matches this request (no-route)\n",
+            Self::BadRequest => "400 malformed request (malformed-request)\n",
+            Self::NoHealthyEndpoint => "503 no healthy upstream endpoint (no-healthy-endpoint)\n",
+            Self::Draining => "503 the proxy is shutting down (draining)\n",
+            Self::UpstreamConnect => "502 could not connect to the upstream (upstream-connect)\n",
+            Self::BadUpstreamResponse => {
+                "502 bad response from the upstream (bad-upstream-response)\n"
+            }
+            Self::UpstreamTimeout => "504 the upstream did not answer in time (upstream-timeout)\n",
+        }
+    }
+
+    pub fn response(self) -> Response<ResponseBody> {
+        let mut resp = Response::new(ResponseBody::full(Bytes::from_static(
+            self.body().as_bytes(),
+        )));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(ERROR_HEADER, HeaderValue::from_static(self.cause()));
+        if self == Self::BadRequest {
+            // A malformed request leaves the connection in an unknown state.
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

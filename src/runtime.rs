@@ -1,0 +1,212 @@
+//! The snapshot and its swap.
+//!
+//! A [`Runtime`] is everything the request path needs, compiled from one config file:
+//! the route table with its splits, the upstream pools, the metric handles. It is
+//! immutable and lives behind one `ArcSwap` in [`Shared`], so a weight change or a reload
+//! is a single pointer swap: the next request sees the whole new table, in-flight
+//! requests finish with the snapshot they started with, and nothing is half-applied.
+//! State that must survive a swap (pooled connections, in-flight counts) lives in the
+//! long-lived objects the snapshot points to (see [`crate::upstream::UpstreamRegistry`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use http::HeaderName;
+
+use crate::access_log::AccessLog;
+use crate::config::{self, ConfigErrors, FileConfig};
+use crate::routing::{resolve_shares, Backend, Route, RoutingTable, Split, RESOLUTION};
+use crate::telemetry::Telemetry;
+use crate::upstream::{Upstream, UpstreamRegistry};
+
+/// One immutable, compiled config.
+pub struct Runtime {
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub table: RoutingTable,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub request_id_header: HeaderName,
+    pub access_log: bool,
+    pub file: FileConfig,
+}
+
+/// What the proxy, the admin listener and the reloader share for the process's life.
+pub struct Shared {
+    runtime: ArcSwap<Runtime>,
+    pub telemetry: Telemetry,
+    pub access_log: AccessLog,
+    /// The config file reloads read; `None` for configs given in memory (demo, tests).
+    pub config_path: Option<PathBuf>,
+    registry: tokio::sync::Mutex<UpstreamRegistry>,
+    generation: AtomicU64,
+    draining: AtomicBool,
+    last_reload_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Compile the first snapshot.
+    pub async fn new(cfg: FileConfig, config_path: Option<PathBuf>) -> Arc<Shared> {
+        let telemetry = Telemetry::new();
+        let mut registry = UpstreamRegistry::default();
+        let runtime = compile(cfg, 1, &telemetry, &mut registry).await;
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            telemetry,
+            access_log: AccessLog::new(),
+            config_path,
+            registry: tokio::sync::Mutex::new(registry),
+            generation: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            last_reload_error: Mutex::new(None),
+        });
+        shared.publish_gauges(None);
+        shared
+    }
+
+    /// The live snapshot, for one request's whole life.
+    #[inline]
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Re-read the config file, compile it beside the live snapshot, and swap it in.
+    /// On any error the live snapshot keeps serving and the errors are returned.
+    pub async fn reload(&self) -> Result<u64, ConfigErrors> {
+        let Some(path) = self.config_path.as_deref() else {
+            return Err(no_file());
+        };
+        match config::load(path) {
+            Ok(cfg) => Ok(self.apply(cfg).await),
+            Err(errors) => {
+                self.telemetry.reloads_error.increment(1);
+                tracing::error!(path = %path.display(), "config reload rejected; the previous config keeps serving:\n{errors}");
+                *self.last_reload_error.lock().expect("not poisoned") = Some(errors.to_string());
+                Err(errors)
+            }
+        }
+    }
+
+    /// Compile and swap in a validated config; returns the new generation.
+    pub async fn apply(&self, cfg: FileConfig) -> u64 {
+        // Serializes concurrent reloads (file watcher, SIGHUP, admin) on the registry.
+        let mut registry = self.registry.lock().await;
+        let old = self.runtime();
+        warn_static_changes(&old.file, &cfg);
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let runtime = compile(cfg, generation, &self.telemetry, &mut registry).await;
+        self.runtime.store(Arc::new(runtime));
+        drop(registry);
+        self.publish_gauges(Some(&old));
+        self.telemetry.reloads_ok.increment(1);
+        *self.last_reload_error.lock().expect("not poisoned") = None;
+        tracing::info!(generation, "config reloaded");
+        generation
+    }
+
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.last_reload_error.lock().expect("not poisoned").clone()
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Shares and generation are gauges set when a snapshot goes live, not per request.
+    fn publish_gauges(&self, old: Option<&Runtime>) {
+        if let Some(old) = old {
+            for route in old.table.routes() {
+                for b in route.backends.iter() {
+                    b.metrics.share.set(0.0);
+                }
+            }
+        }
+        let rt = self.runtime();
+        for route in rt.table.routes() {
+            for b in route.backends.iter() {
+                b.metrics
+                    .share
+                    .set(f64::from(b.share) / f64::from(RESOLUTION));
+            }
+        }
+        self.telemetry.generation.set(rt.generation as f64);
+    }
+}
+
+fn no_file() -> ConfigErrors {
+    ConfigErrors(vec![config::ConfigError {
+        file: Path::new("-").to_path_buf(),
+        line: 1,
+        col: 1,
+        field: String::new(),
+        message: "this instance was started without a config file; nothing to reload".into(),
+    }])
+}
+
+/// Settings bound at start (sockets, threads) cannot change in a running process.
+fn warn_static_changes(old: &FileConfig, new: &FileConfig) {
+    if old.server.listen != new.server.listen || old.server.workers != new.server.workers {
+        tracing::warn!("[server] listen/workers changed: they take effect at the next restart");
+    }
+    if old.admin != new.admin {
+        tracing::warn!("[admin] changed: it takes effect at the next restart");
+    }
+}
+
+/// Compile a validated config into a snapshot.
+async fn compile(
+    cfg: FileConfig,
+    generation: u64,
+    telemetry: &Telemetry,
+    registry: &mut UpstreamRegistry,
+) -> Runtime {
+    let upstreams = registry.build(&cfg.upstreams).await;
+    let mut routes = Vec::with_capacity(cfg.routes.len());
+    let mut hosts = Vec::with_capacity(cfg.routes.len());
+    let mut prefixes = Vec::with_capacity(cfg.routes.len());
+    for r in &cfg.routes {
+        let weights: Vec<f64> = r.backends.iter().map(|b| b.weight).collect();
+        let shares = resolve_shares(&weights);
+        let backends: Vec<Backend> = r
+            .backends
+            .iter()
+            .zip(&shares)
+            .map(|(b, &share)| {
+                let upstream = upstreams[b.upstream.get_ref()].clone();
+                let metrics = telemetry.backend(&r.name, &upstream.name, &upstream.version);
+                Backend {
+                    upstream,
+                    weight: b.weight,
+                    share,
+                    metrics,
+                }
+            })
+            .collect();
+        routes.push(Route {
+            name: r.name.as_str().into(),
+            headers: r.headers.clone().into(),
+            split: Split::compile(&shares),
+            backends: backends.into(),
+            version_header: r.version_header.clone(),
+            own_responses: telemetry.route_own(&r.name),
+        });
+        hosts.push(r.hosts.clone());
+        prefixes.push(r.path_prefix.clone());
+    }
+    Runtime {
+        generation,
+        loaded_at: SystemTime::now(),
+        table: RoutingTable::new(routes, &hosts, &prefixes),
+        upstreams,
+        request_id_header: cfg.server.request_id_header.clone(),
+        access_log: cfg.server.access_log,
+        file: cfg,
+    }
+}

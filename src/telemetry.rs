@@ -1,0 +1,241 @@
+//! Metrics: one Prometheus recorder per proxy instance (so tests can run many proxies in
+//! one process), and handles resolved when a snapshot is compiled so the request path
+//! never builds a label or looks a metric up by name.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+pub const REQUESTS: &str = "switchyard_requests_total";
+pub const DURATION: &str = "switchyard_request_duration_seconds";
+pub const UPSTREAM_ERRORS: &str = "switchyard_upstream_errors_total";
+pub const IN_FLIGHT: &str = "switchyard_requests_in_flight";
+pub const SHARE: &str = "switchyard_backend_share";
+pub const RELOADS: &str = "switchyard_config_reloads_total";
+pub const GENERATION: &str = "switchyard_config_generation";
+
+/// Latency buckets in seconds: from sub-millisecond proxy hops to 30 s timeouts.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static METADATA: Metadata<'static> = Metadata::new("switchyard", Level::INFO, Some(module_path!()));
+
+/// Why an upstream exchange failed, as the `kind` label of `switchyard_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect = 0,
+    Timeout = 1,
+    Reset = 2,
+    Protocol = 3,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 4] =
+        [Self::Connect, Self::Timeout, Self::Reset, Self::Protocol];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+/// The recorder and the process-wide handles.
+pub struct Telemetry {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+    pub reloads_ok: Counter,
+    pub reloads_error: Counter,
+    pub generation: Gauge,
+    /// Responses made before any route was found (404 no-route, 400, 431, ...).
+    pub unrouted: StatusCounters,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DURATION.to_string()), BUCKETS)
+            .expect("buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        describe(&recorder);
+        let recorder = Arc::new(recorder);
+        let reloads_ok = recorder.register_counter(
+            &Key::from_parts(RELOADS, vec![Label::new("result", "ok")]),
+            &METADATA,
+        );
+        let reloads_error = recorder.register_counter(
+            &Key::from_parts(RELOADS, vec![Label::new("result", "error")]),
+            &METADATA,
+        );
+        let generation = recorder.register_gauge(&Key::from_name(GENERATION), &METADATA);
+        let unrouted = StatusCounters::new(recorder.clone(), "", "", "");
+        Telemetry {
+            recorder,
+            handle,
+            reloads_ok,
+            reloads_error,
+            generation,
+            unrouted,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drain histogram buffers; a background task calls this so memory stays bounded
+    /// between scrapes.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    pub fn upkeep_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    pub fn backend(&self, route: &str, upstream: &str, version: &str) -> BackendMetrics {
+        let labels = labels(route, upstream, version);
+        let r = &self.recorder;
+        let kind = |k: UpstreamErrorKind| {
+            let mut l = labels.clone();
+            l.push(Label::new("kind", k.as_str()));
+            r.register_counter(&Key::from_parts(UPSTREAM_ERRORS, l), &METADATA)
+        };
+        BackendMetrics {
+            requests: StatusCounters::new(r.clone(), route, upstream, version),
+            duration: r.register_histogram(&Key::from_parts(DURATION, labels.clone()), &METADATA),
+            in_flight: r.register_gauge(&Key::from_parts(IN_FLIGHT, labels.clone()), &METADATA),
+            share: r.register_gauge(&Key::from_parts(SHARE, labels.clone()), &METADATA),
+            errors: UpstreamErrorKind::ALL.map(kind),
+        }
+    }
+
+    /// Counters for what the proxy answers itself on a route.
+    pub fn route_own(&self, route: &str) -> StatusCounters {
+        StatusCounters::new(self.recorder.clone(), route, "", "")
+    }
+}
+
+fn labels(route: &str, upstream: &str, version: &str) -> Vec<Label> {
+    vec![
+        Label::new("route", route.to_string()),
+        Label::new("upstream", upstream.to_string()),
+        Label::new("version", version.to_string()),
+    ]
+}
+
+fn describe(r: &PrometheusRecorder) {
+    r.describe_counter(
+        REQUESTS.into(),
+        None,
+        "Requests answered, by route, upstream, version and status code.".into(),
+    );
+    r.describe_histogram(
+        DURATION.into(),
+        Some(Unit::Seconds),
+        "Time from request start until the response head, by route, upstream and version.".into(),
+    );
+    r.describe_counter(
+        UPSTREAM_ERRORS.into(),
+        None,
+        "Failed upstream exchanges by kind (connect, timeout, reset, protocol).".into(),
+    );
+    r.describe_gauge(
+        IN_FLIGHT.into(),
+        None,
+        "Requests waiting for their upstream's response head.".into(),
+    );
+    r.describe_gauge(
+        SHARE.into(),
+        None,
+        "Live share of the route's traffic for this backend (0..1).".into(),
+    );
+    r.describe_counter(RELOADS.into(), None, "Config reloads by result.".into());
+    r.describe_gauge(
+        GENERATION.into(),
+        None,
+        "Generation of the live config snapshot (1 = the first).".into(),
+    );
+}
+
+/// Handles for one backend of one route.
+pub struct BackendMetrics {
+    pub requests: StatusCounters,
+    pub duration: Histogram,
+    pub in_flight: Gauge,
+    pub share: Gauge,
+    errors: [Counter; 4],
+}
+
+impl BackendMetrics {
+    pub fn error(&self, kind: UpstreamErrorKind) {
+        self.errors[kind as usize].increment(1);
+    }
+}
+
+/// The HTTP status codes that get a preallocated slot; anything else (rare, non-standard
+/// codes) goes to a concurrent map.
+const KNOWN: [u16; 44] = [
+    100, 101, 200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 304, 307, 308, 400, 401, 402,
+    403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 421, 422, 429, 431, 451,
+    500, 501, 502, 503, 504, 505,
+];
+
+/// `switchyard_requests_total` for one label set, one counter per status code. Counters
+/// are registered on first use of a code (once; a `OnceLock` read afterwards), so a
+/// backend costs a few hundred bytes instead of a counter per possible code.
+pub struct StatusCounters {
+    recorder: Arc<PrometheusRecorder>,
+    labels: Box<[Label]>,
+    known: [OnceLock<Counter>; KNOWN.len()],
+    other: DashMap<u16, Counter>,
+}
+
+impl StatusCounters {
+    fn new(recorder: Arc<PrometheusRecorder>, route: &str, upstream: &str, version: &str) -> Self {
+        StatusCounters {
+            recorder,
+            labels: labels(route, upstream, version).into(),
+            known: std::array::from_fn(|_| OnceLock::new()),
+            other: DashMap::new(),
+        }
+    }
+
+    #[inline]
+    pub fn inc(&self, status: u16) {
+        match KNOWN.binary_search(&status) {
+            Ok(i) => self.known[i]
+                .get_or_init(|| self.register(status))
+                .increment(1),
+            Err(_) => self
+                .other
+                .entry(status)
+                .or_insert_with(|| self.register(status))
+                .increment(1),
+        }
+    }
+
+    fn register(&self, status: u16) -> Counter {
+        let mut labels = self.labels.to_vec();
+        labels.push(Label::new("status", status.to_string()));
+        self.recorder
+            .register_counter(&Key::from_parts(REQUESTS, labels), &METADATA)
+    }
+}
