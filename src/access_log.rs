@@ -45,11 +45,7 @@ impl Default for AccessLog {
 impl AccessLog {
     pub fn new() -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        AccessLog {
-            tx,
-            rx: Mutex::new(Some(rx)),
-            dropped: Arc::new(AtomicU64::new(0)),
-        }
+        AccessLog { tx, rx: Mutex::new(Some(rx)), dropped: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Queue a record without waiting.
@@ -92,13 +88,7 @@ pub fn timestamp(t: SystemTime) -> String {
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    format!("{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_millis())
 }
 
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
@@ -123,9 +113,6 @@ mod tests {
     fn timestamps_are_rfc3339() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
         assert_eq!(timestamp(t), "2026-11-18T11:06:40.123Z");
-        assert_eq!(
-            timestamp(SystemTime::UNIX_EPOCH),
-            "1970-01-01T00:00:00.000Z"
-        );
+        assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -12,12 +12,7 @@ use crate::sample;
 use crate::server::Server;
 
 /// The demo's config, with the sample upstreams' addresses filled in.
-pub fn demo_config(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    blue: SocketAddr,
-    green: SocketAddr,
-) -> String {
+pub fn demo_config(listen: SocketAddr, admin: SocketAddr, blue: SocketAddr, green: SocketAddr) -> String {
     format!(
         r#"# switchyard demo: a 90/10 canary between two built-in sample apps.
 [server]
@@ -63,8 +58,7 @@ pub async fn run(
     }
 
     let text = demo_config(listen, admin, blue, green);
-    let cfg = config::parse(Path::new("<demo>"), &text)
-        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let cfg = config::parse(Path::new("<demo>"), &text).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let shared = Shared::new(cfg, None).await;
     let server = Server::bind(shared).await?;
     let (proxy, admin) = (server.local_addrs()[0], server.admin_addr());

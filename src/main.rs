@@ -35,22 +35,12 @@ enum LogFormat {
 enum Command {
     /// Serve traffic with a config file (reloaded live when it changes).
     Run {
-        #[arg(
-            short,
-            long,
-            env = "SWITCHYARD_CONFIG",
-            default_value = "config/switchyard.toml"
-        )]
+        #[arg(short, long, env = "SWITCHYARD_CONFIG", default_value = "config/switchyard.toml")]
         config: PathBuf,
     },
     /// Validate a config file: exit 0, or exit 1 printing every error as PATH:LINE:COL: message.
     Check {
-        #[arg(
-            short,
-            long,
-            env = "SWITCHYARD_CONFIG",
-            default_value = "config/switchyard.toml"
-        )]
+        #[arg(short, long, env = "SWITCHYARD_CONFIG", default_value = "config/switchyard.toml")]
         config: PathBuf,
     },
     /// Run two built-in sample upstreams and the proxy with a 90/10 canary; no config needed.
@@ -75,8 +65,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Run { config } => run(config),
-        Command::Demo { listen, admin } => tokio_runtime(0)
-            .and_then(|rt| rt.block_on(switchyard::demo::run(listen, admin, shutdown_signal()))),
+        Command::Demo { listen, admin } => {
+            tokio_runtime(0).and_then(|rt| rt.block_on(switchyard::demo::run(listen, admin, shutdown_signal())))
+        }
         Command::SampleUpstream { name, listen } => tokio_runtime(1).and_then(|rt| {
             rt.block_on(async {
                 let l = tokio::net::TcpListener::bind(listen)
@@ -100,12 +91,7 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
-            println!(
-                "{}: ok ({} upstreams, {} routes)",
-                path.display(),
-                cfg.upstreams.len(),
-                cfg.routes.len()
-            );
+            println!("{}: ok ({} upstreams, {} routes)", path.display(), cfg.upstreams.len(), cfg.routes.len());
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -124,11 +110,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             for e in &errors.0 {
                 eprintln!("{e}");
             }
-            anyhow::bail!(
-                "invalid config {}: {} error(s)",
-                path.display(),
-                errors.0.len()
-            );
+            anyhow::bail!("invalid config {}: {} error(s)", path.display(), errors.0.len());
         }
     };
     let rt = tokio_runtime(cfg.server.workers)?;
@@ -142,11 +124,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
 
 /// `workers = 0` means one per core.
 fn tokio_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let workers = if workers == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        workers
-    };
+    let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -165,13 +143,9 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

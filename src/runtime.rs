@@ -131,9 +131,7 @@ impl Shared {
         let rt = self.runtime();
         for route in rt.table.routes() {
             for b in route.backends.iter() {
-                b.metrics
-                    .share
-                    .set(f64::from(b.share) / f64::from(RESOLUTION));
+                b.metrics.share.set(f64::from(b.share) / f64::from(RESOLUTION));
             }
         }
         self.telemetry.generation.set(rt.generation as f64);
@@ -161,12 +159,7 @@ fn warn_static_changes(old: &FileConfig, new: &FileConfig) {
 }
 
 /// Compile a validated config into a snapshot.
-async fn compile(
-    cfg: FileConfig,
-    generation: u64,
-    telemetry: &Telemetry,
-    registry: &mut UpstreamRegistry,
-) -> Runtime {
+async fn compile(cfg: FileConfig, generation: u64, telemetry: &Telemetry, registry: &mut UpstreamRegistry) -> Runtime {
     let upstreams = registry.build(&cfg.upstreams).await;
     let mut routes = Vec::with_capacity(cfg.routes.len());
     let mut hosts = Vec::with_capacity(cfg.routes.len());
@@ -181,12 +174,7 @@ async fn compile(
             .map(|(b, &share)| {
                 let upstream = upstreams[b.upstream.get_ref()].clone();
                 let metrics = telemetry.backend(&r.name, &upstream.name, &upstream.version);
-                Backend {
-                    upstream,
-                    weight: b.weight,
-                    share,
-                    metrics,
-                }
+                Backend { upstream, weight: b.weight, share, metrics }
             })
             .collect();
         routes.push(Route {

@@ -19,14 +19,16 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::admin;
 use crate::proxy::{self, ConnInfo};
+use crate::reload::Reloader;
 use crate::runtime::Shared;
-use crate::{admin, reload};
 
 pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
     admin: TcpListener,
+    reloader: Option<Reloader>,
 }
 
 impl Server {
@@ -38,18 +40,12 @@ impl Server {
             listeners.push(bind(*addr).await?);
         }
         let admin = bind(file.admin.listen).await?;
-        Ok(Server {
-            shared,
-            listeners,
-            admin,
-        })
+        let reloader = shared.config_path.as_ref().map(|_| Reloader::new(shared.clone()));
+        Ok(Server { shared, listeners, admin, reloader })
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -62,17 +58,10 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then drain.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server {
-            shared,
-            listeners,
-            admin,
-        } = self;
+        let Server { shared, listeners, admin, reloader } = self;
         shared.access_log.spawn_writer();
         let upkeep = tokio::spawn(upkeep(shared.clone()));
-        let reloader = shared
-            .config_path
-            .as_ref()
-            .map(|_| reload::spawn(shared.clone()));
+        let reloader = reloader.map(Reloader::spawn);
         let (admin_stop_tx, admin_stop) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve(admin, shared.clone(), admin_stop));
 
@@ -81,20 +70,12 @@ impl Server {
         let mut accepts = Vec::new();
         for listener in listeners {
             tracing::info!(addr = %listener.local_addr().expect("bound"), "proxy listening");
-            accepts.push(tokio::spawn(accept_loop(
-                listener,
-                shared.clone(),
-                graceful.clone(),
-                stop.clone(),
-            )));
+            accepts.push(tokio::spawn(accept_loop(listener, shared.clone(), graceful.clone(), stop.clone())));
         }
 
         shutdown.await;
         let drain_timeout = shared.runtime().file.server.drain_timeout;
-        tracing::info!(
-            ?drain_timeout,
-            "shutting down: no new connections, draining in-flight requests"
-        );
+        tracing::info!(?drain_timeout, "shutting down: no new connections, draining in-flight requests");
         shared.start_draining();
         let _ = stop_tx.send(true);
         for a in accepts {
@@ -103,8 +84,7 @@ impl Server {
         if let Some(r) = reloader {
             r.abort();
         }
-        let graceful =
-            Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
+        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
         match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained; all connections closed"),
             Err(_) => tracing::warn!("drain_timeout reached; closing remaining connections"),
@@ -116,9 +96,7 @@ impl Server {
 }
 
 async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    TcpListener::bind(addr).await.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 async fn accept_loop(
@@ -146,10 +124,7 @@ async fn accept_loop(
 
 fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
     builder.http2().timer(TokioTimer::new());
     builder
 }
@@ -165,9 +140,7 @@ fn serve(
     let conn_info = Arc::new(ConnInfo::new(peer, false));
     let shared = shared.clone();
     let service = service_fn(move |req| proxy::handle(shared.clone(), conn_info.clone(), req));
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
+    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {

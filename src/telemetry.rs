@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 pub const REQUESTS: &str = "switchyard_requests_total";
 pub const DURATION: &str = "switchyard_request_duration_seconds";
@@ -20,9 +18,7 @@ pub const RELOADS: &str = "switchyard_config_reloads_total";
 pub const GENERATION: &str = "switchyard_config_generation";
 
 /// Latency buckets in seconds: from sub-millisecond proxy hops to 30 s timeouts.
-const BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 static METADATA: Metadata<'static> = Metadata::new("switchyard", Level::INFO, Some(module_path!()));
 
@@ -36,8 +32,7 @@ pub enum UpstreamErrorKind {
 }
 
 impl UpstreamErrorKind {
-    pub const ALL: [UpstreamErrorKind; 4] =
-        [Self::Connect, Self::Timeout, Self::Reset, Self::Protocol];
+    pub const ALL: [UpstreamErrorKind; 4] = [Self::Connect, Self::Timeout, Self::Reset, Self::Protocol];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,24 +70,13 @@ impl Telemetry {
         let handle = recorder.handle();
         describe(&recorder);
         let recorder = Arc::new(recorder);
-        let reloads_ok = recorder.register_counter(
-            &Key::from_parts(RELOADS, vec![Label::new("result", "ok")]),
-            &METADATA,
-        );
-        let reloads_error = recorder.register_counter(
-            &Key::from_parts(RELOADS, vec![Label::new("result", "error")]),
-            &METADATA,
-        );
+        let reloads_ok =
+            recorder.register_counter(&Key::from_parts(RELOADS, vec![Label::new("result", "ok")]), &METADATA);
+        let reloads_error =
+            recorder.register_counter(&Key::from_parts(RELOADS, vec![Label::new("result", "error")]), &METADATA);
         let generation = recorder.register_gauge(&Key::from_name(GENERATION), &METADATA);
         let unrouted = StatusCounters::new(recorder.clone(), "", "", "");
-        Telemetry {
-            recorder,
-            handle,
-            reloads_ok,
-            reloads_error,
-            generation,
-            unrouted,
-        }
+        Telemetry { recorder, handle, reloads_ok, reloads_error, generation, unrouted }
     }
 
     /// Prometheus text exposition.
@@ -142,11 +126,7 @@ fn labels(route: &str, upstream: &str, version: &str) -> Vec<Label> {
 }
 
 fn describe(r: &PrometheusRecorder) {
-    r.describe_counter(
-        REQUESTS.into(),
-        None,
-        "Requests answered, by route, upstream, version and status code.".into(),
-    );
+    r.describe_counter(REQUESTS.into(), None, "Requests answered, by route, upstream, version and status code.".into());
     r.describe_histogram(
         DURATION.into(),
         Some(Unit::Seconds),
@@ -157,22 +137,10 @@ fn describe(r: &PrometheusRecorder) {
         None,
         "Failed upstream exchanges by kind (connect, timeout, reset, protocol).".into(),
     );
-    r.describe_gauge(
-        IN_FLIGHT.into(),
-        None,
-        "Requests waiting for their upstream's response head.".into(),
-    );
-    r.describe_gauge(
-        SHARE.into(),
-        None,
-        "Live share of the route's traffic for this backend (0..1).".into(),
-    );
+    r.describe_gauge(IN_FLIGHT.into(), None, "Requests waiting for their upstream's response head.".into());
+    r.describe_gauge(SHARE.into(), None, "Live share of the route's traffic for this backend (0..1).".into());
     r.describe_counter(RELOADS.into(), None, "Config reloads by result.".into());
-    r.describe_gauge(
-        GENERATION.into(),
-        None,
-        "Generation of the live config snapshot (1 = the first).".into(),
-    );
+    r.describe_gauge(GENERATION.into(), None, "Generation of the live config snapshot (1 = the first).".into());
 }
 
 /// Handles for one backend of one route.
@@ -193,9 +161,8 @@ impl BackendMetrics {
 /// The HTTP status codes that get a preallocated slot; anything else (rare, non-standard
 /// codes) goes to a concurrent map.
 const KNOWN: [u16; 44] = [
-    100, 101, 200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 304, 307, 308, 400, 401, 402,
-    403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 421, 422, 429, 431, 451,
-    500, 501, 502, 503, 504, 505,
+    100, 101, 200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 304, 307, 308, 400, 401, 402, 403, 404, 405, 406,
+    407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 421, 422, 429, 431, 451, 500, 501, 502, 503, 504, 505,
 ];
 
 /// `switchyard_requests_total` for one label set, one counter per status code. Counters
@@ -221,21 +188,14 @@ impl StatusCounters {
     #[inline]
     pub fn inc(&self, status: u16) {
         match KNOWN.binary_search(&status) {
-            Ok(i) => self.known[i]
-                .get_or_init(|| self.register(status))
-                .increment(1),
-            Err(_) => self
-                .other
-                .entry(status)
-                .or_insert_with(|| self.register(status))
-                .increment(1),
+            Ok(i) => self.known[i].get_or_init(|| self.register(status)).increment(1),
+            Err(_) => self.other.entry(status).or_insert_with(|| self.register(status)).increment(1),
         }
     }
 
     fn register(&self, status: u16) -> Counter {
         let mut labels = self.labels.to_vec();
         labels.push(Label::new("status", status.to_string()));
-        self.recorder
-            .register_counter(&Key::from_parts(REQUESTS, labels), &METADATA)
+        self.recorder.register_counter(&Key::from_parts(REQUESTS, labels), &METADATA)
     }
 }

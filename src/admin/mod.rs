@@ -50,17 +50,13 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> AdminResponse {
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     match path {
         "/metrics" => {
             let mut r = Response::new(Full::new(Bytes::from(shared.telemetry.render())));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
@@ -72,9 +68,6 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> AdminResponse {
 fn text(status: StatusCode, body: &'static str) -> AdminResponse {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }

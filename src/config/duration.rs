@@ -5,11 +5,7 @@ use std::time::Duration;
 /// Parse `"250ms"`, `"30s"`, `"1.5m"`, `"1h30m"`. Bare numbers are refused: a unit must be
 /// explicit, so nobody wonders whether `30` meant seconds or milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "invalid duration {text:?}: expected a number with a unit (ms, s, m, h), e.g. \"30s\""
-        )
-    };
+    let bad = || format!("invalid duration {text:?}: expected a number with a unit (ms, s, m, h), e.g. \"30s\"");
     let s = text.trim();
     if s.is_empty() {
         return Err(bad());
@@ -17,17 +13,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
         if num_end == 0 {
             return Err(bad());
         }
         let value: f64 = rest[..num_end].parse().map_err(|_| bad())?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
         let seconds = match &rest[..unit_end] {
             "ms" => 0.001,
             "s" => 1.0,

@@ -52,19 +52,10 @@ pub(crate) struct Collector<'t> {
 
 impl<'t> Collector<'t> {
     pub(crate) fn new(file: &Path, text: &'t str) -> Self {
-        Collector {
-            file: file.to_path_buf(),
-            text,
-            errors: Vec::new(),
-        }
+        Collector { file: file.to_path_buf(), text, errors: Vec::new() }
     }
 
-    pub(crate) fn push(
-        &mut self,
-        span: Range<usize>,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) {
+    pub(crate) fn push(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
         self.errors.push(ConfigError {
             file: self.file.clone(),

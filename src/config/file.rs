@@ -102,9 +102,7 @@ pub(crate) fn decode(root: &Spanned<DeTable<'_>>, errs: &mut Collector) -> FileC
     };
     let admin = match top.table("admin", errs) {
         Some(t) => decode_admin(t, errs),
-        None => FileAdmin {
-            listen: DEFAULT_ADMIN.parse().expect("valid default"),
-        },
+        None => FileAdmin { listen: DEFAULT_ADMIN.parse().expect("valid default") },
     };
     let mut upstreams = Vec::new();
     if let Some(mut t) = top.table("upstreams", errs) {
@@ -126,12 +124,7 @@ pub(crate) fn decode(root: &Spanned<DeTable<'_>>, errs: &mut Collector) -> FileC
         }
     }
     top.finish(errs);
-    FileConfig {
-        server,
-        admin,
-        upstreams,
-        routes,
-    }
+    FileConfig { server, admin, upstreams, routes }
 }
 
 fn default_server() -> FileServer {
@@ -153,10 +146,7 @@ fn decode_server(mut t: Table<'_, '_>, errs: &mut Collector) -> FileServer {
             DeValue::Array(a) => a.iter().collect(),
             _ => vec![node],
         };
-        server.listen = list
-            .iter()
-            .filter_map(|n| socket_addr(n, &field, errs))
-            .collect();
+        server.listen = list.iter().filter_map(|n| socket_addr(n, &field, errs)).collect();
         if server.listen.is_empty() && list.is_empty() {
             errs.push(node.span(), field, "at least one listen address is needed");
         }
@@ -189,12 +179,7 @@ fn decode_admin(mut t: Table<'_, '_>, errs: &mut Collector) -> FileAdmin {
     FileAdmin { listen }
 }
 
-fn decode_upstream(
-    name: &str,
-    name_span: Range<usize>,
-    mut t: Table<'_, '_>,
-    errs: &mut Collector,
-) -> FileUpstream {
+fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, errs: &mut Collector) -> FileUpstream {
     t = t.later(&[
         "max_in_flight",
         "retries",
@@ -207,9 +192,7 @@ fn decode_upstream(
         "outlier",
         "dns_refresh",
     ]);
-    let version = t
-        .string("version", errs)
-        .map_or_else(|| name.to_string(), Spanned::into_inner);
+    let version = t.string("version", errs).map_or_else(|| name.to_string(), Spanned::into_inner);
     let mut endpoints = Vec::new();
     match t.string_list("endpoints", errs) {
         Some(list) => {
@@ -220,18 +203,10 @@ fn decode_upstream(
                 }
             }
         }
-        None => errs.push(
-            name_span.clone(),
-            t.field("endpoints"),
-            "missing: an upstream needs `endpoints`",
-        ),
+        None => errs.push(name_span.clone(), t.field("endpoints"), "missing: an upstream needs `endpoints`"),
     }
-    let connect_timeout = t
-        .duration("connect_timeout", errs)
-        .unwrap_or(Duration::from_secs(1));
-    let request_timeout = t
-        .duration("request_timeout", errs)
-        .unwrap_or(Duration::from_secs(30));
+    let connect_timeout = t.duration("connect_timeout", errs).unwrap_or(Duration::from_secs(1));
+    let request_timeout = t.duration("request_timeout", errs).unwrap_or(Duration::from_secs(30));
     let host_header = match t.string("host_header", errs) {
         None => HostHeader::Preserve,
         Some(s) => match s.get_ref().as_str() {
@@ -240,11 +215,7 @@ fn decode_upstream(
             literal => match HeaderValue::from_str(literal) {
                 Ok(v) if !literal.is_empty() => HostHeader::Literal(v),
                 _ => {
-                    errs.push(
-                        s.span(),
-                        t.field("host_header"),
-                        "expected \"preserve\", \"endpoint\" or a host name",
-                    );
+                    errs.push(s.span(), t.field("host_header"), "expected \"preserve\", \"endpoint\" or a host name");
                     HostHeader::Preserve
                 }
             },
@@ -268,22 +239,14 @@ fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRoute {
     let (name, name_span) = match t.string("name", errs) {
         Some(n) => (n.get_ref().clone(), n.span()),
         None => {
-            errs.push(
-                span.clone(),
-                t.field("name"),
-                "missing: every route needs a `name`",
-            );
+            errs.push(span.clone(), t.field("name"), "missing: every route needs a `name`");
             (String::new(), span.clone())
         }
     };
     let mut hosts = Vec::new();
     if let Some(list) = t.string_list("hosts", errs) {
         if list.is_empty() {
-            errs.push(
-                span.clone(),
-                t.field("hosts"),
-                "empty list: omit `hosts` to match any host",
-            );
+            errs.push(span.clone(), t.field("hosts"), "empty list: omit `hosts` to match any host");
         }
         for (i, h) in list.iter().enumerate() {
             match normalize_host_pattern(h.get_ref()) {
@@ -303,11 +266,7 @@ fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRoute {
             }
         }
         Some(p) => {
-            errs.push(
-                p.span(),
-                t.field("path_prefix"),
-                "must start with `/` and hold no `?`, `#` or spaces",
-            );
+            errs.push(p.span(), t.field("path_prefix"), "must start with `/` and hold no `?`, `#` or spaces");
             "/".to_string()
         }
     };
@@ -315,18 +274,12 @@ fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRoute {
     if let Some(mut ht) = t.table("headers", errs) {
         for (k, v) in ht.entries() {
             let field = format!("{}.{}", ht.path, k.get_ref());
-            let name = header_name(
-                &Spanned::new(k.span(), k.get_ref().to_string()),
-                &field,
-                errs,
-            );
-            let value = expect_str(v, &field, errs).and_then(|s| {
-                match HeaderValue::from_str(s.get_ref()) {
-                    Ok(v) => Some(v),
-                    Err(_) => {
-                        errs.push(s.span(), field.clone(), "invalid header value");
-                        None
-                    }
+            let name = header_name(&Spanned::new(k.span(), k.get_ref().to_string()), &field, errs);
+            let value = expect_str(v, &field, errs).and_then(|s| match HeaderValue::from_str(s.get_ref()) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    errs.push(s.span(), field.clone(), "invalid header value");
+                    None
                 }
             });
             if let (Some(n), Some(v)) = (name, value) {
@@ -338,11 +291,7 @@ fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRoute {
     let mut backends = Vec::new();
     let mut backends_span = span.clone();
     match t.get("backends") {
-        None => errs.push(
-            span.clone(),
-            t.field("backends"),
-            "missing: a route needs at least one backend",
-        ),
+        None => errs.push(span.clone(), t.field("backends"), "missing: a route needs at least one backend"),
         Some(node) => {
             backends_span = node.span();
             let field = t.field("backends");
@@ -354,39 +303,20 @@ fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRoute {
                         }
                     }
                 }
-                _ => errs.push(
-                    node.span(),
-                    field,
-                    "expected a non-empty array of { upstream, weight }",
-                ),
+                _ => errs.push(node.span(), field, "expected a non-empty array of { upstream, weight }"),
             }
         }
     }
-    let version_header = t
-        .string("version_header", errs)
-        .and_then(|s| header_name(&s, &t.field("version_header"), errs));
+    let version_header =
+        t.string("version_header", errs).and_then(|s| header_name(&s, &t.field("version_header"), errs));
     t.finish(errs);
-    FileRoute {
-        name,
-        span,
-        name_span,
-        hosts,
-        path_prefix,
-        headers,
-        backends,
-        backends_span,
-        version_header,
-    }
+    FileRoute { name, span, name_span, hosts, path_prefix, headers, backends, backends_span, version_header }
 }
 
 fn decode_backend(mut t: Table<'_, '_>, errs: &mut Collector) -> Option<FileBackend> {
     let upstream = t.string("upstream", errs);
     if upstream.is_none() && t.get("upstream").is_none() {
-        errs.push(
-            t.span.clone(),
-            t.field("upstream"),
-            "missing: a backend names an `upstream`",
-        );
+        errs.push(t.span.clone(), t.field("upstream"), "missing: a backend names an `upstream`");
     }
     let (weight, weight_span) = match t.get("weight") {
         None => (1.0, t.span.clone()),
@@ -394,12 +324,7 @@ fn decode_backend(mut t: Table<'_, '_>, errs: &mut Collector) -> Option<FileBack
     };
     let field = t.path.clone();
     t.finish(errs);
-    Some(FileBackend {
-        upstream: upstream?,
-        weight,
-        weight_span,
-        field,
-    })
+    Some(FileBackend { upstream: upstream?, weight, weight_span, field })
 }
 
 fn socket_addr(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<SocketAddr> {
@@ -410,10 +335,7 @@ fn socket_addr(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<Soc
             errs.push(
                 s.span(),
                 field,
-                format!(
-                    "invalid address {:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\"",
-                    s.get_ref()
-                ),
+                format!("invalid address {:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\"", s.get_ref()),
             );
             None
         }
@@ -424,11 +346,7 @@ fn header_name(s: &Spanned<String>, field: &str, errs: &mut Collector) -> Option
     match HeaderName::from_bytes(s.get_ref().as_bytes()) {
         Ok(h) => Some(h),
         Err(_) => {
-            errs.push(
-                s.span(),
-                field,
-                format!("invalid header name {:?}", s.get_ref()),
-            );
+            errs.push(s.span(), field, format!("invalid header name {:?}", s.get_ref()));
             None
         }
     }
@@ -436,51 +354,34 @@ fn header_name(s: &Spanned<String>, field: &str, errs: &mut Collector) -> Option
 
 /// `host:port` where host is an IP (v6 in brackets) or a DNS name.
 pub(crate) fn parse_endpoint(s: &str) -> Result<FileEndpoint, String> {
-    let bad = || {
-        format!(
-            "invalid endpoint {s:?}: expected HOST:PORT, e.g. \"127.0.0.1:9001\" or \"app:8080\""
-        )
-    };
+    let bad = || format!("invalid endpoint {s:?}: expected HOST:PORT, e.g. \"127.0.0.1:9001\" or \"app:8080\"");
     if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(FileEndpoint {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-        });
+        return Ok(FileEndpoint { host: addr.ip().to_string(), port: addr.port() });
     }
     let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let valid = !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if !valid || port == 0 {
         return Err(bad());
     }
-    Ok(FileEndpoint {
-        host: host.to_ascii_lowercase(),
-        port,
-    })
+    Ok(FileEndpoint { host: host.to_ascii_lowercase(), port })
 }
 
 fn normalize_host_pattern(h: &str) -> Result<String, String> {
     let lower = h.trim_end_matches('.').to_ascii_lowercase();
     let body = lower.strip_prefix("*.").unwrap_or(&lower);
     let ok = !body.is_empty()
-        && body.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
+        && body
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     if ok {
         Ok(lower)
     } else {
-        Err(format!(
-            "invalid host {h:?}: expected a host name (no port), optionally starting with `*.`"
-        ))
+        Err(format!("invalid host {h:?}: expected a host name (no port), optionally starting with `*.`"))
     }
 }
 
@@ -500,14 +401,8 @@ mod tests {
 
     #[test]
     fn host_patterns() {
-        assert_eq!(
-            normalize_host_pattern("Shop.Example.com").unwrap(),
-            "shop.example.com"
-        );
-        assert_eq!(
-            normalize_host_pattern("*.example.com").unwrap(),
-            "*.example.com"
-        );
+        assert_eq!(normalize_host_pattern("Shop.Example.com").unwrap(), "shop.example.com");
+        assert_eq!(normalize_host_pattern("*.example.com").unwrap(), "*.example.com");
         assert!(normalize_host_pattern("example.com:80").is_err());
         assert!(normalize_host_pattern("a.*.com").is_err());
     }

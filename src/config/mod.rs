@@ -17,10 +17,7 @@ use std::path::Path;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
-pub use file::{
-    FileAdmin, FileBackend, FileConfig, FileEndpoint, FileRoute, FileServer, FileUpstream,
-    HostHeader,
-};
+pub use file::{FileAdmin, FileBackend, FileConfig, FileEndpoint, FileRoute, FileServer, FileUpstream, HostHeader};
 
 use error::Collector;
 
@@ -45,11 +42,7 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         Ok(root) => root,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            errs.push(
-                span,
-                "",
-                format!("TOML syntax error: {}", e.message().trim()),
-            );
+            errs.push(span, "", format!("TOML syntax error: {}", e.message().trim()));
             return Err(ConfigErrors(errs.finish()));
         }
     };
@@ -95,31 +88,12 @@ mod tests {
         let text = "[server]\nlisten = [\"nope\"]\nbogus = 1\n\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\nretries = 2\n\n[[routes]]\nname = \"r\"\nbackends = [{ upstream = \"zz\", weight = 0 }]\n\n[[routes]]\nname = \"r\"\nbackends = [{ upstream = \"a\", weight = -1 }, { upstream = \"a\" }]\n";
         let errs = errors(text);
         let joined = errs.join("\n");
-        assert!(
-            joined.contains("t.toml:2:11: server.listen: invalid address"),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("t.toml:3:1: server.bogus: unknown key"),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("t.toml:7:1: upstreams.a.retries: `retries` is not supported yet"),
-            "{joined}"
-        );
-        assert!(
-            joined
-                .contains("t.toml:11:26: routes[0].backends[0].upstream: unknown upstream \"zz\""),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("routes[0].backends: every weight is 0"),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("t.toml:14:8: routes[1].name: duplicate route name"),
-            "{joined}"
-        );
+        assert!(joined.contains("t.toml:2:11: server.listen: invalid address"), "{joined}");
+        assert!(joined.contains("t.toml:3:1: server.bogus: unknown key"), "{joined}");
+        assert!(joined.contains("t.toml:7:1: upstreams.a.retries: `retries` is not supported yet"), "{joined}");
+        assert!(joined.contains("t.toml:11:26: routes[0].backends[0].upstream: unknown upstream \"zz\""), "{joined}");
+        assert!(joined.contains("routes[0].backends: every weight is 0"), "{joined}");
+        assert!(joined.contains("t.toml:14:8: routes[1].name: duplicate route name"), "{joined}");
         assert!(joined.contains("weights must not be negative"), "{joined}");
         assert!(joined.contains("listed twice"), "{joined}");
     }

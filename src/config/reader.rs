@@ -25,29 +25,15 @@ pub(crate) struct Table<'a, 'i> {
 
 impl<'a, 'i> Table<'a, 'i> {
     pub(crate) fn new(table: &'a DeTable<'i>, span: Range<usize>, path: impl Into<String>) -> Self {
-        Table {
-            table,
-            span,
-            path: path.into(),
-            used: HashSet::new(),
-            later: &[],
-        }
+        Table { table, span, path: path.into(), used: HashSet::new(), later: &[] }
     }
 
     /// Read a node as a table, or record that it is not one.
-    pub(crate) fn from_node(
-        node: &'a Node<'i>,
-        path: String,
-        errs: &mut Collector,
-    ) -> Option<Self> {
+    pub(crate) fn from_node(node: &'a Node<'i>, path: String, errs: &mut Collector) -> Option<Self> {
         match node.get_ref() {
             DeValue::Table(t) => Some(Table::new(t, node.span(), path)),
             other => {
-                errs.push(
-                    node.span(),
-                    path,
-                    format!("expected a table, found {}", other.type_str()),
-                );
+                errs.push(node.span(), path, format!("expected a table, found {}", other.type_str()));
                 None
             }
         }
@@ -94,11 +80,7 @@ impl<'a, 'i> Table<'a, 'i> {
         match node.get_ref() {
             DeValue::Boolean(b) => Some(*b),
             other => {
-                errs.push(
-                    node.span(),
-                    self.field(key),
-                    format!("expected true or false, found {}", other.type_str()),
-                );
+                errs.push(node.span(), self.field(key), format!("expected true or false, found {}", other.type_str()));
                 None
             }
         }
@@ -127,30 +109,16 @@ impl<'a, 'i> Table<'a, 'i> {
         match node.get_ref() {
             DeValue::Array(a) => Some(a),
             other => {
-                errs.push(
-                    node.span(),
-                    self.field(key),
-                    format!("expected an array, found {}", other.type_str()),
-                );
+                errs.push(node.span(), self.field(key), format!("expected an array, found {}", other.type_str()));
                 None
             }
         }
     }
 
-    pub(crate) fn string_list(
-        &mut self,
-        key: &'a str,
-        errs: &mut Collector,
-    ) -> Option<Vec<Spanned<String>>> {
+    pub(crate) fn string_list(&mut self, key: &'a str, errs: &mut Collector) -> Option<Vec<Spanned<String>>> {
         let items = self.array(key, errs)?;
         let field = self.field(key);
-        Some(
-            items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, n)| expect_str(n, &format!("{field}[{i}]"), errs))
-                .collect(),
-        )
+        Some(items.iter().enumerate().filter_map(|(i, n)| expect_str(n, &format!("{field}[{i}]"), errs)).collect())
     }
 
     pub(crate) fn table(&mut self, key: &'a str, errs: &mut Collector) -> Option<Table<'a, 'i>> {
@@ -175,19 +143,11 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 }
 
-pub(crate) fn expect_str(
-    node: &Node<'_>,
-    field: &str,
-    errs: &mut Collector,
-) -> Option<Spanned<String>> {
+pub(crate) fn expect_str(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<Spanned<String>> {
     match node.get_ref() {
         DeValue::String(s) => Some(Spanned::new(node.span(), s.to_string())),
         other => {
-            errs.push(
-                node.span(),
-                field,
-                format!("expected a string, found {}", other.type_str()),
-            );
+            errs.push(node.span(), field, format!("expected a string, found {}", other.type_str()));
             None
         }
     }
@@ -207,9 +167,7 @@ pub(crate) fn expect_uint(node: &Node<'_>, field: &str, errs: &mut Collector) ->
 /// Any TOML number (integer or float) as f64.
 pub(crate) fn expect_number(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<f64> {
     let parsed = match node.get_ref() {
-        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-            .ok()
-            .map(|v| v as f64),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok().map(|v| v as f64),
         DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
         _ => None,
     };

@@ -26,10 +26,7 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
                 errs.push(
                     route.name_span.clone(),
                     format!("{field}.name"),
-                    format!(
-                        "duplicate route name {:?} (first used by routes[{first}])",
-                        route.name
-                    ),
+                    format!("duplicate route name {:?} (first used by routes[{first}])", route.name),
                 );
             }
         }
@@ -38,11 +35,7 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
         for b in &route.backends {
             let name = b.upstream.get_ref();
             if !upstreams.contains(name.as_str()) {
-                errs.push(
-                    b.upstream.span(),
-                    format!("{}.upstream", b.field),
-                    format!("unknown upstream {name:?}"),
-                );
+                errs.push(b.upstream.span(), format!("{}.upstream", b.field), format!("unknown upstream {name:?}"));
             }
             if !seen.insert(name.as_str()) {
                 errs.push(
@@ -52,11 +45,7 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
                 );
             }
             if b.weight < 0.0 {
-                errs.push(
-                    b.weight_span.clone(),
-                    format!("{}.weight", b.field),
-                    "weights must not be negative",
-                );
+                errs.push(b.weight_span.clone(), format!("{}.weight", b.field), "weights must not be negative");
             } else {
                 total += b.weight;
             }

@@ -30,24 +30,15 @@ struct PendingLog {
 
 impl ResponseBody {
     pub fn upstream(body: Incoming) -> Self {
-        ResponseBody {
-            kind: Kind::Upstream(body),
-            log: None,
-        }
+        ResponseBody { kind: Kind::Upstream(body), log: None }
     }
 
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody {
-            kind: Kind::Full(Some(bytes)),
-            log: None,
-        }
+        ResponseBody { kind: Kind::Full(Some(bytes)), log: None }
     }
 
     pub fn empty() -> Self {
-        ResponseBody {
-            kind: Kind::Full(None),
-            log: None,
-        }
+        ResponseBody { kind: Kind::Full(None), log: None }
     }
 
     /// Emit `record` (with `bytes_out` filled in) once this body is finished or dropped.
@@ -69,10 +60,7 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),

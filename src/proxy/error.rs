@@ -58,23 +58,16 @@ impl ProxyError {
             Self::NoHealthyEndpoint => "503 no healthy upstream endpoint (no-healthy-endpoint)\n",
             Self::Draining => "503 the proxy is shutting down (draining)\n",
             Self::UpstreamConnect => "502 could not connect to the upstream (upstream-connect)\n",
-            Self::BadUpstreamResponse => {
-                "502 bad response from the upstream (bad-upstream-response)\n"
-            }
+            Self::BadUpstreamResponse => "502 bad response from the upstream (bad-upstream-response)\n",
             Self::UpstreamTimeout => "504 the upstream did not answer in time (upstream-timeout)\n",
         }
     }
 
     pub fn response(self) -> Response<ResponseBody> {
-        let mut resp = Response::new(ResponseBody::full(Bytes::from_static(
-            self.body().as_bytes(),
-        )));
+        let mut resp = Response::new(ResponseBody::full(Bytes::from_static(self.body().as_bytes())));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.cause()));
         if self == Self::BadRequest {
             // A malformed request leaves the connection in an unknown state.

@@ -34,21 +34,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-        &HTTP2_SETTINGS,
-    ] {
+    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &TRAILER, &TRANSFER_ENCODING, &UPGRADE, &HTTP2_SETTINGS] {
         headers.remove(name);
     }
     if let Some(te) = headers.get(TE) {
-        let only_trailers = te.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
+        let only_trailers = te.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
         if only_trailers {
             headers.insert(TE, HeaderValue::from_static("trailers"));
         } else {
@@ -63,11 +53,7 @@ pub fn drop_underscore_names(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| k.as_str().contains('_')) {
         return;
     }
-    let bad: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .cloned()
-        .collect();
+    let bad: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().contains('_')).cloned().collect();
     for k in bad {
         headers.remove(k);
     }
@@ -105,10 +91,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -134,15 +117,8 @@ mod tests {
 
     #[test]
     fn lists_are_appended() {
-        let mut h = map(&[
-            ("x-forwarded-for", "1.1.1.1"),
-            ("x-forwarded-for", "2.2.2.2"),
-        ]);
-        append_list(
-            &mut h,
-            &X_FORWARDED_FOR,
-            &HeaderValue::from_static("3.3.3.3"),
-        );
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
+        append_list(&mut h, &X_FORWARDED_FOR, &HeaderValue::from_static("3.3.3.3"));
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3");
     }
 

@@ -69,11 +69,7 @@ pub async fn handle(
     Ok(resp)
 }
 
-type Outcome<'r> = (
-    Response<ResponseBody>,
-    Option<&'r Route>,
-    Option<&'r Backend>,
-);
+type Outcome<'r> = (Response<ResponseBody>, Option<&'r Route>, Option<&'r Backend>);
 
 async fn route_and_forward<'r>(
     shared: &Shared,
@@ -89,50 +85,25 @@ async fn route_and_forward<'r>(
     };
 
     let Some(host) = effective_host(&req) else {
-        return (
-            own(ProxyError::BadRequest, &shared.telemetry.unrouted),
-            None,
-            None,
-        );
+        return (own(ProxyError::BadRequest, &shared.telemetry.unrouted), None, None);
     };
     if shared.is_draining() {
-        return (
-            own(ProxyError::Draining, &shared.telemetry.unrouted),
-            None,
-            None,
-        );
+        return (own(ProxyError::Draining, &shared.telemetry.unrouted), None, None);
     }
     let path = normalize(req.uri().path());
-    let Some(route) = rt
-        .table
-        .find(Some(host.to_str().unwrap_or("")), &path, req.headers())
-    else {
-        return (
-            own(ProxyError::NoRoute, &shared.telemetry.unrouted),
-            None,
-            None,
-        );
+    let Some(route) = rt.table.find(Some(host.to_str().unwrap_or("")), &path, req.headers()) else {
+        return (own(ProxyError::NoRoute, &shared.telemetry.unrouted), None, None);
     };
     let backend = route.pick();
     let upstream = &backend.upstream;
     let Some(endpoint) = upstream.select() else {
-        return (
-            own(ProxyError::NoHealthyEndpoint, &backend.metrics.requests),
-            Some(route),
-            Some(backend),
-        );
+        return (own(ProxyError::NoHealthyEndpoint, &backend.metrics.requests), Some(route), Some(backend));
     };
 
     // Rewrite the head for the upstream.
     let uri = match upstream_uri(&req, &path, endpoint) {
         Some(u) => u,
-        None => {
-            return (
-                own(ProxyError::BadRequest, &route.own_responses),
-                Some(route),
-                None,
-            )
-        }
+        None => return (own(ProxyError::BadRequest, &route.own_responses), Some(route), None),
     };
     let upstream_host = match &upstream.host_header {
         HostHeader::Preserve => host.clone(),
@@ -168,11 +139,7 @@ async fn route_and_forward<'r>(
         }
         Err(_elapsed) => {
             metrics.error(UpstreamErrorKind::Timeout);
-            return (
-                own(ProxyError::UpstreamTimeout, &metrics.requests),
-                Some(route),
-                Some(backend),
-            );
+            return (own(ProxyError::UpstreamTimeout, &metrics.requests), Some(route), Some(backend));
         }
     };
     metrics.requests.inc(resp.status().as_u16());
@@ -182,11 +149,7 @@ async fn route_and_forward<'r>(
     if let Some(name) = &route.version_header {
         h.insert(name.clone(), upstream.version_value.clone());
     }
-    (
-        with_request_id(resp, rt, &request_id),
-        Some(route),
-        Some(backend),
-    )
+    (with_request_id(resp, rt, &request_id), Some(route), Some(backend))
 }
 
 /// The host the request is for: an absolute-form target's authority wins over `Host`
@@ -208,11 +171,7 @@ fn effective_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     }
 }
 
-fn upstream_uri(
-    req: &Request<Incoming>,
-    path: &Cow<'_, str>,
-    endpoint: &crate::upstream::Endpoint,
-) -> Option<Uri> {
+fn upstream_uri(req: &Request<Incoming>, path: &Cow<'_, str>, endpoint: &crate::upstream::Endpoint) -> Option<Uri> {
     let path_and_query = match (path, req.uri().path_and_query()) {
         (Cow::Borrowed(_), Some(pq)) => pq.clone(),
         _ => {
@@ -236,18 +195,12 @@ fn ensure_request_id(req: &mut Request<Incoming>, rt: &Runtime) -> HeaderValue {
         return id.clone();
     }
     let id = new_request_id();
-    req.headers_mut()
-        .insert(rt.request_id_header.clone(), id.clone());
+    req.headers_mut().insert(rt.request_id_header.clone(), id.clone());
     id
 }
 
-fn with_request_id(
-    mut resp: Response<ResponseBody>,
-    rt: &Runtime,
-    id: &HeaderValue,
-) -> Response<ResponseBody> {
-    resp.headers_mut()
-        .insert(rt.request_id_header.clone(), id.clone());
+fn with_request_id(mut resp: Response<ResponseBody>, rt: &Runtime, id: &HeaderValue) -> Response<ResponseBody> {
+    resp.headers_mut().insert(rt.request_id_header.clone(), id.clone());
     resp
 }
 
@@ -284,11 +237,7 @@ fn pending_record(req: &Request<Incoming>, conn: &ConnInfo, rt: &Runtime) -> Acc
         .uri()
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(HOST)
-                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-        })
+        .or_else(|| req.headers().get(HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()))
         .unwrap_or_default();
     let _ = rt;
     AccessRecord {

@@ -38,9 +38,7 @@ pub struct Backend {
 
 impl Route {
     pub fn headers_match(&self, headers: &HeaderMap) -> bool {
-        self.headers
-            .iter()
-            .all(|(name, want)| headers.get_all(name).iter().any(|v| v == want))
+        self.headers.iter().all(|(name, want)| headers.get_all(name).iter().any(|v| v == want))
     }
 
     /// The backend for the next request (per-request split).

@@ -83,11 +83,7 @@ fn decode_unreserved(path: &str) -> String {
                     out.push(c);
                 } else {
                     // Keep reserved escapes, upper-cased (RFC 3986 §6.2.2.1).
-                    out.extend_from_slice(&[
-                        b'%',
-                        b[i + 1].to_ascii_uppercase(),
-                        b[i + 2].to_ascii_uppercase(),
-                    ]);
+                    out.extend_from_slice(&[b'%', b[i + 1].to_ascii_uppercase(), b[i + 2].to_ascii_uppercase()]);
                 }
                 i += 3;
                 continue;

@@ -80,25 +80,13 @@ pub fn resolve_shares(weights: &[f64]) -> Vec<u32> {
     if total <= 0.0 {
         return vec![0; weights.len()];
     }
-    let exact: Vec<f64> = weights
-        .iter()
-        .map(|&w| {
-            if w > 0.0 {
-                w / total * f64::from(RESOLUTION)
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let exact: Vec<f64> =
+        weights.iter().map(|&w| if w > 0.0 { w / total * f64::from(RESOLUTION) } else { 0.0 }).collect();
     let mut shares: Vec<u32> = exact.iter().map(|e| e.floor() as u32).collect();
     let mut left = RESOLUTION - shares.iter().sum::<u32>();
     let mut order: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] > 0.0).collect();
     // Largest remainder first; ties to file order so the result is deterministic.
-    order.sort_by(|&a, &b| {
-        (exact[b] - exact[b].floor())
-            .total_cmp(&(exact[a] - exact[a].floor()))
-            .then(a.cmp(&b))
-    });
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
     for &i in order.iter().cycle().take(left as usize) {
         shares[i] += 1;
         left -= 1;
@@ -126,10 +114,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 /// The integer closest to `p/φ` that is coprime to `p`.
 fn golden_stride(p: u64) -> u64 {
     let start = ((p as f64) * 0.618_033_988_749_895).round().max(1.0) as u64;
-    (0..p)
-        .map(|d| start + d)
-        .find(|&k| gcd64(k, p) == 1)
-        .unwrap_or(1)
+    (0..p).map(|d| start + d).find(|&k| gcd64(k, p) == 1).unwrap_or(1)
 }
 
 fn gcd64(a: u64, b: u64) -> u64 {
@@ -156,10 +141,7 @@ mod tests {
     fn shares_sum_to_resolution_and_keep_tiny_canaries() {
         assert_eq!(resolve_shares(&[90.0, 10.0]), vec![9000, 1000]);
         assert_eq!(resolve_shares(&[99.99, 0.01]), vec![9999, 1]);
-        assert_eq!(
-            resolve_shares(&[1.0, 1.0, 1.0]).iter().sum::<u32>(),
-            RESOLUTION
-        );
+        assert_eq!(resolve_shares(&[1.0, 1.0, 1.0]).iter().sum::<u32>(), RESOLUTION);
         assert_eq!(resolve_shares(&[1e9, 1.0]), vec![9999, 1]);
         assert_eq!(resolve_shares(&[0.0, 5.0]), vec![0, 10_000]);
     }
@@ -175,12 +157,7 @@ mod tests {
 
     #[test]
     fn any_10k_window_is_within_one_point() {
-        for weights in [
-            vec![33.3, 33.3, 33.4],
-            vec![70.0, 20.0, 10.0],
-            vec![12.5, 87.5],
-            vec![0.5, 99.5],
-        ] {
+        for weights in [vec![33.3, 33.3, 33.4], vec![70.0, 20.0, 10.0], vec![12.5, 87.5], vec![0.5, 99.5]] {
             let shares = resolve_shares(&weights);
             let split = Split::compile(&shares);
             // Skip an odd offset so the window does not start at the period's beginning.
@@ -188,10 +165,7 @@ mod tests {
             let counts = observed(&split, 10_000, weights.len());
             for (c, s) in counts.iter().zip(&shares) {
                 let diff = (*c as i64 - *s as i64).abs();
-                assert!(
-                    diff <= 100,
-                    "weights {weights:?}: counts {counts:?} vs shares {shares:?}"
-                );
+                assert!(diff <= 100, "weights {weights:?}: counts {counts:?} vs shares {shares:?}");
             }
         }
     }

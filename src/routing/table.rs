@@ -36,28 +36,16 @@ const MAX_HOST: usize = 255;
 impl RoutingTable {
     /// `hosts[i]` are route `i`'s normalized host patterns (empty = any host).
     pub fn new(routes: Vec<Route>, hosts: &[Vec<String>], prefixes: &[String]) -> Self {
-        let mut table = RoutingTable {
-            routes,
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
-            any: Bucket::default(),
-        };
+        let mut table =
+            RoutingTable { routes, exact: HashMap::new(), wildcard: HashMap::new(), any: Bucket::default() };
         for (i, (hosts, prefix)) in hosts.iter().zip(prefixes).enumerate() {
             if hosts.is_empty() {
                 table.any.add(prefix, i);
             }
             for h in hosts {
                 match h.strip_prefix('*') {
-                    Some(suffix) => table
-                        .wildcard
-                        .entry(suffix.into())
-                        .or_default()
-                        .add(prefix, i),
-                    None => table
-                        .exact
-                        .entry(h.as_str().into())
-                        .or_default()
-                        .add(prefix, i),
+                    Some(suffix) => table.wildcard.entry(suffix.into()).or_default().add(prefix, i),
+                    None => table.exact.entry(h.as_str().into()).or_default().add(prefix, i),
                 }
             }
         }
@@ -167,10 +155,7 @@ mod tests {
 
     #[test]
     fn prefixes_are_segment_aligned() {
-        assert_eq!(
-            prefixes("/a/b/").collect::<Vec<_>>(),
-            ["/a/b/", "/a/b", "/a", "/"]
-        );
+        assert_eq!(prefixes("/a/b/").collect::<Vec<_>>(), ["/a/b/", "/a/b", "/a", "/"]);
         assert_eq!(prefixes("/apix").collect::<Vec<_>>(), ["/apix", "/"]);
         assert_eq!(prefixes("/").collect::<Vec<_>>(), ["/"]);
     }
@@ -178,10 +163,7 @@ mod tests {
     #[test]
     fn hosts_lose_port_and_case() {
         let mut buf = [0; MAX_HOST];
-        assert_eq!(
-            lower_host("Shop.Example.COM:8080", &mut buf),
-            Some("shop.example.com")
-        );
+        assert_eq!(lower_host("Shop.Example.COM:8080", &mut buf), Some("shop.example.com"));
         assert_eq!(lower_host("[::1]:80", &mut buf), Some("[::1]"));
         assert_eq!(lower_host("example.com.", &mut buf), Some("example.com"));
     }

@@ -47,16 +47,10 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(addr: SocketAddr, configured_host: &str) -> Self {
-        let authority =
-            Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
+        let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         let configured_host = HeaderValue::from_str(configured_host)
             .unwrap_or_else(|_| HeaderValue::from_str(authority.as_str()).expect("valid"));
-        Endpoint {
-            addr,
-            authority,
-            configured_host,
-            in_flight: AtomicUsize::new(0),
-        }
+        Endpoint { addr, authority, configured_host, in_flight: AtomicUsize::new(0) }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -80,16 +74,11 @@ impl Drop for InFlight {
 }
 
 impl Upstream {
-    pub(crate) fn new(
-        source: &FileUpstream,
-        endpoints: Vec<Arc<Endpoint>>,
-        client: HttpClient,
-    ) -> Self {
+    pub(crate) fn new(source: &FileUpstream, endpoints: Vec<Arc<Endpoint>>, client: HttpClient) -> Self {
         Upstream {
             name: source.name.as_str().into(),
             version: source.version.as_str().into(),
-            version_value: HeaderValue::from_str(&source.version)
-                .unwrap_or(HeaderValue::from_static("invalid")),
+            version_value: HeaderValue::from_str(&source.version).unwrap_or(HeaderValue::from_static("invalid")),
             endpoints: endpoints.into(),
             client,
             request_timeout: source.request_timeout,

@@ -28,11 +28,7 @@ impl UpstreamRegistry {
         for source in upstreams {
             let addrs = resolve(source).await;
             let reusable = self.live.get(&source.name).filter(|u| {
-                u.source == *source
-                    && u.endpoints
-                        .iter()
-                        .map(|e| e.addr)
-                        .eq(addrs.iter().map(|(a, _)| *a))
+                u.source == *source && u.endpoints.iter().map(|e| e.addr).eq(addrs.iter().map(|(a, _)| *a))
             });
             let upstream = match reusable {
                 Some(u) => u.clone(),
@@ -46,9 +42,7 @@ impl UpstreamRegistry {
                         .iter()
                         .map(|(addr, host)| {
                             old.and_then(|u| {
-                                u.endpoints
-                                    .iter()
-                                    .find(|e| e.addr == *addr && e.configured_host == host.as_str())
+                                u.endpoints.iter().find(|e| e.addr == *addr && e.configured_host == host.as_str())
                             })
                             .cloned()
                             .unwrap_or_else(|| Arc::new(Endpoint::new(*addr, host)))
@@ -57,10 +51,7 @@ impl UpstreamRegistry {
                     Arc::new(Upstream::new(source, endpoints, client))
                 }
             };
-            clients.insert(
-                source.name.clone(),
-                (source.connect_timeout, upstream.client.clone()),
-            );
+            clients.insert(source.name.clone(), (source.connect_timeout, upstream.client.clone()));
             next.insert(source.name.clone(), upstream);
         }
         self.live = next.clone();

@@ -14,11 +14,7 @@ pub(crate) fn least_of_two(endpoints: &[Arc<Endpoint>]) -> Option<&Arc<Endpoint>
             // A second, different endpoint: offset by 1..n so it never equals `a`.
             let b = (a + 1 + fastrand::usize(..n - 1)) % n;
             let (ea, eb) = (&endpoints[a], &endpoints[b]);
-            Some(if eb.in_flight() < ea.in_flight() {
-                eb
-            } else {
-                ea
-            })
+            Some(if eb.in_flight() < ea.in_flight() { eb } else { ea })
         }
     }
 }
@@ -29,14 +25,8 @@ mod tests {
 
     #[test]
     fn prefers_the_idle_endpoint_and_spreads_load() {
-        let eps: Vec<Arc<Endpoint>> = (0..3)
-            .map(|i| {
-                Arc::new(Endpoint::new(
-                    format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
-                    "x",
-                ))
-            })
-            .collect();
+        let eps: Vec<Arc<Endpoint>> =
+            (0..3).map(|i| Arc::new(Endpoint::new(format!("127.0.0.1:{}", 1000 + i).parse().unwrap(), "x"))).collect();
         let _busy: Vec<_> = (0..5).map(|_| eps[0].start()).collect();
         let mut hits = [0; 3];
         for _ in 0..3000 {

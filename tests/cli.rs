@@ -1,0 +1,140 @@
+//! The binary itself: exit codes, `check` output, and graceful shutdown on SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+#[test]
+fn version_and_usage_errors() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("switchyard "));
+    let out = Command::new(BIN).arg("no-such-command").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN).args(["run", "--bogus-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let out = Command::new(BIN).args(["check", "-c", "config/switchyard.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_prints_every_error_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"0.0.0.0:8080\"]\ndrain_timeout = \"soon\"\n\n[upstreams.v1]\nendpoints = [\"127.0.0.1:9001\"]\ncolour = \"blue\"\n\n[[routes]]\nname = \"shop\"\nbackends = [{ upstream = \"v1\", weight = 90 }, { upstream = \"v2\", weight = 10 }]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    for want in [
+        format!("{p}:3:17: server.drain_timeout: invalid duration"),
+        format!("{p}:7:1: upstreams.v1.colour: unknown key `colour`"),
+        format!("{p}:11:60: routes[0].backends[1].upstream: unknown upstream \"v2\""),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+
+    // `run` refuses the same file with exit 1.
+    let out = Command::new(BIN).args(["run", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // A missing file is an error too, not a panic.
+    let out = Command::new(BIN).args(["check", "-c", "/nonexistent/switchyard.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// Start the binary; returns it and the proxy address it logged.
+fn start(config: &std::path::Path) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["fields"]["message"] == "proxy listening" {
+            return (child, v["fields"]["addr"].as_str().unwrap().parse().unwrap(), rx);
+        }
+    }
+    panic!("the proxy did not report its address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
+    let up = spawn_upstream("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &path,
+        with_listeners(&format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"u\" }}]\n",
+            up.addr
+        )),
+    )
+    .unwrap();
+    let (mut child, addr, _logs) = start(&path);
+
+    let slow = tokio::spawn(async move { get(&format!("http://{addr}/?delay_ms=1500"), &[]).await });
+    // Wait until the upstream has the request, then ask the proxy to stop.
+    for _ in 0..100 {
+        if up.hits() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.hits(), 1);
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+
+    // New connections are refused while the slow request is still being served.
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the listener is still accepting after SIGTERM");
+
+    let (status, h, _) = slow.await.unwrap();
+    assert_eq!(status, 200, "the in-flight request completes");
+    assert_eq!(h["x-upstream"], "u");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "the proxy did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0));
+}

@@ -1,0 +1,268 @@
+//! Test support: real upstream servers on 127.0.0.1:0 that report who served, the proxy
+//! in-process on port 0, and a real HTTP client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use switchyard::runtime::Shared;
+use switchyard::server::Server;
+
+/// What an upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+}
+
+/// An in-process upstream. Every response carries `x-upstream: NAME` and
+/// `x-endpoint: ADDR`, body `NAME`. `?delay_ms=N` delays the response head.
+pub struct TestUpstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub connections: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestUpstream {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+    pub fn last_seen(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("the upstream saw a request")
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn spawn_upstream(name: &str) -> TestUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (h, c, s, n) = (hits.clone(), connections.clone(), seen.clone(), name.to_string());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            c.fetch_add(1, Ordering::SeqCst);
+            let (h, s, n) = (h.clone(), s.clone(), n.clone());
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (h, s, n) = (h.clone(), s.clone(), n.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    s.lock().unwrap().push(Seen {
+                        method: req.method().to_string(),
+                        uri: req.uri().to_string(),
+                        headers: req.headers().clone(),
+                    });
+                    let delay = req
+                        .uri()
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("delay_ms=")))
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if let Some(ms) = delay {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let mut resp =
+                        Response::new(Full::new(if body.is_empty() { Bytes::from(n.clone()) } else { body }));
+                    resp.headers_mut().insert("x-upstream", n.parse().unwrap());
+                    resp.headers_mut().insert("x-endpoint", addr.to_string().parse().unwrap());
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    TestUpstream { name: name.to_string(), addr, hits, connections, seen, task }
+}
+
+/// A proxy running in this process from a config file in a temp dir.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// `[server]` and `[admin]` on port 0, prepended to the given upstreams and routes.
+pub fn with_listeners(body: &str) -> String {
+    format!("[server]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{body}")
+}
+
+pub async fn spawn_proxy(config: &str) -> TestProxy {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("switchyard.toml");
+    std::fs::write(&config_path, config).unwrap();
+    spawn_proxy_file(config_path, dir).await
+}
+
+impl TestProxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stop and wait for the drain to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = get(&format!("http://{}/metrics", self.admin), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        body
+    }
+
+    /// Value of one sample line from `/metrics`, 0 when absent.
+    pub async fn metric(&self, name_and_labels: &str) -> f64 {
+        metric_value(&self.metrics().await, name_and_labels)
+    }
+
+    /// Wait (bounded) until `/metrics` shows the config generation `want`.
+    pub async fn wait_generation(&self, want: u64) {
+        for _ in 0..100 {
+            if self.shared.runtime().generation >= want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("config generation {want} not reached (at {})", self.shared.runtime().generation);
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn metric_value(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// One request on a fresh client; returns status, headers and body text.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    send(&client(), "GET", url, headers, "").await
+}
+
+pub async fn send(
+    client: &TestClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Count responses per `x-upstream` over `n` requests with `concurrency` workers.
+pub async fn tally(url: &str, n: usize, concurrency: usize) -> HashMap<String, usize> {
+    let client = client();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, url) = (client.clone(), next.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            while next.fetch_add(1, Ordering::SeqCst) < n {
+                let (status, headers, _) = send(&client, "GET", &url, &[], "").await;
+                assert_eq!(status, StatusCode::OK);
+                let who = headers.get("x-upstream").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                *counts.entry(who).or_default() += 1;
+            }
+            counts
+        }));
+    }
+    let mut total = HashMap::new();
+    for t in tasks {
+        for (k, v) in t.await.unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+/// Raw bytes over TCP, for requests a well-behaved client cannot send.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A proxy started from an existing config file (for layouts like a ConfigMap's).
+pub async fn spawn_proxy_file(config_path: PathBuf, dir: tempfile::TempDir) -> TestProxy {
+    let cfg = switchyard::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let shared = Shared::new(cfg, Some(config_path.clone())).await;
+    let server = Server::bind(shared.clone()).await.unwrap();
+    let (addr, admin) = (server.local_addrs()[0], server.admin_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    TestProxy { addr, admin, dir, config_path, shared, stop: Some(stop), task: Some(task) }
+}
