@@ -12,7 +12,9 @@ use switchyard::runtime::Shared;
 
 /// `n` routes: host-specific ones with distinct prefixes, plus a catch-all at the end.
 fn config(n: usize) -> String {
-    let mut s = String::from("[upstreams.a]\nendpoints = [\"127.0.0.1:9001\"]\n[upstreams.b]\nendpoints = [\"127.0.0.1:9002\"]\n");
+    let mut s = String::from(
+        "[upstreams.a]\nendpoints = [\"127.0.0.1:9001\"]\n[upstreams.b]\nendpoints = [\"127.0.0.1:9002\"]\n",
+    );
     for i in 0..n {
         s += &format!(
             "[[routes]]\nname = \"r{i}\"\nhosts = [\"svc{}.example.com\"]\npath_prefix = \"/api/v{i}\"\nbackends = [{{ upstream = \"a\", weight = 90 }}, {{ upstream = \"b\", weight = 10 }}]\n",

@@ -59,8 +59,20 @@ fn check_prints_every_error_with_its_position() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// A child process that is killed and reaped if the test fails before it exits.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Start the binary; returns it and the proxy address it logged.
-fn start(config: &std::path::Path) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+fn start(config: &std::path::Path) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "run", "-c"])
         .arg(config)
@@ -70,6 +82,7 @@ fn start(config: &std::path::Path) -> (Child, SocketAddr, mpsc::Receiver<String>
         .unwrap();
     let (tx, rx) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
+    let child = Proc(child);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -99,7 +112,8 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
         )),
     )
     .unwrap();
-    let (mut child, addr, _logs) = start(&path);
+    let (mut proc, addr, _logs) = start(&path);
+    let child = &mut proc.0;
 
     let slow = tokio::spawn(async move { get(&format!("http://{addr}/?delay_ms=1500"), &[]).await });
     // Wait until the upstream has the request, then ask the proxy to stop.

@@ -73,7 +73,9 @@ backends = [{ upstream = "fallback", weight = 1 }]
 "#;
     let proxy = spawn_proxy(&with_listeners(&cfg)).await;
 
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    // (host, path, extra headers, expected upstream or "404")
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         // Exact host: case-insensitive, port ignored.
         ("shop.example.com", "/", &[], "exact"),
         ("SHOP.EXAMPLE.COM:8080", "/x", &[], "exact"),

@@ -171,9 +171,14 @@ fn effective_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     }
 }
 
+/// The URI for the upstream: the endpoint's address, the normalized path, the query as
+/// sent. When normalization changed nothing the original bytes are reused (no copy).
+#[allow(clippy::ptr_arg)] // borrowed vs owned is the information used here
 fn upstream_uri(req: &Request<Incoming>, path: &Cow<'_, str>, endpoint: &crate::upstream::Endpoint) -> Option<Uri> {
-    let path_and_query = match (path, req.uri().path_and_query()) {
-        (Cow::Borrowed(_), Some(pq)) => pq.clone(),
+    let unchanged = matches!(path, Cow::Borrowed(_));
+    let path: &str = path;
+    let path_and_query = match req.uri().path_and_query() {
+        Some(pq) if unchanged => pq.clone(),
         _ => {
             let pq = match req.uri().query() {
                 Some(q) => format!("{path}?{q}"),
