@@ -122,9 +122,13 @@ async fn accept_loop(
     // Dropping the listener closes the socket: new connections are refused.
 }
 
+/// The largest request head accepted (SPEC `max_header_bytes` default).
+const MAX_HEAD: usize = 65_536;
+
 fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+    // SPEC: request heads over 64 KiB get 431 (hyper answers it when its read buffer fills).
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).max_buf_size(MAX_HEAD);
     builder.http2().timer(TokioTimer::new());
     builder
 }

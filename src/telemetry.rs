@@ -5,7 +5,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
@@ -158,8 +157,8 @@ impl BackendMetrics {
     }
 }
 
-/// The HTTP status codes that get a preallocated slot; anything else (rare, non-standard
-/// codes) goes to a concurrent map.
+/// The HTTP status codes that get a slot up front; any other code (100..=999 are valid)
+/// makes the backend allocate a slot for every code, once.
 const KNOWN: [u16; 44] = [
     100, 101, 200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 304, 307, 308, 400, 401, 402, 403, 404, 405, 406,
     407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 421, 422, 429, 431, 451, 500, 501, 502, 503, 504, 505,
@@ -167,12 +166,14 @@ const KNOWN: [u16; 44] = [
 
 /// `switchyard_requests_total` for one label set, one counter per status code. Counters
 /// are registered on first use of a code (once; a `OnceLock` read afterwards), so a
-/// backend costs a few hundred bytes instead of a counter per possible code.
+/// backend costs about a kilobyte instead of a counter per possible code, and counting
+/// never takes a lock.
 pub struct StatusCounters {
     recorder: Arc<PrometheusRecorder>,
     labels: Box<[Label]>,
     known: [OnceLock<Counter>; KNOWN.len()],
-    other: DashMap<u16, Counter>,
+    /// Indexed by `code - 100`; allocated the first time an unusual code is seen.
+    other: OnceLock<Box<[OnceLock<Counter>]>>,
 }
 
 impl StatusCounters {
@@ -181,7 +182,7 @@ impl StatusCounters {
             recorder,
             labels: labels(route, upstream, version).into(),
             known: std::array::from_fn(|_| OnceLock::new()),
-            other: DashMap::new(),
+            other: OnceLock::new(),
         }
     }
 
@@ -189,7 +190,11 @@ impl StatusCounters {
     pub fn inc(&self, status: u16) {
         match KNOWN.binary_search(&status) {
             Ok(i) => self.known[i].get_or_init(|| self.register(status)).increment(1),
-            Err(_) => self.other.entry(status).or_insert_with(|| self.register(status)).increment(1),
+            Err(_) => {
+                let slots = self.other.get_or_init(|| (100..1000).map(|_| OnceLock::new()).collect());
+                let i = usize::from(status.clamp(100, 999) - 100);
+                slots[i].get_or_init(|| self.register(status)).increment(1);
+            }
         }
     }
 
@@ -197,5 +202,27 @@ impl StatusCounters {
         let mut labels = self.labels.to_vec();
         labels.push(Label::new("status", status.to_string()));
         self.recorder.register_counter(&Key::from_parts(REQUESTS, labels), &METADATA)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_counters_count_standard_and_unusual_codes() {
+        let t = Telemetry::new();
+        let c = t.route_own("r");
+        c.inc(200);
+        c.inc(200);
+        c.inc(599);
+        c.inc(999);
+        let text = t.render();
+        assert!(
+            text.contains(r#"switchyard_requests_total{route="r",upstream="",version="",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"status="599"} 1"#), "{text}");
+        assert!(text.contains(r#"status="999"} 1"#), "{text}");
     }
 }

@@ -15,6 +15,8 @@ pub enum ProxyError {
     NoRoute,
     #[error("malformed request")]
     BadRequest,
+    #[error("CONNECT tunnels are not supported")]
+    ConnectUnsupported,
     #[error("the upstream has no endpoint to send this request to")]
     NoHealthyEndpoint,
     #[error("the proxy is shutting down")]
@@ -32,6 +34,7 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::ConnectUnsupported => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoHealthyEndpoint | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect | Self::BadUpstreamResponse => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -43,6 +46,7 @@ impl ProxyError {
         match self {
             Self::NoRoute => "no-route",
             Self::BadRequest => "malformed-request",
+            Self::ConnectUnsupported => "connect-not-supported",
             Self::NoHealthyEndpoint => "no-healthy-endpoint",
             Self::Draining => "draining",
             Self::UpstreamConnect => "upstream-connect",
@@ -55,6 +59,7 @@ impl ProxyError {
         match self {
             Self::NoRoute => "404 no route matches this request (no-route)\n",
             Self::BadRequest => "400 malformed request (malformed-request)\n",
+            Self::ConnectUnsupported => "405 CONNECT is not supported by this proxy (connect-not-supported)\n",
             Self::NoHealthyEndpoint => "503 no healthy upstream endpoint (no-healthy-endpoint)\n",
             Self::Draining => "503 the proxy is shutting down (draining)\n",
             Self::UpstreamConnect => "502 could not connect to the upstream (upstream-connect)\n",
@@ -69,8 +74,9 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.cause()));
-        if self == Self::BadRequest {
-            // A malformed request leaves the connection in an unknown state.
+        if matches!(self, Self::BadRequest | Self::ConnectUnsupported) {
+            // The connection is in an unknown state (where does the next message start?
+            // is the client about to send tunnel bytes?): close it.
             h.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         resp

@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 mod service;
+pub mod validate;
 
 pub use body::ResponseBody;
 pub use error::{ProxyError, ERROR_HEADER};

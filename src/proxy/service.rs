@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use super::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use super::validate::{self, Rejection};
 use crate::access_log::{timestamp, AccessRecord};
 use crate::config::HostHeader;
 use crate::routing::path::normalize;
@@ -84,13 +85,19 @@ async fn route_and_forward<'r>(
         with_request_id(e.response(), rt, &request_id)
     };
 
-    let Some(host) = effective_host(&req) else {
-        return (own(ProxyError::BadRequest, &shared.telemetry.unrouted), None, None);
-    };
+    if let Err(rejection) = validate::check(&req) {
+        let e = match rejection {
+            Rejection::Malformed => ProxyError::BadRequest,
+            Rejection::ConnectUnsupported => ProxyError::ConnectUnsupported,
+        };
+        return (own(e, &shared.telemetry.unrouted), None, None);
+    }
+    let host = effective_host(&req);
     if shared.is_draining() {
         return (own(ProxyError::Draining, &shared.telemetry.unrouted), None, None);
     }
-    let path = normalize(req.uri().path());
+    // `OPTIONS *` is about the server as a whole: it routes like `/` and is forwarded as `*`.
+    let path = if req.uri().path() == "*" { Cow::Borrowed("/") } else { normalize(req.uri().path()) };
     let Some(route) = rt.table.find(Some(host.to_str().unwrap_or("")), &path, req.headers()) else {
         return (own(ProxyError::NoRoute, &shared.telemetry.unrouted), None, None);
     };
@@ -130,6 +137,11 @@ async fn route_and_forward<'r>(
     metrics.duration.record(start.elapsed().as_secs_f64());
 
     let mut resp = match result {
+        // A response whose framing is ambiguous could smuggle bytes to the client.
+        Ok(Ok(resp)) if validate::check_response_framing(resp.headers()).is_err() => {
+            metrics.error(UpstreamErrorKind::Protocol);
+            return (own(ProxyError::BadUpstreamResponse, &metrics.requests), Some(route), Some(backend));
+        }
         Ok(Ok(resp)) => resp.map(ResponseBody::upstream),
         Ok(Err(e)) => {
             let (kind, err) = classify(&e);
@@ -153,22 +165,15 @@ async fn route_and_forward<'r>(
 }
 
 /// The host the request is for: an absolute-form target's authority wins over `Host`
-/// (RFC 9112 §3.2.2), and HTTP/2 requests carry it as `:authority`. HTTP/1.1 requires
-/// exactly one `Host`; `None` means the request is malformed.
-fn effective_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
-        return None;
-    }
+/// (RFC 9112 §3.2.2), and HTTP/2 requests carry it as `:authority`. (Validation has
+/// already refused HTTP/1.1 requests without exactly one `Host`.)
+fn effective_host(req: &Request<Incoming>) -> HeaderValue {
     if let Some(auth) = req.uri().authority() {
-        return HeaderValue::from_str(auth.as_str()).ok();
+        if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
+            return v;
+        }
     }
-    match (first, req.version()) {
-        (Some(h), _) => Some(h.clone()),
-        (None, Version::HTTP_10 | Version::HTTP_09) => Some(HeaderValue::from_static("")),
-        (None, _) => None,
-    }
+    req.headers().get(HOST).cloned().unwrap_or(HeaderValue::from_static(""))
 }
 
 /// The URI for the upstream: the endpoint's address, the normalized path, the query as

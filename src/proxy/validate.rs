@@ -1,0 +1,121 @@
+//! Requests that are malformed or ambiguous are refused before routing, so they never
+//! reach an upstream. hyper's parser already rejects what cannot be parsed at all
+//! (invalid bytes, obs-fold, differing duplicate Content-Length, oversized heads); this
+//! module rejects what parses but would let two HTTP implementations disagree about where
+//! a message ends or what it targets (request smuggling, RFC 9112 §6.3).
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, Version};
+
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// 400: ambiguous framing, bad target, missing or repeated Host.
+    Malformed,
+    /// 405: a valid CONNECT, which this proxy does not tunnel.
+    ConnectUnsupported,
+}
+
+pub fn check<B>(req: &Request<B>) -> Result<(), Rejection> {
+    if matches!(req.version(), Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_09) {
+        check_framing(req.headers())?;
+        let hosts = req.headers().get_all(HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
+            return Err(Rejection::Malformed);
+        }
+    }
+    check_target(req)
+}
+
+/// One framing, stated once: not both Content-Length and Transfer-Encoding, a
+/// Transfer-Encoding of exactly `chunked`, Content-Length values that agree.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        let only_chunked = first.as_bytes().eq_ignore_ascii_case(b"chunked") && te.next().is_none();
+        if !only_chunked || headers.contains_key(CONTENT_LENGTH) {
+            return Err(Rejection::Malformed);
+        }
+    }
+    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
+    if let Some(first) = cl.next() {
+        let digits = |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
+        if !digits(first.as_bytes()) || cl.any(|v| v != first) {
+            return Err(Rejection::Malformed);
+        }
+    }
+    Ok(())
+}
+
+/// An upstream response must not state its length twice in conflicting ways (both
+/// headers, or differing Content-Length values); other transfer codings are its business.
+pub fn check_response_framing(headers: &HeaderMap) -> Result<(), Rejection> {
+    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
+    let conflicting_lengths = cl.next().is_some_and(|first| cl.any(|v| v != first));
+    if conflicting_lengths || (headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH)) {
+        return Err(Rejection::Malformed);
+    }
+    Ok(())
+}
+
+/// origin-form (`/path`), absolute-form (`http://host/path`), `*` for OPTIONS, or
+/// authority-form (`host:port`) for CONNECT: nothing else.
+fn check_target<B>(req: &Request<B>) -> Result<(), Rejection> {
+    let uri = req.uri();
+    let is_connect = req.method() == Method::CONNECT;
+    if req.version() == Version::HTTP_2 {
+        // h2 carries the target in pseudo-headers that hyper has already validated.
+        return if is_connect { Err(Rejection::ConnectUnsupported) } else { Ok(()) };
+    }
+    match (uri.scheme_str(), uri.authority(), uri.path()) {
+        (None, Some(_), _) if is_connect => Err(Rejection::ConnectUnsupported),
+        (Some("http" | "https"), Some(_), p) if !is_connect && p.starts_with('/') => Ok(()),
+        (None, None, "*") if req.method() == Method::OPTIONS => Ok(()),
+        (None, None, p) if !is_connect && p.starts_with('/') => Ok(()),
+        _ => Err(Rejection::Malformed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, target: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(target);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn framing() {
+        let host = ("host", "a");
+        assert_eq!(check(&req("POST", "/", &[host, ("transfer-encoding", "chunked")])), Ok(()));
+        assert_eq!(check(&req("POST", "/", &[host, ("content-length", "5"), ("content-length", "5")])), Ok(()));
+        for bad in [
+            vec![host, ("content-length", "5"), ("transfer-encoding", "chunked")],
+            vec![host, ("transfer-encoding", "gzip, chunked")],
+            vec![host, ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+            vec![host, ("transfer-encoding", "identity")],
+            vec![host, ("content-length", "5"), ("content-length", "6")],
+            vec![host, ("content-length", "+5")],
+            vec![],
+            vec![host, ("host", "b")],
+        ] {
+            assert_eq!(check(&req("POST", "/", &bad)), Err(Rejection::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        let h = [("host", "a")];
+        assert_eq!(check(&req("GET", "/x", &h)), Ok(()));
+        assert_eq!(check(&req("GET", "http://b/x", &h)), Ok(()));
+        assert_eq!(check(&req("OPTIONS", "*", &h)), Ok(()));
+        assert_eq!(check(&req("CONNECT", "a:443", &h)), Err(Rejection::ConnectUnsupported));
+        for (m, t) in [("GET", "*"), ("GET", "a:443"), ("GET", "ftp://a/x"), ("CONNECT", "/x")] {
+            assert_eq!(check(&req(m, t, &h)), Err(Rejection::Malformed), "{m} {t}");
+        }
+    }
+}
