@@ -36,6 +36,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod compile;
 pub mod config;
 pub mod demo;
 pub mod proxy;

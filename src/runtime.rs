@@ -18,8 +18,9 @@ use arc_swap::ArcSwap;
 use http::HeaderName;
 
 use crate::access_log::AccessLog;
+use crate::compile::compile;
 use crate::config::{self, ConfigErrors, FileConfig};
-use crate::routing::{resolve_shares, Backend, Route, RoutingTable, Split, RESOLUTION};
+use crate::routing::{RoutingTable, RESOLUTION};
 use crate::telemetry::Telemetry;
 use crate::upstream::{Upstream, UpstreamRegistry};
 
@@ -155,46 +156,5 @@ fn warn_static_changes(old: &FileConfig, new: &FileConfig) {
     }
     if old.admin != new.admin {
         tracing::warn!("[admin] changed: it takes effect at the next restart");
-    }
-}
-
-/// Compile a validated config into a snapshot.
-async fn compile(cfg: FileConfig, generation: u64, telemetry: &Telemetry, registry: &mut UpstreamRegistry) -> Runtime {
-    let upstreams = registry.build(&cfg.upstreams).await;
-    let mut routes = Vec::with_capacity(cfg.routes.len());
-    let mut hosts = Vec::with_capacity(cfg.routes.len());
-    let mut prefixes = Vec::with_capacity(cfg.routes.len());
-    for r in &cfg.routes {
-        let weights: Vec<f64> = r.backends.iter().map(|b| b.weight).collect();
-        let shares = resolve_shares(&weights);
-        let backends: Vec<Backend> = r
-            .backends
-            .iter()
-            .zip(&shares)
-            .map(|(b, &share)| {
-                let upstream = upstreams[b.upstream.get_ref()].clone();
-                let metrics = telemetry.backend(&r.name, &upstream.name, &upstream.version);
-                Backend { upstream, weight: b.weight, share, metrics }
-            })
-            .collect();
-        routes.push(Route {
-            name: r.name.as_str().into(),
-            headers: r.headers.clone().into(),
-            split: Split::compile(&shares),
-            backends: backends.into(),
-            version_header: r.version_header.clone(),
-            own_responses: telemetry.route_own(&r.name),
-        });
-        hosts.push(r.hosts.clone());
-        prefixes.push(r.path_prefix.clone());
-    }
-    Runtime {
-        generation,
-        loaded_at: SystemTime::now(),
-        table: RoutingTable::new(routes, &hosts, &prefixes),
-        upstreams,
-        request_id_header: cfg.server.request_id_header.clone(),
-        access_log: cfg.server.access_log,
-        file: cfg,
     }
 }

@@ -124,7 +124,7 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(up.hits(), 1);
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status().unwrap();
     assert!(kill.success());
 
     // New connections are refused while the slow request is still being served.

@@ -80,6 +80,35 @@ pub struct FileRoute {
     pub backends: Vec<FileBackend>,
     pub backends_span: Range<usize>,
     pub version_header: Option<HeaderName>,
+    pub sticky: Option<FileSticky>,
+    pub overrides: Vec<FileOverride>,
+}
+
+/// Where a route's sticky key comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileSticky {
+    /// A cookie the proxy issues (random key) when absent or malformed.
+    Cookie { name: String, ttl: Duration },
+    /// A header the client sends (e.g. a user id); absent = per-request split.
+    Header(HeaderName),
+    /// The client's IP address.
+    SourceIp,
+}
+
+/// A rule that forces an upstream for matching requests, checked before the split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileOverride {
+    pub on: OverrideOn,
+    /// Required value; `None` = presence is enough.
+    pub value: Option<String>,
+    pub upstream: Spanned<String>,
+    pub field: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverrideOn {
+    Header(HeaderName),
+    Cookie(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,7 +263,7 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
 }
 
 fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRoute {
-    t = t.later(&["sticky", "overrides", "mirror", "rollout"]);
+    t = t.later(&["mirror", "rollout"]);
     let span = t.span.clone();
     let (name, name_span) = match t.string("name", errs) {
         Some(n) => (n.get_ref().clone(), n.span()),
@@ -309,8 +338,92 @@ fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRoute {
     }
     let version_header =
         t.string("version_header", errs).and_then(|s| header_name(&s, &t.field("version_header"), errs));
+    let sticky = t.table("sticky", errs).and_then(|st| decode_sticky(st, errs));
+    let mut overrides = Vec::new();
+    if let Some(items) = t.array("overrides", errs) {
+        let field = t.field("overrides");
+        for (i, item) in items.iter().enumerate() {
+            if let Some(ot) = Table::from_node(item, format!("{field}[{i}]"), errs) {
+                overrides.extend(decode_override(ot, errs));
+            }
+        }
+    }
     t.finish(errs);
-    FileRoute { name, span, name_span, hosts, path_prefix, headers, backends, backends_span, version_header }
+    FileRoute {
+        name,
+        span,
+        name_span,
+        hosts,
+        path_prefix,
+        headers,
+        backends,
+        backends_span,
+        version_header,
+        sticky,
+        overrides,
+    }
+}
+
+fn decode_sticky(mut t: Table<'_, '_>, errs: &mut Collector) -> Option<FileSticky> {
+    let span = t.span.clone();
+    let cookie = t.string("cookie", errs);
+    let header = t.string("header", errs);
+    let source_ip = t.bool("source_ip", errs);
+    let ttl = t.duration("ttl", errs);
+    let field = t.path.clone();
+    t.finish(errs);
+    let modes = usize::from(cookie.is_some()) + usize::from(header.is_some()) + usize::from(source_ip == Some(true));
+    if modes != 1 {
+        errs.push(span, field, "choose exactly one of `cookie = NAME`, `header = NAME` or `source_ip = true`");
+        return None;
+    }
+    if ttl.is_some() && cookie.is_none() {
+        errs.push(span, format!("{field}.ttl"), "`ttl` only applies to `cookie` stickiness");
+    }
+    if let Some(c) = cookie {
+        if !is_cookie_name(c.get_ref()) {
+            errs.push(c.span(), format!("{field}.cookie"), format!("invalid cookie name {:?}", c.get_ref()));
+            return None;
+        }
+        let ttl = ttl.unwrap_or(Duration::from_secs(24 * 3600));
+        return Some(FileSticky::Cookie { name: c.into_inner(), ttl });
+    }
+    if let Some(h) = header {
+        return header_name(&h, &format!("{field}.header"), errs).map(FileSticky::Header);
+    }
+    Some(FileSticky::SourceIp)
+}
+
+fn decode_override(mut t: Table<'_, '_>, errs: &mut Collector) -> Option<FileOverride> {
+    let span = t.span.clone();
+    let field = t.path.clone();
+    let header = t.string("header", errs);
+    let cookie = t.string("cookie", errs);
+    let value = t.string("value", errs).map(Spanned::into_inner);
+    let upstream = t.string("upstream", errs);
+    t.finish(errs);
+    let on = match (header, cookie) {
+        (Some(h), None) => OverrideOn::Header(header_name(&h, &format!("{field}.header"), errs)?),
+        (None, Some(c)) if is_cookie_name(c.get_ref()) => OverrideOn::Cookie(c.into_inner()),
+        (None, Some(c)) => {
+            errs.push(c.span(), format!("{field}.cookie"), format!("invalid cookie name {:?}", c.get_ref()));
+            return None;
+        }
+        _ => {
+            errs.push(span, field, "an override matches on exactly one of `header = NAME` or `cookie = NAME`");
+            return None;
+        }
+    };
+    let Some(upstream) = upstream else {
+        errs.push(span, format!("{field}.upstream"), "missing: an override names the `upstream` it forces");
+        return None;
+    };
+    Some(FileOverride { on, value, upstream, field })
+}
+
+/// RFC 6265 cookie-name: a token.
+fn is_cookie_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn decode_backend(mut t: Table<'_, '_>, errs: &mut Collector) -> Option<FileBackend> {

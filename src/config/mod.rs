@@ -17,7 +17,10 @@ use std::path::Path;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
-pub use file::{FileAdmin, FileBackend, FileConfig, FileEndpoint, FileRoute, FileServer, FileUpstream, HostHeader};
+pub use file::{
+    FileAdmin, FileBackend, FileConfig, FileEndpoint, FileOverride, FileRoute, FileServer, FileSticky, FileUpstream,
+    HostHeader, OverrideOn,
+};
 
 use error::Collector;
 

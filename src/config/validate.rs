@@ -50,6 +50,12 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
                 total += b.weight;
             }
         }
+        for o in &route.overrides {
+            let name = o.upstream.get_ref();
+            if !upstreams.contains(name.as_str()) {
+                errs.push(o.upstream.span(), format!("{}.upstream", o.field), format!("unknown upstream {name:?}"));
+            }
+        }
         if !route.backends.is_empty() && total <= 0.0 {
             errs.push(
                 route.backends_span.clone(),

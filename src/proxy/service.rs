@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::HOST;
+use http::header::{HOST, SET_COOKIE};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -29,6 +29,8 @@ pub struct ConnInfo {
     /// The client IP, preformatted for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
     pub proto: HeaderValue,
+    /// Accepted on a TLS listener (sticky cookies get `Secure`).
+    pub tls: bool,
 }
 
 impl ConnInfo {
@@ -38,6 +40,7 @@ impl ConnInfo {
             client,
             client_ip: HeaderValue::from_str(&ip).expect("an IP is a valid header value"),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            tls,
         }
     }
 }
@@ -80,38 +83,65 @@ async fn route_and_forward<'r>(
     start: Instant,
 ) -> Outcome<'r> {
     let request_id = ensure_request_id(&mut req, rt);
-    let own = |e: ProxyError, counters: &crate::telemetry::StatusCounters| {
-        counters.inc(e.status().as_u16());
-        with_request_id(e.response(), rt, &request_id)
+    let unrouted = |e: ProxyError| {
+        shared.telemetry.unrouted.inc(e.status().as_u16());
+        (with_request_id(e.response(), rt, &request_id), None, None)
     };
 
     if let Err(rejection) = validate::check(&req) {
-        let e = match rejection {
+        return unrouted(match rejection {
             Rejection::Malformed => ProxyError::BadRequest,
             Rejection::ConnectUnsupported => ProxyError::ConnectUnsupported,
-        };
-        return (own(e, &shared.telemetry.unrouted), None, None);
+        });
+    }
+    if shared.is_draining() {
+        return unrouted(ProxyError::Draining);
     }
     let host = effective_host(&req);
-    if shared.is_draining() {
-        return (own(ProxyError::Draining, &shared.telemetry.unrouted), None, None);
-    }
     // `OPTIONS *` is about the server as a whole: it routes like `/` and is forwarded as `*`.
     let path = if req.uri().path() == "*" { Cow::Borrowed("/") } else { normalize(req.uri().path()) };
     let Some(route) = rt.table.find(Some(host.to_str().unwrap_or("")), &path, req.headers()) else {
-        return (own(ProxyError::NoRoute, &shared.telemetry.unrouted), None, None);
+        return unrouted(ProxyError::NoRoute);
     };
-    let backend = route.pick();
+    let Some(path_and_query) = upstream_path_and_query(&req, &path) else {
+        return unrouted(ProxyError::BadRequest);
+    };
+    let choice = route.select(req.headers(), conn.client.ip(), conn.tls);
+    let backend = &route.backends[choice.backend];
+    let mut resp = match forward(route, backend, conn, req, host, path_and_query, start).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            backend.metrics.requests.inc(e.status().as_u16());
+            e.response()
+        }
+    };
+    if let Some(cookie) = choice.set_cookie {
+        resp.headers_mut().append(SET_COOKIE, cookie);
+    }
+    (with_request_id(resp, rt, &request_id), Some(route), Some(backend))
+}
+
+/// Send the request to one endpoint of the backend's upstream and return its response
+/// head, counting the exchange on the backend's metrics.
+async fn forward(
+    route: &Route,
+    backend: &Backend,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    host: HeaderValue,
+    path_and_query: PathAndQuery,
+    start: Instant,
+) -> Result<Response<ResponseBody>, ProxyError> {
     let upstream = &backend.upstream;
-    let Some(endpoint) = upstream.select() else {
-        return (own(ProxyError::NoHealthyEndpoint, &backend.metrics.requests), Some(route), Some(backend));
-    };
+    let endpoint = upstream.select().ok_or(ProxyError::NoHealthyEndpoint)?;
 
     // Rewrite the head for the upstream.
-    let uri = match upstream_uri(&req, &path, endpoint) {
-        Some(u) => u,
-        None => return (own(ProxyError::BadRequest, &route.own_responses), Some(route), None),
-    };
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(endpoint.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::BadRequest)?;
     let upstream_host = match &upstream.host_header {
         HostHeader::Preserve => host.clone(),
         HostHeader::Endpoint => endpoint.configured_host.clone(),
@@ -140,18 +170,18 @@ async fn route_and_forward<'r>(
         // A response whose framing is ambiguous could smuggle bytes to the client.
         Ok(Ok(resp)) if validate::check_response_framing(resp.headers()).is_err() => {
             metrics.error(UpstreamErrorKind::Protocol);
-            return (own(ProxyError::BadUpstreamResponse, &metrics.requests), Some(route), Some(backend));
+            return Err(ProxyError::BadUpstreamResponse);
         }
         Ok(Ok(resp)) => resp.map(ResponseBody::upstream),
         Ok(Err(e)) => {
             let (kind, err) = classify(&e);
             tracing::debug!(route = %route.name, upstream = %upstream.name, endpoint = %endpoint.addr, error = %e, "upstream request failed");
             metrics.error(kind);
-            return (own(err, &metrics.requests), Some(route), Some(backend));
+            return Err(err);
         }
         Err(_elapsed) => {
             metrics.error(UpstreamErrorKind::Timeout);
-            return (own(ProxyError::UpstreamTimeout, &metrics.requests), Some(route), Some(backend));
+            return Err(ProxyError::UpstreamTimeout);
         }
     };
     metrics.requests.inc(resp.status().as_u16());
@@ -161,7 +191,7 @@ async fn route_and_forward<'r>(
     if let Some(name) = &route.version_header {
         h.insert(name.clone(), upstream.version_value.clone());
     }
-    (with_request_id(resp, rt, &request_id), Some(route), Some(backend))
+    Ok(resp)
 }
 
 /// The host the request is for: an absolute-form target's authority wins over `Host`
@@ -176,28 +206,20 @@ fn effective_host(req: &Request<Incoming>) -> HeaderValue {
     req.headers().get(HOST).cloned().unwrap_or(HeaderValue::from_static(""))
 }
 
-/// The URI for the upstream: the endpoint's address, the normalized path, the query as
-/// sent. When normalization changed nothing the original bytes are reused (no copy).
+/// The normalized path with the query as sent. When normalization changed nothing the
+/// original bytes are reused (a refcount, no copy).
 #[allow(clippy::ptr_arg)] // borrowed vs owned is the information used here
-fn upstream_uri(req: &Request<Incoming>, path: &Cow<'_, str>, endpoint: &crate::upstream::Endpoint) -> Option<Uri> {
-    let unchanged = matches!(path, Cow::Borrowed(_));
-    let path: &str = path;
-    let path_and_query = match req.uri().path_and_query() {
-        Some(pq) if unchanged => pq.clone(),
+fn upstream_path_and_query(req: &Request<Incoming>, path: &Cow<'_, str>) -> Option<PathAndQuery> {
+    match (path, req.uri().path_and_query()) {
+        (Cow::Borrowed(_), Some(pq)) => Some(pq.clone()),
         _ => {
             let pq = match req.uri().query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path.to_string(),
             };
-            PathAndQuery::try_from(pq).ok()?
+            PathAndQuery::try_from(pq).ok()
         }
-    };
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(endpoint.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .ok()
+    }
 }
 
 fn ensure_request_id(req: &mut Request<Incoming>, rt: &Runtime) -> HeaderValue {

@@ -1,0 +1,93 @@
+//! Compiling a validated [`FileConfig`] into a [`Runtime`] snapshot: resolve endpoints,
+//! reuse long-lived upstream state, resolve shares, pre-resolve metric handles, and turn
+//! every per-request decision that can be made now into data (STYLE.md: decide at compile
+//! time, not per request).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::{self, FileConfig, FileRoute, FileSticky};
+use crate::routing::resolve_shares;
+use crate::routing::{sticky, Backend, Override, OverrideOn, Route, RoutingTable, Split, Sticky};
+use crate::runtime::Runtime;
+use crate::telemetry::Telemetry;
+use crate::upstream::{Upstream, UpstreamRegistry};
+
+pub(crate) async fn compile(
+    cfg: FileConfig,
+    generation: u64,
+    telemetry: &Telemetry,
+    registry: &mut UpstreamRegistry,
+) -> Runtime {
+    let upstreams = registry.build(&cfg.upstreams).await;
+    let routes: Vec<Route> = cfg.routes.iter().map(|r| compile_route(r, &upstreams, telemetry)).collect();
+    let hosts: Vec<Vec<String>> = cfg.routes.iter().map(|r| r.hosts.clone()).collect();
+    let prefixes: Vec<String> = cfg.routes.iter().map(|r| r.path_prefix.clone()).collect();
+    Runtime {
+        generation,
+        loaded_at: SystemTime::now(),
+        table: RoutingTable::new(routes, &hosts, &prefixes),
+        upstreams,
+        request_id_header: cfg.server.request_id_header.clone(),
+        access_log: cfg.server.access_log,
+        file: cfg,
+    }
+}
+
+fn compile_route(r: &FileRoute, upstreams: &HashMap<String, Arc<Upstream>>, telemetry: &Telemetry) -> Route {
+    // Backends as listed, then upstreams that only an override names (weight 0).
+    let mut entries: Vec<(&str, f64)> = r.backends.iter().map(|b| (b.upstream.get_ref().as_str(), b.weight)).collect();
+    for o in &r.overrides {
+        if !entries.iter().any(|(name, _)| *name == o.upstream.get_ref()) {
+            entries.push((o.upstream.get_ref(), 0.0));
+        }
+    }
+    let weights: Vec<f64> = entries.iter().map(|(_, w)| *w).collect();
+    let shares = resolve_shares(&weights);
+    let backends: Vec<Backend> = entries
+        .iter()
+        .zip(&shares)
+        .map(|(&(name, weight), &share)| {
+            let upstream = upstreams[name].clone();
+            Backend {
+                metrics: telemetry.backend(&r.name, &upstream.name, &upstream.version),
+                seed: sticky::backend_seed(&r.name, &upstream.name),
+                upstream,
+                weight,
+                share,
+            }
+        })
+        .collect();
+    let index = |name: &str| entries.iter().position(|(n, _)| *n == name).expect("validated upstream");
+    let overrides = r
+        .overrides
+        .iter()
+        .map(|o| Override {
+            on: match &o.on {
+                config::OverrideOn::Header(h) => OverrideOn::Header(h.clone()),
+                config::OverrideOn::Cookie(c) => OverrideOn::Cookie(c.as_str().into()),
+            },
+            value: o.value.as_deref().map(Into::into),
+            backend: index(o.upstream.get_ref()),
+        })
+        .collect();
+    let sticky = r.sticky.as_ref().map(|s| match s {
+        FileSticky::Cookie { name, ttl } => Sticky::Cookie {
+            name: name.as_str().into(),
+            attributes: format!("; Path=/; Max-Age={}; HttpOnly; SameSite=Lax", ttl.as_secs()).into(),
+        },
+        FileSticky::Header(h) => Sticky::Header(h.clone()),
+        FileSticky::SourceIp => Sticky::SourceIp,
+    });
+    Route {
+        name: r.name.as_str().into(),
+        headers: r.headers.clone().into(),
+        split: Split::compile(&shares),
+        backends: backends.into(),
+        sticky,
+        overrides,
+        version_header: r.version_header.clone(),
+        own_responses: telemetry.route_own(&r.name),
+    }
+}

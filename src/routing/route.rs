@@ -1,0 +1,186 @@
+//! A compiled route and the per-request choice of its backend: overrides first, then the
+//! sticky assignment when the request carries a key, then the per-request split.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::split::Split;
+use super::sticky;
+use crate::telemetry::{BackendMetrics, StatusCounters};
+use crate::upstream::Upstream;
+
+/// A compiled `[[routes]]` entry.
+pub struct Route {
+    pub name: Arc<str>,
+    pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// The route's backends in file order, then any upstream only an override names
+    /// (weight 0, so it gets no split or sticky traffic).
+    pub backends: Box<[Backend]>,
+    pub split: Split,
+    pub sticky: Option<Sticky>,
+    pub overrides: Box<[Override]>,
+    pub version_header: Option<HeaderName>,
+    /// Responses the proxy makes itself on this route (no upstream answered).
+    pub own_responses: StatusCounters,
+}
+
+/// An upstream inside a route, with its resolved share and pre-resolved metric handles.
+pub struct Backend {
+    pub upstream: Arc<Upstream>,
+    pub weight: f64,
+    /// Share in units of 1/[`super::RESOLUTION`]; the sticky weight too.
+    pub share: u32,
+    /// This backend's constant in the sticky hash (see [`sticky`]).
+    pub seed: u64,
+    pub metrics: BackendMetrics,
+}
+
+pub enum Sticky {
+    Cookie {
+        name: Box<str>,
+        /// `; Path=/; Max-Age=…; HttpOnly; SameSite=Lax`, built once.
+        attributes: Box<str>,
+    },
+    Header(HeaderName),
+    SourceIp,
+}
+
+pub struct Override {
+    pub on: OverrideOn,
+    pub value: Option<Box<str>>,
+    /// Index into [`Route::backends`].
+    pub backend: usize,
+}
+
+pub enum OverrideOn {
+    Header(HeaderName),
+    Cookie(Box<str>),
+}
+
+/// The outcome of [`Route::select`].
+pub struct Choice {
+    pub backend: usize,
+    /// A new sticky cookie to send back, when the client had none (or a bad one).
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// Keys we issue are 32 hex digits; we accept any reasonable token a client (or a test
+/// harness) sets, and replace anything else.
+const MAX_KEY: usize = 128;
+
+impl Route {
+    pub fn headers_match(&self, headers: &HeaderMap) -> bool {
+        self.headers.iter().all(|(name, want)| headers.get_all(name).iter().any(|v| v == want))
+    }
+
+    /// The backend for this request.
+    pub fn select(&self, headers: &HeaderMap, client: IpAddr, tls: bool) -> Choice {
+        for o in self.overrides.iter() {
+            if o.matches(headers) {
+                return Choice { backend: o.backend, set_cookie: None };
+            }
+        }
+        let Some(sticky) = &self.sticky else {
+            return Choice { backend: self.split.pick(), set_cookie: None };
+        };
+        match sticky {
+            Sticky::Header(name) => match headers.get(name) {
+                Some(v) => Choice { backend: self.assign(v.as_bytes()), set_cookie: None },
+                None => Choice { backend: self.split.pick(), set_cookie: None },
+            },
+            Sticky::SourceIp => {
+                let backend = match client.to_canonical() {
+                    IpAddr::V4(v4) => self.assign(&v4.octets()),
+                    IpAddr::V6(v6) => self.assign(&v6.octets()),
+                };
+                Choice { backend, set_cookie: None }
+            }
+            Sticky::Cookie { name, attributes } => match cookie(headers, name).filter(|k| valid_key(k)) {
+                Some(key) => Choice { backend: self.assign(key.as_bytes()), set_cookie: None },
+                None => {
+                    let key = new_key();
+                    let backend = self.assign(&key);
+                    let secure = if tls { "; Secure" } else { "" };
+                    let value = format!("{name}={}{attributes}{secure}", std::str::from_utf8(&key).expect("hex"));
+                    Choice { backend, set_cookie: HeaderValue::from_str(&value).ok() }
+                }
+            },
+        }
+    }
+
+    /// The sticky backend for a key (rendezvous hashing over the live shares).
+    fn assign(&self, key: &[u8]) -> usize {
+        if let Split::Single(i) = self.split {
+            return i;
+        }
+        let h = sticky::key_hash(key);
+        sticky::assign(h, self.backends.iter().map(|b| (b.seed, b.share))).unwrap_or_else(|| self.split.pick())
+    }
+}
+
+impl Override {
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        let want = self.value.as_deref();
+        match &self.on {
+            OverrideOn::Header(name) => match want {
+                None => headers.contains_key(name),
+                Some(w) => headers.get_all(name).iter().any(|v| v.as_bytes() == w.as_bytes()),
+            },
+            OverrideOn::Cookie(name) => match (cookie(headers, name), want) {
+                (Some(_), None) => true,
+                (Some(v), Some(w)) => v == w,
+                (None, _) => false,
+            },
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, without allocating.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches('"'))
+    })
+}
+
+fn valid_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= MAX_KEY && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+}
+
+/// 128 random bits as 32 hex digits.
+fn new_key() -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = fastrand::u128(..);
+    std::array::from_fn(|i| HEX[((n >> (4 * (31 - i))) & 0xf) as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; sy_shop=abc123 ; b=2"));
+        h.append(COOKIE, HeaderValue::from_static("c=\"quoted\""));
+        assert_eq!(cookie(&h, "sy_shop"), Some("abc123"));
+        assert_eq!(cookie(&h, "c"), Some("quoted"));
+        assert_eq!(cookie(&h, "sy"), None);
+    }
+
+    #[test]
+    fn keys() {
+        assert!(valid_key("0123456789abcdef0123456789abcdef"));
+        assert!(valid_key("user-42"));
+        assert!(!valid_key(""));
+        assert!(!valid_key(&"a".repeat(MAX_KEY + 1)));
+        assert!(!valid_key("a b"));
+        assert!(!valid_key("<script>"));
+        let k = new_key();
+        assert!(k.iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(new_key(), k);
+    }
+}
