@@ -1,5 +1,5 @@
 //! Request-path building blocks: route lookup at 1, 100 and 10,000 routes, the weighted
-//! split pick, and path normalization. Run: `cargo bench --bench routing`.
+//! split pick, the sticky pick, and path normalization. Run: `cargo bench --bench routing`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -52,6 +52,40 @@ fn split_pick(c: &mut Criterion) {
     group.finish();
 }
 
+/// A sticky pick as the request path does it: find the cookie, hash the key, score each
+/// backend. 2 to 5 backends.
+fn sticky_pick(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("sticky_pick");
+    for n in 2..=5usize {
+        let mut cfg = String::new();
+        let mut backends = Vec::new();
+        for i in 0..n {
+            cfg += &format!("[upstreams.v{i}]\nendpoints = [\"127.0.0.1:{}\"]\n", 9001 + i);
+            backends.push(format!("{{ upstream = \"v{i}\", weight = {} }}", 10 * (i + 1)));
+        }
+        cfg += &format!(
+            "[[routes]]\nname = \"shop\"\nbackends = [{}]\nsticky = {{ cookie = \"sy_shop\" }}\n",
+            backends.join(", ")
+        );
+        let parsed = switchyard::config::parse(Path::new("bench.toml"), &cfg).unwrap();
+        let shared = rt.block_on(Shared::new(parsed, None));
+        let snapshot = shared.runtime();
+        let route = &snapshot.table.routes()[0];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("theme=dark; sy_shop=4f3c2a1b0e9d8c7b6a5f4e3d2c1b0a99; lang=en"),
+        );
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        assert!(route.select(&headers, ip, false).set_cookie.is_none());
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| black_box(route.select(black_box(&headers), ip, false).backend))
+        });
+    }
+    group.finish();
+}
+
 fn path_normalize(c: &mut Criterion) {
     let mut group = c.benchmark_group("normalize");
     group.bench_function("already_normal", |b| b.iter(|| black_box(normalize(black_box("/api/v1/users/42/orders")))));
@@ -59,5 +93,5 @@ fn path_normalize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route_lookup, split_pick, path_normalize);
+criterion_group!(benches, route_lookup, split_pick, sticky_pick, path_normalize);
 criterion_main!(benches);
