@@ -8,26 +8,27 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::{self, FileConfig, FileRoute, FileSticky};
+use crate::control::AdminWeights;
 use crate::routing::resolve_shares;
-use crate::routing::{sticky, Backend, Override, OverrideOn, Route, RoutingTable, Split, Sticky};
+use crate::routing::{sticky, Backend, Override, OverrideOn, Route, RoutingTable, Source, Split, Sticky};
 use crate::runtime::Runtime;
 use crate::telemetry::Telemetry;
 use crate::upstream::{Upstream, UpstreamRegistry};
 
+/// A whole new snapshot: resolve and reuse upstreams, then compile the routes.
 pub(crate) async fn compile(
     cfg: FileConfig,
     generation: u64,
     telemetry: &Telemetry,
     registry: &mut UpstreamRegistry,
+    admin: &AdminWeights,
 ) -> Runtime {
     let upstreams = registry.build(&cfg.upstreams).await;
-    let routes: Vec<Route> = cfg.routes.iter().map(|r| compile_route(r, &upstreams, telemetry)).collect();
-    let hosts: Vec<Vec<String>> = cfg.routes.iter().map(|r| r.hosts.clone()).collect();
-    let prefixes: Vec<String> = cfg.routes.iter().map(|r| r.path_prefix.clone()).collect();
+    let table = compile_table(&cfg, &upstreams, telemetry, admin);
     Runtime {
         generation,
         loaded_at: SystemTime::now(),
-        table: RoutingTable::new(routes, &hosts, &prefixes),
+        table,
         upstreams,
         request_id_header: cfg.server.request_id_header.clone(),
         access_log: cfg.server.access_log,
@@ -35,7 +36,25 @@ pub(crate) async fn compile(
     }
 }
 
-fn compile_route(r: &FileRoute, upstreams: &HashMap<String, Arc<Upstream>>, telemetry: &Telemetry) -> Route {
+/// The route table alone, for changes that keep the upstreams (admin weight changes).
+pub(crate) fn compile_table(
+    cfg: &FileConfig,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    telemetry: &Telemetry,
+    admin: &AdminWeights,
+) -> RoutingTable {
+    let routes: Vec<Route> = cfg.routes.iter().map(|r| compile_route(r, upstreams, telemetry, admin)).collect();
+    let hosts: Vec<Vec<String>> = cfg.routes.iter().map(|r| r.hosts.clone()).collect();
+    let prefixes: Vec<String> = cfg.routes.iter().map(|r| r.path_prefix.clone()).collect();
+    RoutingTable::new(routes, &hosts, &prefixes)
+}
+
+fn compile_route(
+    r: &FileRoute,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    telemetry: &Telemetry,
+    admin: &AdminWeights,
+) -> Route {
     // Backends as listed, then upstreams that only an override names (weight 0).
     let mut entries: Vec<(&str, f64)> = r.backends.iter().map(|b| (b.upstream.get_ref().as_str(), b.weight)).collect();
     for o in &r.overrides {
@@ -43,14 +62,27 @@ fn compile_route(r: &FileRoute, upstreams: &HashMap<String, Arc<Upstream>>, tele
             entries.push((o.upstream.get_ref(), 0.0));
         }
     }
+    let admin = admin.for_route(r);
+    let sources: Vec<Source> = entries
+        .iter_mut()
+        .map(|(name, weight)| match admin.and_then(|a| a.get(*name)) {
+            Some(w) => {
+                *weight = *w;
+                Source::Admin
+            }
+            None => Source::Config,
+        })
+        .collect();
     let weights: Vec<f64> = entries.iter().map(|(_, w)| *w).collect();
     let shares = resolve_shares(&weights);
     let backends: Vec<Backend> = entries
         .iter()
         .zip(&shares)
-        .map(|(&(name, weight), &share)| {
+        .zip(sources)
+        .map(|((&(name, weight), &share), source)| {
             let upstream = upstreams[name].clone();
             Backend {
+                source,
                 metrics: telemetry.backend(&r.name, &upstream.name, &upstream.version),
                 seed: sticky::backend_seed(&r.name, &upstream.name),
                 upstream,

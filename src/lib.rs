@@ -38,6 +38,7 @@ pub mod access_log;
 pub mod admin;
 mod compile;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod proxy;
 pub mod reload;

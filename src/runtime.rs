@@ -20,6 +20,7 @@ use http::HeaderName;
 use crate::access_log::AccessLog;
 use crate::compile::compile;
 use crate::config::{self, ConfigErrors, FileConfig};
+use crate::control::AdminWeights;
 use crate::routing::{RoutingTable, RESOLUTION};
 use crate::telemetry::Telemetry;
 use crate::upstream::{Upstream, UpstreamRegistry};
@@ -35,6 +36,12 @@ pub struct Runtime {
     pub file: FileConfig,
 }
 
+/// The state snapshot builders own.
+pub(crate) struct Writer {
+    pub(crate) registry: UpstreamRegistry,
+    pub(crate) admin: AdminWeights,
+}
+
 /// What the proxy, the admin listener and the reloader share for the process's life.
 pub struct Shared {
     runtime: ArcSwap<Runtime>,
@@ -42,7 +49,9 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// The config file reloads read; `None` for configs given in memory (demo, tests).
     pub config_path: Option<PathBuf>,
-    registry: tokio::sync::Mutex<UpstreamRegistry>,
+    /// Everything that builds snapshots: one writer at a time (file reloads, SIGHUP and
+    /// admin changes are serialized here; the request path never touches it).
+    pub(crate) writer: tokio::sync::Mutex<Writer>,
     generation: AtomicU64,
     draining: AtomicBool,
     last_reload_error: Mutex<Option<String>>,
@@ -53,13 +62,23 @@ impl Shared {
     pub async fn new(cfg: FileConfig, config_path: Option<PathBuf>) -> Arc<Shared> {
         let telemetry = Telemetry::new();
         let mut registry = UpstreamRegistry::default();
-        let runtime = compile(cfg, 1, &telemetry, &mut registry).await;
+        let mut admin = cfg.admin.state_file.as_deref().map(AdminWeights::load).unwrap_or_default();
+        for route in admin.prune(&cfg) {
+            tracing::warn!(
+                route,
+                "the config file changed this route since its admin weights were saved; the file's weights apply"
+            );
+        }
+        if !admin.is_empty() {
+            tracing::info!("restored admin weight changes from the state file");
+        }
+        let runtime = compile(cfg, 1, &telemetry, &mut registry, &admin).await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             telemetry,
             access_log: AccessLog::new(),
             config_path,
-            registry: tokio::sync::Mutex::new(registry),
+            writer: tokio::sync::Mutex::new(Writer { registry, admin }),
             generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             last_reload_error: Mutex::new(None),
@@ -93,15 +112,21 @@ impl Shared {
 
     /// Compile and swap in a validated config; returns the new generation.
     pub async fn apply(&self, cfg: FileConfig) -> u64 {
-        // Serializes concurrent reloads (file watcher, SIGHUP, admin) on the registry.
-        let mut registry = self.registry.lock().await;
+        let mut writer = self.writer.lock().await;
         let old = self.runtime();
         warn_static_changes(&old.file, &cfg);
+        let dropped = writer.admin.prune(&cfg);
+        for route in &dropped {
+            tracing::info!(route, "the reloaded file changed this route: its admin weight changes no longer apply");
+        }
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let runtime = compile(cfg, generation, &self.telemetry, &mut registry).await;
-        self.runtime.store(Arc::new(runtime));
-        drop(registry);
-        self.publish_gauges(Some(&old));
+        let Writer { registry, admin } = &mut *writer;
+        let runtime = compile(cfg, generation, &self.telemetry, registry, admin).await;
+        self.install(runtime, &old);
+        if !dropped.is_empty() {
+            self.persist(&writer.admin);
+        }
+        drop(writer);
         self.telemetry.reloads_ok.increment(1);
         *self.last_reload_error.lock().expect("not poisoned") = None;
         tracing::info!(generation, "config reloaded");
@@ -120,19 +145,45 @@ impl Shared {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Shares and generation are gauges set when a snapshot goes live, not per request.
-    fn publish_gauges(&self, old: Option<&Runtime>) {
-        if let Some(old) = old {
-            for route in old.table.routes() {
-                for b in route.backends.iter() {
-                    b.metrics.share.set(0.0);
-                }
+    /// Swap a new snapshot in (the caller holds the writer lock).
+    pub(crate) fn install(&self, runtime: Runtime, old: &Runtime) {
+        self.runtime.store(Arc::new(runtime));
+        self.publish_gauges(Some(old));
+    }
+
+    /// Save admin weights to the state file, if one is configured. A failure is logged:
+    /// the change is live either way, and refusing a cutover because a disk is full
+    /// would be worse than not persisting it.
+    pub(crate) fn persist(&self, admin: &AdminWeights) -> Option<String> {
+        let path = self.runtime().file.admin.state_file.clone()?;
+        match admin.save(&path) {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the state file; the change is live but will not survive a restart");
+                Some(format!("state file not written: {e}"))
             }
         }
+    }
+
+    /// Shares and generation are gauges set when a snapshot goes live, not per request.
+    /// New values are set first and only backends that disappeared are zeroed, so a
+    /// scrape never sees a live backend at 0.
+    fn publish_gauges(&self, old: Option<&Runtime>) {
         let rt = self.runtime();
+        let mut live = std::collections::HashSet::new();
         for route in rt.table.routes() {
             for b in route.backends.iter() {
                 b.metrics.share.set(f64::from(b.share) / f64::from(RESOLUTION));
+                live.insert((route.name.clone(), b.upstream.name.clone()));
+            }
+        }
+        if let Some(old) = old {
+            for route in old.table.routes() {
+                for b in route.backends.iter() {
+                    if !live.contains(&(route.name.clone(), b.upstream.name.clone())) {
+                        b.metrics.share.set(0.0);
+                    }
+                }
             }
         }
         self.telemetry.generation.set(rt.generation as f64);

@@ -1,13 +1,18 @@
-//! The admin listener: metrics, liveness and readiness. (The control API and the status
-//! page build on this listener.)
+//! The admin listener: the control API (`/api/v1/...`), the status page (`/`), metrics,
+//! liveness and readiness.
+
+mod api;
+pub mod auth;
+mod page;
+pub mod status;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,8 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::runtime::Shared;
+use api::Call;
+use auth::Denied;
 
-type AdminResponse = Response<Full<Bytes>>;
+pub type AdminResponse = Response<Full<Bytes>>;
 
 /// Serve admin requests until `stop` flips to true.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -30,7 +37,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                 let shared = shared.clone();
                 let service = service_fn(move |req| {
                     let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                    async move { Ok::<_, Infallible>(dispatch(&shared, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 tokio::spawn(async move {
@@ -42,27 +49,91 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
-fn route(shared: &Shared, req: &Request<Incoming>) -> AdminResponse {
-    let path = req.uri().path();
-    let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
-    if !known {
+async fn dispatch(shared: &Shared, req: Request<Incoming>) -> AdminResponse {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let token = shared.runtime().file.admin.token.clone();
+
+    // Probes and metrics: no token, no Host check (Prometheus and kubelets use IPs).
+    if matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz") {
+        if method != Method::GET && method != Method::HEAD {
+            return not_allowed("GET, HEAD", false);
+        }
+        return match path.as_str() {
+            "/metrics" => {
+                let mut r = Response::new(Full::new(Bytes::from(shared.telemetry.render())));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                r
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            _ if shared.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            _ => text(StatusCode::OK, "ready\n"),
+        };
+    }
+
+    let is_api = path.starts_with("/api/");
+    if !is_api && path != "/" {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    if let Err(denied) = auth::check(token.as_ref(), req.uri(), req.headers(), is_api) {
+        return match denied {
+            Denied::Unauthorized => {
+                let mut r =
+                    api::error(StatusCode::UNAUTHORIZED, "missing or wrong admin token (Authorization: Bearer ...)");
+                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            Denied::ForeignHost => api::error(
+                StatusCode::FORBIDDEN,
+                "the admin API only answers requests addressed to a loopback host (set a token to allow others)",
+            ),
+        };
+    }
+    if path == "/" {
+        if method != Method::GET && method != Method::HEAD {
+            return not_allowed("GET, HEAD", false);
+        }
+        let mut r = Response::new(Full::new(Bytes::from(page::render(&status::status(shared)))));
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
         return r;
     }
-    match path {
-        "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(shared.telemetry.render())));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-            r
-        }
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        _ if shared.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        _ => text(StatusCode::OK, "ready\n"),
+
+    let Some((call, allowed)) = Call::parse(&path) else {
+        return api::error(StatusCode::NOT_FOUND, &format!("no such API call: {path}"));
+    };
+    if method != allowed && !(allowed == Method::GET && method == Method::HEAD) {
+        let allow = match allowed {
+            Method::GET => "GET, HEAD",
+            Method::PUT => "PUT",
+            _ => "POST",
+        };
+        return not_allowed(allow, true);
     }
+    let body = match Limited::new(req.into_body(), api::MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return api::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large (64 KiB at most)"),
+    };
+    api::handle(shared, call, body).await
+}
+
+pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> AdminResponse {
+    let mut body = serde_json::to_vec_pretty(value).expect("serializable");
+    body.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn not_allowed(allow: &'static str, json: bool) -> AdminResponse {
+    let mut r = if json {
+        api::error(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed; use {allow}"))
+    } else {
+        text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+    };
+    r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> AdminResponse {

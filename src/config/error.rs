@@ -66,6 +66,15 @@ impl<'t> Collector<'t> {
         });
     }
 
+    /// A path from the config, relative to the config file's directory.
+    pub(crate) fn relative_to_config(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        match self.file.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }

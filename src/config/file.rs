@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -36,7 +37,26 @@ pub struct FileServer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileAdmin {
     pub listen: SocketAddr,
+    /// The API token, read from `token_env` (default `SWITCHYARD_ADMIN_TOKEN`) or
+    /// `token_file` when the config is loaded.
+    pub token: Option<Secret>,
+    /// Where admin weight changes are persisted (relative paths are relative to the
+    /// config file's directory).
+    pub state_file: Option<PathBuf>,
 }
+
+/// A credential: compared, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The environment variable a token is read from when the config names none.
+pub const DEFAULT_TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileUpstream {
@@ -131,7 +151,7 @@ pub(crate) fn decode(root: &Spanned<DeTable<'_>>, errs: &mut Collector) -> FileC
     };
     let admin = match top.table("admin", errs) {
         Some(t) => decode_admin(t, errs),
-        None => FileAdmin { listen: DEFAULT_ADMIN.parse().expect("valid default") },
+        None => decode_admin(Table::new(&DeTable::new(), root.span(), "admin"), errs),
     };
     let mut upstreams = Vec::new();
     if let Some(mut t) = top.table("upstreams", errs) {
@@ -199,13 +219,39 @@ fn decode_server(mut t: Table<'_, '_>, errs: &mut Collector) -> FileServer {
 }
 
 fn decode_admin(mut t: Table<'_, '_>, errs: &mut Collector) -> FileAdmin {
-    t = t.later(&["token_env", "token_file", "state_file"]);
-    let listen = t
-        .get("listen")
+    let listen_node = t.get("listen");
+    let listen = listen_node
         .and_then(|n| socket_addr(n, "admin.listen", errs))
         .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("valid default"));
+    let token_env = t.string("token_env", errs);
+    let token_file = t.string("token_file", errs);
+    let state_file = t.string("state_file", errs).map(|s| errs.relative_to_config(s.get_ref()));
+    let token = match (&token_env, &token_file) {
+        (Some(e), Some(_)) => {
+            errs.push(e.span(), "admin.token_env", "set `token_env` or `token_file`, not both");
+            None
+        }
+        (_, Some(f)) => match std::fs::read_to_string(errs.relative_to_config(f.get_ref())) {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(e) => {
+                errs.push(f.span(), "admin.token_file", format!("cannot read {:?}: {e}", f.get_ref()));
+                None
+            }
+        },
+        (e, None) => std::env::var(e.as_ref().map_or(DEFAULT_TOKEN_ENV, |e| e.get_ref().as_str())).ok(),
+    };
+    let token = token.filter(|t| !t.is_empty()).map(Secret);
+    if token.is_none() && !listen.ip().is_loopback() {
+        let span = listen_node.map_or(t.span.clone(), |n| n.span());
+        let env = token_env.as_ref().map_or(DEFAULT_TOKEN_ENV, |e| e.get_ref().as_str());
+        errs.push(
+            span,
+            "admin.listen",
+            format!("the admin listener {listen} is not loopback, so it needs a token: set ${env} or `token_file`"),
+        );
+    }
     t.finish(errs);
-    FileAdmin { listen }
+    FileAdmin { listen, token, state_file }
 }
 
 fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, errs: &mut Collector) -> FileUpstream {

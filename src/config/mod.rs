@@ -19,7 +19,7 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{
     FileAdmin, FileBackend, FileConfig, FileEndpoint, FileOverride, FileRoute, FileServer, FileSticky, FileUpstream,
-    HostHeader, OverrideOn,
+    HostHeader, OverrideOn, Secret, DEFAULT_TOKEN_ENV,
 };
 
 use error::Collector;

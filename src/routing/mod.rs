@@ -8,6 +8,6 @@ pub mod split;
 pub mod sticky;
 pub mod table;
 
-pub use route::{cookie, Backend, Choice, Override, OverrideOn, Route, Sticky};
+pub use route::{cookie, Backend, Choice, Override, OverrideOn, Route, Source, Sticky};
 pub use split::{resolve_shares, Split, RESOLUTION};
 pub use table::RoutingTable;

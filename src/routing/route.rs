@@ -35,7 +35,27 @@ pub struct Backend {
     pub share: u32,
     /// This backend's constant in the sticky hash (see [`sticky`]).
     pub seed: u64,
+    /// Where the weight came from.
+    pub source: Source,
     pub metrics: BackendMetrics,
+}
+
+/// Who set a backend's weight (shown by `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Config,
+    Admin,
+    Rollout,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Admin => "admin",
+            Source::Rollout => "rollout",
+        }
+    }
 }
 
 pub enum Sticky {

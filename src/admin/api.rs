@@ -1,0 +1,162 @@
+//! The JSON control API under `/api/v1/`. Each handler validates fully before changing
+//! anything, so a refused call changes nothing.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::status::{route_status, status};
+use super::{json_response, AdminResponse};
+use crate::control::{Applied, ControlError};
+use crate::runtime::Shared;
+
+/// Admin request bodies are small JSON documents.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What an `/api/v1/...` path asks for, once its method has been checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Call<'p> {
+    Status,
+    Weights(String),
+    Promote(String),
+    Rollback(String),
+    Rollout(String, &'p str),
+    Reload,
+}
+
+impl<'p> Call<'p> {
+    /// Parse a path; `None` for unknown paths. Returns the call and its one allowed method.
+    pub fn parse(path: &'p str) -> Option<(Call<'p>, http::Method)> {
+        use http::Method;
+        let rest = path.strip_prefix("/api/v1/")?;
+        match rest {
+            "status" => return Some((Call::Status, Method::GET)),
+            "reload" => return Some((Call::Reload, Method::POST)),
+            _ => {}
+        }
+        let rest = rest.strip_prefix("routes/")?;
+        let (name, action) = rest.split_once('/')?;
+        let name = percent_decode(name)?;
+        if name.is_empty() {
+            return None;
+        }
+        match action {
+            "weights" => Some((Call::Weights(name), Method::PUT)),
+            "promote" => Some((Call::Promote(name), Method::POST)),
+            "rollback" => Some((Call::Rollback(name), Method::POST)),
+            _ => match action.strip_prefix("rollout/")? {
+                a @ ("start" | "pause" | "resume" | "abort") => Some((Call::Rollout(name, a), Method::POST)),
+                _ => None,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightsBody {
+    weights: BTreeMap<String, f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    upstream: String,
+}
+
+pub async fn handle(shared: &Shared, call: Call<'_>, body: Bytes) -> AdminResponse {
+    match call {
+        Call::Status => json_response(StatusCode::OK, &status(shared)),
+        Call::Weights(route) => match parse::<WeightsBody>(&body) {
+            Ok(b) => changed(shared, &route, shared.set_weights(&route, &b.weights).await),
+            Err(r) => r,
+        },
+        Call::Promote(route) => match parse::<PromoteBody>(&body) {
+            Ok(b) => changed(shared, &route, shared.promote(&route, &b.upstream).await),
+            Err(r) => r,
+        },
+        Call::Rollback(route) => changed(shared, &route, shared.rollback(&route).await),
+        Call::Rollout(route, _action) => {
+            let result = if shared.runtime().file.routes.iter().any(|r| r.name == route) {
+                Err(ControlError::Conflict(format!("route {route:?} has no rollout configured")))
+            } else {
+                Err(ControlError::UnknownRoute(route.clone()))
+            };
+            changed(shared, &route, result)
+        }
+        Call::Reload => match shared.reload().await {
+            Ok(generation) => json_response(StatusCode::OK, &json!({ "generation": generation })),
+            Err(errors) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({
+                    "error": "the config file is invalid; the previous config keeps serving",
+                    "errors": errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+            ),
+        },
+    }
+}
+
+/// The route's new state, or the error.
+fn changed(shared: &Shared, route: &str, result: Result<Applied, ControlError>) -> AdminResponse {
+    match result {
+        Ok(applied) => {
+            let rt = shared.runtime();
+            let r = rt.table.routes().iter().find(|r| &*r.name == route).expect("the route exists");
+            let mut doc = serde_json::to_value(route_status(&rt, r)).expect("serializable");
+            if let Some(w) = applied.warning {
+                doc["warning"] = json!(w);
+            }
+            json_response(StatusCode::OK, &doc)
+        }
+        Err(e) => error(e.status(), &e.to_string()),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, AdminResponse> {
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON body: {e}")))
+}
+
+pub fn error(status: StatusCode, message: &str) -> AdminResponse {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn paths() {
+        assert_eq!(Call::parse("/api/v1/status"), Some((Call::Status, Method::GET)));
+        assert_eq!(Call::parse("/api/v1/routes/shop/weights"), Some((Call::Weights("shop".into()), Method::PUT)));
+        assert_eq!(Call::parse("/api/v1/routes/a%20b/promote"), Some((Call::Promote("a b".into()), Method::POST)));
+        assert_eq!(
+            Call::parse("/api/v1/routes/shop/rollout/pause"),
+            Some((Call::Rollout("shop".into(), "pause"), Method::POST))
+        );
+        assert_eq!(Call::parse("/api/v1/routes/shop/rollout/explode"), None);
+        assert_eq!(Call::parse("/api/v1/routes//weights"), None);
+        assert_eq!(Call::parse("/api/v2/status"), None);
+    }
+}

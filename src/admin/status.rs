@@ -1,0 +1,115 @@
+//! The status document (`GET /api/v1/status`, `switchyard ctl status`, the status page):
+//! what is live, built from the current snapshot.
+
+use serde::Serialize;
+
+use crate::access_log::timestamp;
+use crate::routing::{Route, Sticky, RESOLUTION};
+use crate::runtime::{Runtime, Shared};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub generation: u64,
+    pub config_path: Option<String>,
+    pub loaded_at: String,
+    pub last_reload_error: Option<String>,
+    pub draining: bool,
+    pub routes: Vec<RouteStatus>,
+    pub upstreams: Vec<UpstreamStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteStatus {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub path_prefix: String,
+    pub sticky: Option<&'static str>,
+    pub backends: Vec<BackendStatus>,
+    /// Rollout state; `null` when the route has no rollout.
+    pub rollout: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendStatus {
+    pub upstream: String,
+    pub version: String,
+    pub weight: f64,
+    /// The live share, 0..1.
+    pub share: f64,
+    pub source: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpstreamStatus {
+    pub name: String,
+    pub version: String,
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointStatus {
+    pub address: String,
+    pub healthy: bool,
+    pub ejected: bool,
+    pub draining: bool,
+    pub in_flight: usize,
+}
+
+pub fn status(shared: &Shared) -> Status {
+    let rt = shared.runtime();
+    let mut upstreams: Vec<UpstreamStatus> = rt
+        .upstreams
+        .values()
+        .map(|u| UpstreamStatus {
+            name: u.name.to_string(),
+            version: u.version.to_string(),
+            endpoints: u
+                .endpoints
+                .iter()
+                .map(|e| EndpointStatus {
+                    address: e.addr.to_string(),
+                    healthy: true,
+                    ejected: false,
+                    draining: false,
+                    in_flight: e.in_flight(),
+                })
+                .collect(),
+        })
+        .collect();
+    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    Status {
+        generation: rt.generation,
+        config_path: shared.config_path.as_ref().map(|p| p.display().to_string()),
+        loaded_at: timestamp(rt.loaded_at),
+        last_reload_error: shared.last_reload_error(),
+        draining: shared.is_draining(),
+        routes: rt.table.routes().iter().map(|r| route_status(&rt, r)).collect(),
+        upstreams,
+    }
+}
+
+pub fn route_status(rt: &Runtime, r: &Route) -> RouteStatus {
+    let file = rt.file.routes.iter().find(|f| *f.name == *r.name);
+    RouteStatus {
+        name: r.name.to_string(),
+        hosts: file.map(|f| f.hosts.clone()).unwrap_or_default(),
+        path_prefix: file.map(|f| f.path_prefix.clone()).unwrap_or_default(),
+        sticky: r.sticky.as_ref().map(|s| match s {
+            Sticky::Cookie { .. } => "cookie",
+            Sticky::Header(_) => "header",
+            Sticky::SourceIp => "source_ip",
+        }),
+        backends: r
+            .backends
+            .iter()
+            .map(|b| BackendStatus {
+                upstream: b.upstream.name.to_string(),
+                version: b.upstream.version.to_string(),
+                weight: b.weight,
+                share: f64::from(b.share) / f64::from(RESOLUTION),
+                source: b.source.as_str(),
+            })
+            .collect(),
+        rollout: None,
+    }
+}

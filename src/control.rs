@@ -1,0 +1,290 @@
+//! Weight changes made at runtime (admin API, `switchyard ctl`): kept beside the config
+//! file, applied on top of it whenever a snapshot is compiled, and persisted to the
+//! optional state file.
+//!
+//! An admin change to a route lasts until `rollback`, or until a reload whose file
+//! changes that route: each change remembers a fingerprint of the route as the file
+//! defined it, and is dropped when the file's route no longer has that fingerprint. The
+//! same rule restores the state file at start: changes for routes edited while the
+//! process was down are ignored (the file wins) and logged.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::config::{FileConfig, FileRoute};
+
+/// Admin weights per route name.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminWeights {
+    version: u32,
+    routes: BTreeMap<String, RouteWeights>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteWeights {
+    /// The route as the config file defined it when the change was made.
+    pub fingerprint: String,
+    /// Only the backends the admin set; the others keep the file's weight.
+    pub weights: BTreeMap<String, f64>,
+}
+
+const STATE_VERSION: u32 = 1;
+
+impl AdminWeights {
+    /// Read a state file. A missing file is an empty state; a corrupt one is reported
+    /// and ignored (never fatal: the config file alone is a safe state to serve).
+    pub fn load(path: &Path) -> AdminWeights {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return AdminWeights::default(),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the state file; starting from the config file's weights");
+                return AdminWeights::default();
+            }
+        };
+        match serde_json::from_str::<AdminWeights>(&text) {
+            Ok(state) if state.version == STATE_VERSION => state,
+            Ok(state) => {
+                tracing::error!(path = %path.display(), version = state.version, "unknown state file version; ignoring it");
+                AdminWeights::default()
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "corrupt state file; ignoring it and starting from the config file's weights");
+                AdminWeights::default()
+            }
+        }
+    }
+
+    /// Write atomically: a temporary file beside the target, fsynced, renamed over it,
+    /// so a crash leaves either the old state or the new one, never half of one.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.clone();
+        state.version = STATE_VERSION;
+        let text = serde_json::to_vec_pretty(&state).map_err(io::Error::other)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The admin weights that still apply to this route of the file.
+    pub fn for_route(&self, route: &FileRoute) -> Option<&BTreeMap<String, f64>> {
+        self.routes.get(&route.name).filter(|w| w.fingerprint == fingerprint(route)).map(|w| &w.weights)
+    }
+
+    /// Drop changes whose route is gone or was changed by the file; returns their names.
+    pub fn prune(&mut self, cfg: &FileConfig) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.routes.retain(|name, w| {
+            let keep = cfg.routes.iter().any(|r| r.name == *name && fingerprint(r) == w.fingerprint);
+            if !keep {
+                dropped.push(name.clone());
+            }
+            keep
+        });
+        dropped
+    }
+
+    /// Set some backends' weights (merging with earlier admin changes to the route).
+    pub fn set(&mut self, route: &FileRoute, changes: &BTreeMap<String, f64>) {
+        let entry = self
+            .routes
+            .entry(route.name.clone())
+            .or_insert_with(|| RouteWeights { fingerprint: fingerprint(route), weights: BTreeMap::new() });
+        entry.weights.extend(changes.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+
+    /// Forget admin changes to a route; true if there were any.
+    pub fn clear(&mut self, route: &str) -> bool {
+        self.routes.remove(route).is_some()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// A digest of everything that defines a route in the file (not where it sits in the
+/// file: moving lines around is not a change).
+pub fn fingerprint(r: &FileRoute) -> String {
+    let mut s = String::new();
+    let _ =
+        write!(s, "{}|{:?}|{}|{:?}|{:?}|{:?}|", r.name, r.hosts, r.path_prefix, r.headers, r.version_header, r.sticky);
+    for b in &r.backends {
+        let _ = write!(s, "b:{}={}|", b.upstream.get_ref(), b.weight);
+    }
+    for o in &r.overrides {
+        let _ = write!(s, "o:{:?}={:?}->{}|", o.on, o.value, o.upstream.get_ref());
+    }
+    format!("{:016x}", xxh3_64(s.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn cfg(text: &str) -> FileConfig {
+        config::parse(Path::new("t.toml"), text).unwrap()
+    }
+
+    const BASE: &str = "[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n[upstreams.b]\nendpoints = [\"127.0.0.1:2\"]\n[[routes]]\nname = \"r\"\nbackends = [{ upstream = \"a\", weight = 90 }, { upstream = \"b\", weight = 10 }]\n";
+
+    #[test]
+    fn changes_survive_moves_but_not_edits() {
+        let c = cfg(BASE);
+        let mut w = AdminWeights::default();
+        w.set(&c.routes[0], &BTreeMap::from([("b".to_string(), 100.0)]));
+        // Same route, shifted down by a comment: still applies.
+        let moved = cfg(&format!("# a comment\n\n{BASE}"));
+        assert!(w.for_route(&moved.routes[0]).is_some());
+        assert!(w.prune(&moved).is_empty());
+        // The file changed the route's weights: the admin change is dropped.
+        let edited = cfg(&BASE.replace("weight = 10 }", "weight = 20 }"));
+        assert!(w.for_route(&edited.routes[0]).is_none());
+        assert_eq!(w.prune(&edited), vec!["r".to_string()]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn state_files_round_trip_and_corruption_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let c = cfg(BASE);
+        let mut w = AdminWeights::default();
+        w.set(&c.routes[0], &BTreeMap::from([("a".to_string(), 0.0), ("b".to_string(), 100.0)]));
+        w.save(&path).unwrap();
+        let mut loaded = AdminWeights::load(&path);
+        loaded.version = 0;
+        w.version = 0;
+        assert_eq!(loaded, w);
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(AdminWeights::load(&path).is_empty());
+        assert!(AdminWeights::load(&dir.path().join("missing.json")).is_empty());
+    }
+}
+
+/// Why an admin change was refused; each knows its HTTP status.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ControlError {
+    #[error("unknown route {0:?}")]
+    UnknownRoute(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl ControlError {
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            ControlError::UnknownRoute(_) => http::StatusCode::NOT_FOUND,
+            ControlError::Invalid(_) => http::StatusCode::BAD_REQUEST,
+            ControlError::Conflict(_) => http::StatusCode::CONFLICT,
+        }
+    }
+}
+
+/// What a successful change reports besides the new state.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Set when the change is live but could not be persisted.
+    pub warning: Option<String>,
+}
+
+impl crate::runtime::Shared {
+    /// Set some of a route's backend weights; the others keep theirs. One snapshot swap.
+    pub async fn set_weights(&self, route: &str, changes: &BTreeMap<String, f64>) -> Result<Applied, ControlError> {
+        let mut writer = self.writer.lock().await;
+        let old = self.runtime();
+        let file_route =
+            old.file.routes.iter().find(|r| r.name == route).ok_or_else(|| ControlError::UnknownRoute(route.into()))?;
+        let compiled = old.table.routes().iter().find(|r| &*r.name == route).expect("compiled from the same file");
+        for (name, w) in changes {
+            if !compiled.backends.iter().any(|b| &*b.upstream.name == name) {
+                let known: Vec<&str> = compiled.backends.iter().map(|b| &*b.upstream.name).collect();
+                return Err(ControlError::Invalid(format!(
+                    "unknown upstream {name:?} for route {route:?} (its backends: {})",
+                    known.join(", ")
+                )));
+            }
+            if !w.is_finite() || *w < 0.0 {
+                return Err(ControlError::Invalid(format!(
+                    "invalid weight {w} for {name:?}: weights are finite and >= 0"
+                )));
+            }
+        }
+        let total: f64 =
+            compiled.backends.iter().map(|b| changes.get(&*b.upstream.name).copied().unwrap_or(b.weight)).sum();
+        if total <= 0.0 {
+            return Err(ControlError::Invalid(format!("every weight of route {route:?} would be 0")));
+        }
+        let mut admin = writer.admin.clone();
+        admin.set(file_route, changes);
+        self.swap_table(&old, &admin);
+        writer.admin = admin;
+        tracing::info!(route, ?changes, "admin weight change applied");
+        Ok(Applied { warning: self.persist(&writer.admin) })
+    }
+
+    /// Give one backend 100 and every other 0, in one swap.
+    pub async fn promote(&self, route: &str, upstream: &str) -> Result<Applied, ControlError> {
+        let rt = self.runtime();
+        let compiled = rt
+            .table
+            .routes()
+            .iter()
+            .find(|r| &*r.name == route)
+            .ok_or_else(|| ControlError::UnknownRoute(route.into()))?;
+        let changes: BTreeMap<String, f64> = compiled
+            .backends
+            .iter()
+            .map(|b| (b.upstream.name.to_string(), if &*b.upstream.name == upstream { 100.0 } else { 0.0 }))
+            .collect();
+        if !compiled.backends.iter().any(|b| &*b.upstream.name == upstream) {
+            // Reuse set_weights' message for unknown upstreams.
+            return self.set_weights(route, &BTreeMap::from([(upstream.to_string(), 100.0)])).await;
+        }
+        self.set_weights(route, &changes).await
+    }
+
+    /// Back to the weights the config file gives, in one swap.
+    pub async fn rollback(&self, route: &str) -> Result<Applied, ControlError> {
+        let mut writer = self.writer.lock().await;
+        let old = self.runtime();
+        if !old.file.routes.iter().any(|r| r.name == route) {
+            return Err(ControlError::UnknownRoute(route.into()));
+        }
+        let mut admin = writer.admin.clone();
+        admin.clear(route);
+        self.swap_table(&old, &admin);
+        writer.admin = admin;
+        tracing::info!(route, "rolled back to the config file's weights");
+        Ok(Applied { warning: self.persist(&writer.admin) })
+    }
+
+    /// A snapshot like `old` with its route table recompiled under `admin` (same
+    /// upstreams, same file, same generation).
+    fn swap_table(&self, old: &crate::runtime::Runtime, admin: &AdminWeights) {
+        let table = crate::compile::compile_table(&old.file, &old.upstreams, &self.telemetry, admin);
+        let next = crate::runtime::Runtime {
+            generation: old.generation,
+            loaded_at: old.loaded_at,
+            table,
+            upstreams: old.upstreams.clone(),
+            request_id_header: old.request_id_header.clone(),
+            access_log: old.access_log,
+            file: old.file.clone(),
+        };
+        self.install(next, old);
+    }
+}
