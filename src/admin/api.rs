@@ -72,11 +72,11 @@ pub async fn handle(shared: &Shared, call: Call<'_>, body: Bytes) -> AdminRespon
         Call::Status => json_response(StatusCode::OK, &status(shared)),
         Call::Weights(route) => match parse::<WeightsBody>(&body) {
             Ok(b) => changed(shared, &route, shared.set_weights(&route, &b.weights).await),
-            Err(r) => r,
+            Err(message) => error(StatusCode::BAD_REQUEST, &message),
         },
         Call::Promote(route) => match parse::<PromoteBody>(&body) {
             Ok(b) => changed(shared, &route, shared.promote(&route, &b.upstream).await),
-            Err(r) => r,
+            Err(message) => error(StatusCode::BAD_REQUEST, &message),
         },
         Call::Rollback(route) => changed(shared, &route, shared.rollback(&route).await),
         Call::Rollout(route, _action) => {
@@ -116,8 +116,8 @@ fn changed(shared: &Shared, route: &str, result: Result<Applied, ControlError>) 
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, AdminResponse> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON body: {e}")))
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))
 }
 
 pub fn error(status: StatusCode, message: &str) -> AdminResponse {
