@@ -39,6 +39,7 @@ pub mod admin;
 mod compile;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod proxy;
 pub mod reload;

@@ -50,6 +50,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// Talk to a running proxy's admin API.
+    Ctl {
+        /// The admin listener.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// The admin API token.
+        #[arg(long, global = true, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: CtlArgs,
+    },
     /// The demo's sample app on its own: answers with its name and `x-version: NAME`.
     SampleUpstream {
         #[arg(long)]
@@ -57,6 +68,48 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum CtlArgs {
+    /// Routes, backends, versions, weights, shares and where each weight came from.
+    Status {
+        /// The raw status document, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set some backends' weights; the others keep theirs: `weights shop shop-v2=20`.
+    Weights {
+        route: String,
+        #[arg(required = true, value_parser = switchyard::ctl::parse_weight, value_name = "UPSTREAM=WEIGHT")]
+        weights: Vec<(String, f64)>,
+    },
+    /// Send all of a route's traffic to one upstream, in one swap.
+    Promote { route: String, upstream: String },
+    /// Back to the weights in the config file.
+    Rollback { route: String },
+    /// Drive a route's automated rollout.
+    Rollout {
+        #[arg(value_parser = ["start", "pause", "resume", "abort"])]
+        action: String,
+        route: String,
+    },
+    /// Reload the config file now.
+    Reload,
+}
+
+impl CtlArgs {
+    fn into_command(self) -> switchyard::ctl::CtlCommand {
+        use switchyard::ctl::CtlCommand as C;
+        match self {
+            CtlArgs::Status { json } => C::Status { json },
+            CtlArgs::Weights { route, weights } => C::Weights { route, weights: weights.into_iter().collect() },
+            CtlArgs::Promote { route, upstream } => C::Promote { route, upstream },
+            CtlArgs::Rollback { route } => C::Rollback { route },
+            CtlArgs::Rollout { action, route } => C::Rollout { action, route },
+            CtlArgs::Reload => C::Reload,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -68,6 +121,14 @@ fn main() -> ExitCode {
         Command::Demo { listen, admin } => {
             tokio_runtime(0).and_then(|rt| rt.block_on(switchyard::demo::run(listen, admin, shutdown_signal())))
         }
+        Command::Ctl { admin, token, command } => tokio_runtime(1).and_then(|rt| {
+            let out = rt.block_on(switchyard::ctl::run(&admin, token.as_deref(), &command.into_command()))?;
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            Ok(())
+        }),
         Command::SampleUpstream { name, listen } => tokio_runtime(1).and_then(|rt| {
             rt.block_on(async {
                 let l = tokio::net::TcpListener::bind(listen)

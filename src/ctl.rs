@@ -1,0 +1,223 @@
+//! `switchyard ctl`: the admin API from a terminal. Each command is one HTTP call; the
+//! output is a readable table (or the raw JSON with `--json`), and an API error is a
+//! clear message and exit status 1.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+/// One `ctl` invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CtlCommand {
+    Status { json: bool },
+    Weights { route: String, weights: BTreeMap<String, f64> },
+    Promote { route: String, upstream: String },
+    Rollback { route: String },
+    Rollout { action: String, route: String },
+    Reload,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("invalid admin URL {0:?}: expected e.g. http://127.0.0.1:9901")]
+    BadUrl(String),
+    #[error("cannot reach the admin API at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{message} (HTTP {status})")]
+    Api { status: u16, message: String },
+}
+
+/// Parse `UPSTREAM=WEIGHT` (for clap).
+pub fn parse_weight(s: &str) -> Result<(String, f64), String> {
+    let (name, w) = s.split_once('=').ok_or_else(|| format!("expected UPSTREAM=WEIGHT, got {s:?}"))?;
+    let w: f64 = w.parse().map_err(|_| format!("weight {w:?} is not a number"))?;
+    if name.is_empty() {
+        return Err(format!("expected UPSTREAM=WEIGHT, got {s:?}"));
+    }
+    Ok((name.to_string(), w))
+}
+
+/// Run a command against the admin API at `admin`; returns what to print.
+pub async fn run(admin: &str, token: Option<&str>, cmd: &CtlCommand) -> Result<String, CtlError> {
+    let base = admin.trim_end_matches('/');
+    if !base.starts_with("http://") || base.parse::<http::Uri>().is_err() {
+        return Err(CtlError::BadUrl(admin.to_string()));
+    }
+    let route_path = |route: &str, action: &str| format!("/api/v1/routes/{}/{action}", encode(route));
+    let (method, path, body) = match cmd {
+        CtlCommand::Status { .. } => (Method::GET, "/api/v1/status".to_string(), None),
+        CtlCommand::Weights { route, weights } => {
+            (Method::PUT, route_path(route, "weights"), Some(json!({ "weights": weights })))
+        }
+        CtlCommand::Promote { route, upstream } => {
+            (Method::POST, route_path(route, "promote"), Some(json!({ "upstream": upstream })))
+        }
+        CtlCommand::Rollback { route } => (Method::POST, route_path(route, "rollback"), None),
+        CtlCommand::Rollout { action, route } => (Method::POST, route_path(route, &format!("rollout/{action}")), None),
+        CtlCommand::Reload => (Method::POST, "/api/v1/reload".to_string(), None),
+    };
+    let doc = call(base, token, method, &path, body).await?;
+    Ok(match cmd {
+        CtlCommand::Status { json: true } => serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        CtlCommand::Status { json: false } => status_table(&doc),
+        CtlCommand::Reload => format!("reloaded: config generation {}", doc["generation"]),
+        _ => {
+            let mut out = format!("route {}:\n", doc["name"].as_str().unwrap_or("?"));
+            out += &backends_table(&doc, false);
+            if let Some(w) = doc["warning"].as_str() {
+                let _ = writeln!(out, "warning: {w}");
+            }
+            out
+        }
+    })
+}
+
+async fn call(
+    base: &str,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, CtlError> {
+    let url = format!("{base}{path}");
+    let mut req = Request::builder().method(method).uri(&url).header("accept", "application/json");
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(body)).map_err(|_| CtlError::BadUrl(base.to_string()))?;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let unreachable = |reason: String| CtlError::Unreachable { url: base.to_string(), reason };
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(format!("{e}")))?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.map_err(|e| unreachable(format!("{e}")))?.to_bytes();
+    let doc: Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes) }));
+    if status != StatusCode::OK {
+        let mut message = doc["error"].as_str().unwrap_or("request failed").trim().to_string();
+        if let Some(errors) = doc["errors"].as_array() {
+            for e in errors {
+                let _ = write!(message, "\n  {}", e.as_str().unwrap_or_default());
+            }
+        }
+        return Err(CtlError::Api { status: status.as_u16(), message });
+    }
+    Ok(doc)
+}
+
+fn status_table(doc: &Value) -> String {
+    let mut out = format!(
+        "config generation {}, loaded {} from {}\n\n",
+        doc["generation"],
+        doc["loaded_at"].as_str().unwrap_or("?"),
+        doc["config_path"].as_str().unwrap_or("(built in)")
+    );
+    let mut rows = vec![["ROUTE", "UPSTREAM", "VERSION", "WEIGHT", "SHARE", "SOURCE"].map(String::from).to_vec()];
+    for r in doc["routes"].as_array().into_iter().flatten() {
+        rows.extend(backend_rows(r, true));
+    }
+    out += &table(&rows);
+    if let Some(e) = doc["last_reload_error"].as_str() {
+        let _ = write!(out, "\nlast reload failed (the previous config is serving):\n{e}\n");
+    }
+    if doc["draining"].as_bool() == Some(true) {
+        out += "\ndraining: shutting down\n";
+    }
+    out
+}
+
+fn backends_table(route: &Value, with_route: bool) -> String {
+    let mut rows = vec![["UPSTREAM", "VERSION", "WEIGHT", "SHARE", "SOURCE"].map(String::from).to_vec()];
+    rows.extend(backend_rows(route, with_route));
+    table(&rows)
+}
+
+fn backend_rows(route: &Value, with_route: bool) -> Vec<Vec<String>> {
+    let name = route["name"].as_str().unwrap_or("?");
+    route["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut row = Vec::new();
+            if with_route {
+                row.push(if i == 0 { name.to_string() } else { String::new() });
+            }
+            row.push(b["upstream"].as_str().unwrap_or("?").to_string());
+            row.push(b["version"].as_str().unwrap_or("?").to_string());
+            row.push(number(&b["weight"]));
+            row.push(format!("{:.2}%", b["share"].as_f64().unwrap_or(0.0) * 100.0));
+            row.push(b["source"].as_str().unwrap_or("?").to_string());
+            row
+        })
+        .collect()
+}
+
+fn number(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 => format!("{f:.0}"),
+        Some(f) => format!("{f}"),
+        None => "?".into(),
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(c, s)| format!("{s:<w$}", w = widths[c])).collect();
+        out += line.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_parse() {
+        assert_eq!(parse_weight("shop-v2=20"), Ok(("shop-v2".into(), 20.0)));
+        assert_eq!(parse_weight("a=0.5"), Ok(("a".into(), 0.5)));
+        assert!(parse_weight("a").is_err());
+        assert!(parse_weight("=5").is_err());
+        assert!(parse_weight("a=x").is_err());
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&[vec!["A".into(), "BB".into()], vec!["ccc".into(), "d".into()]]);
+        assert_eq!(t, "A    BB\nccc  d\n");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}
