@@ -23,7 +23,7 @@ pub(crate) async fn compile(
     registry: &mut UpstreamRegistry,
     admin: &AdminWeights,
 ) -> Runtime {
-    let upstreams = registry.build(&cfg.upstreams).await;
+    let upstreams = registry.build(&cfg.upstreams, telemetry, true).await;
     let table = compile_table(&cfg, &upstreams, telemetry, admin);
     Runtime {
         generation,

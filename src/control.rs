@@ -276,15 +276,6 @@ impl crate::runtime::Shared {
     /// upstreams, same file, same generation).
     fn swap_table(&self, old: &crate::runtime::Runtime, admin: &AdminWeights) {
         let table = crate::compile::compile_table(&old.file, &old.upstreams, &self.telemetry, admin);
-        let next = crate::runtime::Runtime {
-            generation: old.generation,
-            loaded_at: old.loaded_at,
-            table,
-            upstreams: old.upstreams.clone(),
-            request_id_header: old.request_id_header.clone(),
-            access_log: old.access_log,
-            file: old.file.clone(),
-        };
-        self.install(next, old);
+        self.install(crate::runtime::Runtime::with_table(old, table, old.upstreams.clone()), old);
     }
 }

@@ -23,7 +23,7 @@ use crate::config::{self, ConfigErrors, FileConfig};
 use crate::control::AdminWeights;
 use crate::routing::{RoutingTable, RESOLUTION};
 use crate::telemetry::Telemetry;
-use crate::upstream::{Upstream, UpstreamRegistry};
+use crate::upstream::{Resolver, SystemResolver, Upstream, UpstreamRegistry};
 
 /// One immutable, compiled config.
 pub struct Runtime {
@@ -40,6 +40,22 @@ pub struct Runtime {
 pub(crate) struct Writer {
     pub(crate) registry: UpstreamRegistry,
     pub(crate) admin: AdminWeights,
+}
+
+impl Runtime {
+    /// A sibling of `old` (same config, same generation) with another table and pools:
+    /// what admin weight changes and DNS changes swap in.
+    pub(crate) fn with_table(old: &Runtime, table: RoutingTable, upstreams: HashMap<String, Arc<Upstream>>) -> Runtime {
+        Runtime {
+            generation: old.generation,
+            loaded_at: old.loaded_at,
+            table,
+            upstreams,
+            request_id_header: old.request_id_header.clone(),
+            access_log: old.access_log,
+            file: old.file.clone(),
+        }
+    }
 }
 
 /// What the proxy, the admin listener and the reloader share for the process's life.
@@ -60,8 +76,17 @@ pub struct Shared {
 impl Shared {
     /// Compile the first snapshot.
     pub async fn new(cfg: FileConfig, config_path: Option<PathBuf>) -> Arc<Shared> {
+        Self::with_resolver(cfg, config_path, Arc::new(SystemResolver)).await
+    }
+
+    /// Like [`Shared::new`], resolving hostname endpoints with `resolver`.
+    pub async fn with_resolver(
+        cfg: FileConfig,
+        config_path: Option<PathBuf>,
+        resolver: Arc<dyn Resolver>,
+    ) -> Arc<Shared> {
         let telemetry = Telemetry::new();
-        let mut registry = UpstreamRegistry::default();
+        let mut registry = UpstreamRegistry::new(resolver);
         let mut admin = cfg.admin.state_file.as_deref().map(AdminWeights::load).unwrap_or_default();
         for route in admin.prune(&cfg) {
             tracing::warn!(
@@ -131,6 +156,20 @@ impl Shared {
         *self.last_reload_error.lock().expect("not poisoned") = None;
         tracing::info!(generation, "config reloaded");
         generation
+    }
+
+    /// Re-resolve hostname endpoints; when any address changed, swap in a snapshot with
+    /// the new endpoint sets (same config, same generation).
+    pub async fn refresh_dns(&self) {
+        let mut writer = self.writer.lock().await;
+        let old = self.runtime();
+        if !writer.registry.refresh_dns(&old.file.upstreams).await {
+            return;
+        }
+        let Writer { registry, admin } = &mut *writer;
+        let upstreams = registry.build(&old.file.upstreams, &self.telemetry, false).await;
+        let table = crate::compile::compile_table(&old.file, &upstreams, &self.telemetry, admin);
+        self.install(Runtime::with_table(&old, table, upstreams), &old);
     }
 
     pub fn last_reload_error(&self) -> Option<String> {

@@ -61,6 +61,7 @@ impl Server {
         let Server { shared, listeners, admin, reloader } = self;
         shared.access_log.spawn_writer();
         let upkeep = tokio::spawn(upkeep(shared.clone()));
+        let dns = tokio::spawn(crate::upstream::dns::refresh_loop(Arc::downgrade(&shared)));
         let reloader = reloader.map(Reloader::spawn);
         let (admin_stop_tx, admin_stop) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve(admin, shared.clone(), admin_stop));
@@ -92,6 +93,7 @@ impl Server {
         let _ = admin_stop_tx.send(true);
         let _ = admin_task.await;
         upkeep.abort();
+        dns.abort();
     }
 }
 

@@ -15,6 +15,7 @@ pub const IN_FLIGHT: &str = "switchyard_requests_in_flight";
 pub const SHARE: &str = "switchyard_backend_share";
 pub const RELOADS: &str = "switchyard_config_reloads_total";
 pub const GENERATION: &str = "switchyard_config_generation";
+pub const ENDPOINT_HEALTHY: &str = "switchyard_endpoint_healthy";
 
 /// Latency buckets in seconds: from sub-millisecond proxy hops to 30 s timeouts.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -110,6 +111,12 @@ impl Telemetry {
         }
     }
 
+    /// `switchyard_endpoint_healthy{upstream, endpoint}`.
+    pub fn endpoint_healthy(&self, upstream: &str, endpoint: &str) -> Gauge {
+        let labels = vec![Label::new("upstream", upstream.to_string()), Label::new("endpoint", endpoint.to_string())];
+        self.recorder.register_gauge(&Key::from_parts(ENDPOINT_HEALTHY, labels), &METADATA)
+    }
+
     /// Counters for what the proxy answers itself on a route.
     pub fn route_own(&self, route: &str) -> StatusCounters {
         StatusCounters::new(self.recorder.clone(), route, "", "")
@@ -138,6 +145,11 @@ fn describe(r: &PrometheusRecorder) {
     );
     r.describe_gauge(IN_FLIGHT.into(), None, "Requests waiting for their upstream's response head.".into());
     r.describe_gauge(SHARE.into(), None, "Live share of the route's traffic for this backend (0..1).".into());
+    r.describe_gauge(
+        ENDPOINT_HEALTHY.into(),
+        None,
+        "1 when the endpoint passes its health checks (always 1 without checks).".into(),
+    );
     r.describe_counter(RELOADS.into(), None, "Config reloads by result.".into());
     r.describe_gauge(GENERATION.into(), None, "Generation of the live config snapshot (1 = the first).".into());
 }

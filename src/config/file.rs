@@ -13,6 +13,8 @@ use toml::Spanned;
 
 use super::error::Collector;
 use super::reader::{expect_number, expect_str, Node, Table};
+use super::resilience::{decode_health, decode_limits, decode_outlier, decode_retry_on};
+use super::resilience::{FileHealth, FileLimits, FileOutlier, RetryOn};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileConfig {
@@ -32,6 +34,7 @@ pub struct FileServer {
     pub drain_timeout: Duration,
     pub access_log: bool,
     pub request_id_header: HeaderName,
+    pub limits: FileLimits,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +70,17 @@ pub struct FileUpstream {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub host_header: HostHeader,
+    /// 0 = unlimited; beyond it requests get 503 at once.
+    pub max_in_flight: usize,
+    /// Extra attempts, each on another endpoint.
+    pub retries: u32,
+    pub retry_on: RetryOn,
+    /// A new endpoint's share ramps up over this long.
+    pub slow_start: Duration,
+    pub health: Option<FileHealth>,
+    pub outlier: Option<FileOutlier>,
+    /// How often hostname endpoints are resolved again.
+    pub dns_refresh: Duration,
 }
 
 /// An endpoint as written: an IP or a hostname, with a port. Hostnames are resolved when
@@ -183,12 +197,13 @@ fn default_server() -> FileServer {
         drain_timeout: Duration::from_secs(30),
         access_log: false,
         request_id_header: HeaderName::from_static("x-request-id"),
+        limits: FileLimits::default(),
     }
 }
 
 fn decode_server(mut t: Table<'_, '_>, errs: &mut Collector) -> FileServer {
     let mut server = default_server();
-    t = t.later(&["limits", "tls"]);
+    t = t.later(&["tls"]);
     if let Some(node) = t.get("listen") {
         let field = t.field("listen");
         let list: Vec<&Node> = match node.get_ref() {
@@ -213,6 +228,9 @@ fn decode_server(mut t: Table<'_, '_>, errs: &mut Collector) -> FileServer {
         if let Some(h) = header_name(&name, &t.field("request_id_header"), errs) {
             server.request_id_header = h;
         }
+    }
+    if let Some(lt) = t.table("limits", errs) {
+        server.limits = decode_limits(lt, errs);
     }
     t.finish(errs);
     server
@@ -255,18 +273,7 @@ fn decode_admin(mut t: Table<'_, '_>, errs: &mut Collector) -> FileAdmin {
 }
 
 fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, errs: &mut Collector) -> FileUpstream {
-    t = t.later(&[
-        "max_in_flight",
-        "retries",
-        "retry_on",
-        "slow_start",
-        "queue_timeout",
-        "protocol",
-        "tls",
-        "health",
-        "outlier",
-        "dns_refresh",
-    ]);
+    t = t.later(&["queue_timeout", "protocol", "tls"]);
     let version = t.string("version", errs).map_or_else(|| name.to_string(), Spanned::into_inner);
     let mut endpoints = Vec::new();
     match t.string_list("endpoints", errs) {
@@ -296,6 +303,13 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
             },
         },
     };
+    let max_in_flight = t.uint("max_in_flight", errs).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let retries = t.uint("retries", errs).map_or(1, |n| n.min(10) as u32);
+    let retry_on = decode_retry_on(&mut t, errs);
+    let slow_start = t.duration("slow_start", errs).unwrap_or_default();
+    let health = t.table("health", errs).and_then(|h| decode_health(h, errs));
+    let outlier = t.table("outlier", errs).and_then(|o| decode_outlier(o, errs));
+    let dns_refresh = t.duration("dns_refresh", errs).unwrap_or(Duration::from_secs(5));
     t.finish(errs);
     FileUpstream {
         name: name.to_string(),
@@ -305,6 +319,13 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         connect_timeout,
         request_timeout,
         host_header,
+        max_in_flight,
+        retries,
+        retry_on,
+        slow_start,
+        health,
+        outlier,
+        dns_refresh: dns_refresh.max(Duration::from_millis(100)),
     }
 }
 

@@ -21,6 +21,10 @@ pub enum ProxyError {
     NoHealthyEndpoint,
     #[error("the proxy is shutting down")]
     Draining,
+    #[error("the upstream is at its max_in_flight")]
+    OverCapacity,
+    #[error("the request body is larger than max_body_bytes")]
+    BodyTooLarge,
     #[error("could not connect to the upstream")]
     UpstreamConnect,
     #[error("the upstream sent a bad or incomplete response")]
@@ -35,7 +39,8 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::ConnectUnsupported => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoHealthyEndpoint | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyEndpoint | Self::Draining | Self::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect | Self::BadUpstreamResponse => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -49,6 +54,8 @@ impl ProxyError {
             Self::ConnectUnsupported => "connect-not-supported",
             Self::NoHealthyEndpoint => "no-healthy-endpoint",
             Self::Draining => "draining",
+            Self::OverCapacity => "max-in-flight",
+            Self::BodyTooLarge => "body-too-large",
             Self::UpstreamConnect => "upstream-connect",
             Self::BadUpstreamResponse => "bad-upstream-response",
             Self::UpstreamTimeout => "upstream-timeout",
@@ -62,6 +69,8 @@ impl ProxyError {
             Self::ConnectUnsupported => "405 CONNECT is not supported by this proxy (connect-not-supported)\n",
             Self::NoHealthyEndpoint => "503 no healthy upstream endpoint (no-healthy-endpoint)\n",
             Self::Draining => "503 the proxy is shutting down (draining)\n",
+            Self::OverCapacity => "503 the upstream has too many requests in flight (max-in-flight)\n",
+            Self::BodyTooLarge => "413 the request body is too large (body-too-large)\n",
             Self::UpstreamConnect => "502 could not connect to the upstream (upstream-connect)\n",
             Self::BadUpstreamResponse => "502 bad response from the upstream (bad-upstream-response)\n",
             Self::UpstreamTimeout => "504 the upstream did not answer in time (upstream-timeout)\n",
@@ -74,7 +83,7 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.cause()));
-        if matches!(self, Self::BadRequest | Self::ConnectUnsupported) {
+        if matches!(self, Self::BadRequest | Self::ConnectUnsupported | Self::BodyTooLarge) {
             // The connection is in an unknown state (where does the next message start?
             // is the client about to send tunnel bytes?): close it.
             h.insert(CONNECTION, HeaderValue::from_static("close"));

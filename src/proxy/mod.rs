@@ -5,8 +5,10 @@ pub mod body;
 pub mod error;
 pub mod headers;
 mod service;
+mod upstream_body;
 pub mod validate;
 
 pub use body::ResponseBody;
 pub use error::{ProxyError, ERROR_HEADER};
 pub use service::{handle, ConnInfo};
+pub use upstream_body::{BodyTooLarge, UpstreamBody};

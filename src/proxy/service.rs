@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use super::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use super::upstream_body::{BodyTooLarge, UpstreamBody};
 use super::validate::{self, Rejection};
 use crate::access_log::{timestamp, AccessRecord};
 use crate::config::HostHeader;
@@ -21,6 +22,10 @@ use crate::routing::path::normalize;
 use crate::routing::{Backend, Route};
 use crate::runtime::{Runtime, Shared};
 use crate::telemetry::UpstreamErrorKind;
+use crate::upstream::{Endpoint, Upstream};
+use bytes::Bytes;
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
 
 /// What the request path needs to know about the client connection; built once per
 /// connection so per-request work is a refcount bump.
@@ -108,7 +113,8 @@ async fn route_and_forward<'r>(
     };
     let choice = route.select(req.headers(), conn.client.ip(), conn.tls);
     let backend = &route.backends[choice.backend];
-    let mut resp = match forward(route, backend, conn, req, host, path_and_query, start).await {
+    let max_body = rt.file.server.limits.max_body_bytes;
+    let mut resp = match forward(route, backend, conn, req, host, path_and_query, max_body, start).await {
         Ok(resp) => resp,
         Err(e) => {
             backend.metrics.requests.inc(e.status().as_u16());
@@ -121,77 +127,191 @@ async fn route_and_forward<'r>(
     (with_request_id(resp, rt, &request_id), Some(route), Some(backend))
 }
 
-/// Send the request to one endpoint of the backend's upstream and return its response
-/// head, counting the exchange on the backend's metrics.
+/// Send the request to an endpoint of the backend's upstream, retrying on another
+/// endpoint when the upstream's `retry_on` allows it and the request can be replayed,
+/// and return the response head.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     route: &Route,
     backend: &Backend,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     host: HeaderValue,
     path_and_query: PathAndQuery,
+    max_body: u64,
     start: Instant,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let upstream = &backend.upstream;
-    let endpoint = upstream.select().ok_or(ProxyError::NoHealthyEndpoint)?;
+    let declared = declared_length(req.headers());
+    if max_body != 0 && declared.is_some_and(|n| n > max_body) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let _admitted = upstream.admit().ok_or(ProxyError::OverCapacity)?;
+    let (mut parts, incoming) = req.into_parts();
 
     // Rewrite the head for the upstream.
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(endpoint.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| ProxyError::BadRequest)?;
     let upstream_host = match &upstream.host_header {
-        HostHeader::Preserve => host.clone(),
-        HostHeader::Endpoint => endpoint.configured_host.clone(),
-        HostHeader::Literal(v) => v.clone(),
+        HostHeader::Preserve => Some(host.clone()),
+        HostHeader::Endpoint => None, // per endpoint, below
+        HostHeader::Literal(v) => Some(v.clone()),
     };
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    let h = req.headers_mut();
+    let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
     headers::drop_underscore_names(h);
     headers::append_list(h, &X_FORWARDED_FOR, &conn.client_ip);
     h.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
     h.insert(X_FORWARDED_HOST.clone(), host);
-    h.insert(HOST, upstream_host);
     headers::add_via(h);
 
-    // Forward.
-    let metrics = &backend.metrics;
-    let _endpoint_flight = endpoint.start();
-    metrics.in_flight.increment(1.0);
-    let result = tokio::time::timeout(upstream.request_timeout, upstream.client.request(req)).await;
-    metrics.in_flight.decrement(1.0);
-    metrics.duration.record(start.elapsed().as_secs_f64());
-
-    let mut resp = match result {
-        // A response whose framing is ambiguous could smuggle bytes to the client.
-        Ok(Ok(resp)) if validate::check_response_framing(resp.headers()).is_err() => {
-            metrics.error(UpstreamErrorKind::Protocol);
-            return Err(ProxyError::BadUpstreamResponse);
+    // A body is replayable when it is empty, or small and declared so it can be buffered.
+    let retries = upstream.retries;
+    let mut payload = if incoming.is_end_stream() {
+        Payload::Replay(Bytes::new())
+    } else if retries > 0 && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {
+        match Limited::new(incoming, REPLAY_BUFFER).collect().await {
+            Ok(collected) => Payload::Replay(collected.to_bytes()),
+            Err(_) => return Err(ProxyError::BadRequest),
         }
-        Ok(Ok(resp)) => resp.map(ResponseBody::upstream),
-        Ok(Err(e)) => {
-            let (kind, err) = classify(&e);
-            tracing::debug!(route = %route.name, upstream = %upstream.name, endpoint = %endpoint.addr, error = %e, "upstream request failed");
-            metrics.error(kind);
-            return Err(err);
-        }
-        Err(_elapsed) => {
-            metrics.error(UpstreamErrorKind::Timeout);
-            return Err(ProxyError::UpstreamTimeout);
-        }
+    } else {
+        Payload::Stream(Some(UpstreamBody::stream(incoming, max_body)))
     };
-    metrics.requests.inc(resp.status().as_u16());
+    let replayable = matches!(payload, Payload::Replay(_));
+    let idempotent = is_idempotent(&parts.method);
+
+    let metrics = &backend.metrics;
+    metrics.in_flight.increment(1.0);
+    let _gauge = GaugeGuard(&metrics.in_flight);
+    let mut tried: Vec<&Endpoint> = Vec::new();
+    let mut last_error = ProxyError::NoHealthyEndpoint;
+    for attempt in 0..=retries {
+        let Some(endpoint) = upstream.select(&tried) else { break };
+        tried.push(endpoint);
+        let attempt_body = match &mut payload {
+            Payload::Replay(b) => UpstreamBody::full(b.clone()),
+            Payload::Stream(s) => match s.take() {
+                Some(b) => b,
+                None => break,
+            },
+        };
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(endpoint.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build()
+            .map_err(|_| ProxyError::BadRequest)?;
+        let mut head = Request::builder().method(parts.method.clone()).uri(uri).version(Version::HTTP_11);
+        if let Some(h) = head.headers_mut() {
+            *h = if attempt == retries || !replayable {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            h.insert(HOST, upstream_host.clone().unwrap_or_else(|| endpoint.configured_host.clone()));
+        }
+        let upstream_req = head.body(attempt_body).map_err(|_| ProxyError::BadRequest)?;
+        let left = attempt < retries;
+
+        let _endpoint_flight = endpoint.start();
+        let result = tokio::time::timeout(upstream.request_timeout, endpoint.client.request(upstream_req)).await;
+        match result {
+            // A response whose framing is ambiguous could smuggle bytes to the client.
+            Ok(Ok(resp)) if validate::check_response_framing(resp.headers()).is_err() => {
+                metrics.error(UpstreamErrorKind::Protocol);
+                upstream.record(endpoint, true);
+                last_error = ProxyError::BadUpstreamResponse;
+                break;
+            }
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                upstream.record(endpoint, status >= 500);
+                if left && replayable && idempotent && upstream.retry_on.status(status) {
+                    tracing::debug!(route = %route.name, upstream = %upstream.name, endpoint = %endpoint.addr, status, "retrying on another endpoint");
+                    continue;
+                }
+                metrics.duration.record(start.elapsed().as_secs_f64());
+                metrics.requests.inc(status);
+                return Ok(finish_response(resp, route, upstream));
+            }
+            Ok(Err(e)) => {
+                if is_body_too_large(&e) {
+                    return Err(ProxyError::BodyTooLarge);
+                }
+                let (kind, err) = classify(&e);
+                tracing::debug!(route = %route.name, upstream = %upstream.name, endpoint = %endpoint.addr, error = %e, "upstream request failed");
+                metrics.error(kind);
+                upstream.record(endpoint, true);
+                last_error = err;
+                // A connect failure provably never reached the upstream; a reset may have.
+                let retry = match kind {
+                    UpstreamErrorKind::Connect => upstream.retry_on.connect_failure,
+                    UpstreamErrorKind::Reset => upstream.retry_on.reset && idempotent,
+                    _ => false,
+                };
+                if !(left && replayable && retry) {
+                    break;
+                }
+            }
+            Err(_elapsed) => {
+                metrics.error(UpstreamErrorKind::Timeout);
+                upstream.record(endpoint, true);
+                last_error = ProxyError::UpstreamTimeout;
+                break;
+            }
+        }
+    }
+    metrics.duration.record(start.elapsed().as_secs_f64());
+    Err(last_error)
+}
+
+/// Bodies up to this size are buffered so a retry can send them again.
+const REPLAY_BUFFER: usize = 64 * 1024;
+
+fn finish_response(resp: Response<Incoming>, route: &Route, upstream: &Upstream) -> Response<ResponseBody> {
+    let mut resp = resp.map(ResponseBody::upstream);
     let h = resp.headers_mut();
     headers::strip_hop_by_hop(h);
     headers::add_via(h);
     if let Some(name) = &route.version_header {
         h.insert(name.clone(), upstream.version_value.clone());
     }
-    Ok(resp)
+    resp
+}
+
+/// Decrements an in-flight gauge on every exit path.
+struct GaugeGuard<'g>(&'g metrics::Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The request body across attempts.
+enum Payload {
+    /// Buffered (or empty): every attempt sends a copy.
+    Replay(Bytes),
+    /// Streamed: only one attempt can send it.
+    Stream(Option<UpstreamBody>),
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn is_idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+fn is_body_too_large(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<BodyTooLarge>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The host the request is for: an absolute-form target's authority wins over `Host`

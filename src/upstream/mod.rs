@@ -1,9 +1,13 @@
-//! Upstream pools: the endpoints that run one version, the pooled HTTP client that talks
-//! to them, and the choice of endpoint per request.
+//! Upstream pools: the endpoints that run one version, their clients and live state,
+//! the choice of endpoint per request, health checks, and DNS.
 
+pub mod clock;
+pub mod dns;
+mod health;
 mod pool;
 mod registry;
 mod select;
 
-pub use pool::{Endpoint, InFlight, Upstream};
+pub use dns::{Resolver, SystemResolver};
+pub use pool::{Admitted, Endpoint, InFlight, Upstream};
 pub use registry::UpstreamRegistry;

@@ -1,24 +1,28 @@
-//! One upstream: its endpoints (with live in-flight counts) and its keep-alive client.
+//! One upstream and its endpoints, with the live state the request path reads (in-flight
+//! counts, health, ejection) kept in atomics on long-lived objects that survive reloads.
 //!
-//! The client is a hyper-util pooled client shared by all endpoints of the upstream (the
-//! pool is keyed by endpoint address), reused across reloads while the settings it was
-//! built from do not change, so a reload keeps warm connections.
+//! Each endpoint owns its keep-alive client (a hyper-util pool to that one address), so
+//! an endpoint removed by a reload or a DNS change drains naturally: the new snapshot no
+//! longer offers it, requests already on it finish, and when the last snapshot that
+//! held it is gone the client and its pooled connections close.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 use http::HeaderValue;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use metrics::Gauge;
 
-use crate::config::{FileUpstream, HostHeader};
+use super::clock;
+use crate::config::{FileHealth, FileOutlier, FileUpstream, HostHeader, RetryOn};
+use crate::proxy::UpstreamBody;
 
-pub type HttpClient = Client<HttpConnector, Incoming>;
+pub type HttpClient = Client<HttpConnector, UpstreamBody>;
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -29,9 +33,19 @@ pub struct Upstream {
     /// The version as a header value, for `version_header`.
     pub version_value: HeaderValue,
     pub endpoints: Box<[Arc<Endpoint>]>,
-    pub client: HttpClient,
+    /// Endpoints removed from this upstream that may still finish requests.
+    pub draining: Box<[Weak<Endpoint>]>,
     pub request_timeout: Duration,
     pub host_header: HostHeader,
+    pub max_in_flight: usize,
+    in_flight: AtomicUsize,
+    pub retries: u32,
+    pub retry_on: RetryOn,
+    pub slow_start: Duration,
+    pub health: Option<FileHealth>,
+    pub outlier: Option<FileOutlier>,
+    /// When fail-open was last logged (clock ms), to log it once in a while, not per request.
+    fail_open_logged: AtomicU64,
     /// The file entry this was built from: a reload reuses the upstream when it is equal.
     pub(crate) source: FileUpstream,
 }
@@ -40,21 +54,72 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `ip:port`, for the upstream request URI.
     pub authority: Authority,
-    /// `host:port` as written in the config, for `host_header = "endpoint"`.
+    /// `host:port` as written in the config, for `host_header = "endpoint"` and probes.
     pub configured_host: HeaderValue,
+    pub client: HttpClient,
+    pub(crate) connect_timeout: Duration,
     in_flight: AtomicUsize,
+    healthy: AtomicBool,
+    consecutive_failures: AtomicU32,
+    /// Clock ms until which the endpoint is ejected; 0 = not ejected.
+    ejected_until: AtomicU64,
+    pub(crate) added_at: Instant,
+    /// `switchyard_endpoint_healthy{upstream, endpoint}`.
+    pub(crate) health_gauge: Gauge,
+    /// Active health check streaks, owned by the health task.
+    pub(crate) probe_passes: AtomicU32,
+    pub(crate) probe_failures: AtomicU32,
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, configured_host: &str) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        configured_host: &str,
+        connect_timeout: Duration,
+        healthy: bool,
+        health_gauge: Gauge,
+    ) -> Self {
         let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         let configured_host = HeaderValue::from_str(configured_host)
             .unwrap_or_else(|_| HeaderValue::from_str(authority.as_str()).expect("valid"));
-        Endpoint { addr, authority, configured_host, in_flight: AtomicUsize::new(0) }
+        health_gauge.set(if healthy { 1.0 } else { 0.0 });
+        Endpoint {
+            addr,
+            authority,
+            configured_host,
+            client: build_client(connect_timeout),
+            connect_timeout,
+            in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(healthy),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            added_at: Instant::now(),
+            health_gauge,
+            probe_passes: AtomicU32::new(0),
+            probe_failures: AtomicU32::new(0),
+        }
     }
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_healthy(&self, healthy: bool) -> bool {
+        self.health_gauge.set(if healthy { 1.0 } else { 0.0 });
+        self.healthy.swap(healthy, Ordering::Relaxed) != healthy
+    }
+
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Healthy and not ejected.
+    pub fn is_available(&self, now_ms: u64) -> bool {
+        self.is_healthy() && !self.is_ejected(now_ms)
     }
 
     /// Count a request against this endpoint until the guard drops.
@@ -73,27 +138,85 @@ impl Drop for InFlight {
     }
 }
 
+/// A request counted against an upstream's `max_in_flight`.
+pub struct Admitted<'u>(&'u Upstream);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Upstream {
-    pub(crate) fn new(source: &FileUpstream, endpoints: Vec<Arc<Endpoint>>, client: HttpClient) -> Self {
+    pub(crate) fn new(source: &FileUpstream, endpoints: Vec<Arc<Endpoint>>, draining: Vec<Weak<Endpoint>>) -> Self {
         Upstream {
             name: source.name.as_str().into(),
             version: source.version.as_str().into(),
             version_value: HeaderValue::from_str(&source.version).unwrap_or(HeaderValue::from_static("invalid")),
             endpoints: endpoints.into(),
-            client,
+            draining: draining.into(),
             request_timeout: source.request_timeout,
             host_header: source.host_header.clone(),
+            max_in_flight: source.max_in_flight,
+            in_flight: AtomicUsize::new(0),
+            retries: source.retries,
+            retry_on: source.retry_on,
+            slow_start: source.slow_start,
+            health: source.health.clone(),
+            outlier: source.outlier.clone(),
+            fail_open_logged: AtomicU64::new(0),
             source: source.clone(),
         }
     }
 
-    /// The endpoint for the next request, or `None` when the pool is empty.
-    pub fn select(&self) -> Option<&Arc<Endpoint>> {
-        super::select::least_of_two(&self.endpoints)
+    /// Take a `max_in_flight` slot, or `None` when the upstream is full.
+    pub fn admit(&self) -> Option<Admitted<'_>> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let admitted = Admitted(self);
+        if self.max_in_flight != 0 && now >= self.max_in_flight {
+            return None; // `admitted` drops and gives the slot back.
+        }
+        Some(admitted)
+    }
+
+    /// Record a real request's outcome for passive outlier ejection.
+    pub fn record(&self, endpoint: &Endpoint, failed: bool) {
+        let Some(outlier) = &self.outlier else { return };
+        if !failed {
+            if endpoint.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                endpoint.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let failures = endpoint.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = clock::now_ms();
+        if failures < outlier.consecutive_failures || endpoint.is_ejected(now) {
+            return;
+        }
+        let ejected = self.endpoints.iter().filter(|e| e.is_ejected(now)).count();
+        let allowed = self.endpoints.len() * outlier.max_ejected_percent as usize / 100;
+        if ejected >= allowed {
+            tracing::warn!(upstream = %self.name, endpoint = %endpoint.addr, failures, "not ejecting: max_ejected_percent reached");
+            return;
+        }
+        endpoint.ejected_until.store(now + outlier.ejection.as_millis() as u64, Ordering::Relaxed);
+        endpoint.consecutive_failures.store(0, Ordering::Relaxed);
+        tracing::warn!(upstream = %self.name, endpoint = %endpoint.addr, failures, ejection = ?outlier.ejection, "endpoint ejected after consecutive failures");
+    }
+
+    /// Log that every endpoint is unavailable and traffic goes to all of them, at most
+    /// once every 10 s per upstream.
+    pub(crate) fn log_fail_open(&self, now_ms: u64) {
+        let last = self.fail_open_logged.load(Ordering::Relaxed);
+        if (last == 0 || now_ms.saturating_sub(last) >= 10_000)
+            && self.fail_open_logged.compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(upstream = %self.name, "no healthy endpoint: failing open to all endpoints");
+        }
     }
 }
 
-/// Build the pooled client for an upstream's settings.
+/// The pooled client for one endpoint.
 pub(crate) fn build_client(connect_timeout: Duration) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);

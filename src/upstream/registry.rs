@@ -1,91 +1,194 @@
-//! Long-lived upstream state that outlives a snapshot: a reload that leaves an upstream
-//! unchanged gets the very same `Arc<Upstream>` (pooled connections, in-flight counts),
-//! and a changed one keeps its client (and so its warm connections) when the client's
-//! settings did not change.
+//! Long-lived upstream state that outlives a snapshot. A reload that leaves an upstream
+//! unchanged gets the very same `Arc<Upstream>`; a changed one keeps every endpoint whose
+//! address and client settings did not change (with its pooled connections, health and
+//! in-flight count). Endpoints that disappear are remembered weakly as draining until
+//! their last request finishes. Health-check tasks are started and stopped here, and the
+//! last good DNS answer of every hostname is kept (a failed lookup keeps it).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
 
-use super::pool::{build_client, HttpClient};
-use super::{Endpoint, Upstream};
+use tokio::task::AbortHandle;
+
+use super::dns::Resolver;
+use super::{health, Endpoint, Upstream};
 use crate::config::FileUpstream;
+use crate::telemetry::Telemetry;
 
-#[derive(Default)]
 pub struct UpstreamRegistry {
     live: HashMap<String, Arc<Upstream>>,
-    clients: HashMap<String, (Duration, HttpClient)>,
+    /// Last good addresses of each `(hostname, port)`.
+    dns: HashMap<(String, u16), Vec<SocketAddr>>,
+    /// Running health checkers, with the upstream they watch.
+    health: HashMap<String, (Weak<Upstream>, AbortHandle)>,
+    resolver: Arc<dyn Resolver>,
 }
 
 impl UpstreamRegistry {
-    /// Build (or reuse) every upstream of a new config. Hostnames are resolved here,
-    /// off the request path; a name that does not resolve leaves that upstream without
-    /// those endpoints (logged) rather than failing the whole reload.
-    pub async fn build(&mut self, upstreams: &[FileUpstream]) -> HashMap<String, Arc<Upstream>> {
+    pub fn new(resolver: Arc<dyn Resolver>) -> Self {
+        UpstreamRegistry { live: HashMap::new(), dns: HashMap::new(), health: HashMap::new(), resolver }
+    }
+
+    /// Resolve every hostname endpoint again; true if any address set changed.
+    pub async fn refresh_dns(&mut self, upstreams: &[FileUpstream]) -> bool {
+        let mut changed = false;
+        for u in upstreams {
+            for ep in &u.endpoints {
+                if ep.host.parse::<IpAddr>().is_ok() {
+                    continue;
+                }
+                changed |= self.lookup(&u.name, &ep.host, ep.port).await;
+            }
+        }
+        changed
+    }
+
+    /// Build (or reuse) every upstream of a config. With `resolve`, hostnames are looked
+    /// up first; otherwise the last good answers are used (DNS refreshes do the lookups).
+    pub async fn build(
+        &mut self,
+        upstreams: &[FileUpstream],
+        telemetry: &Telemetry,
+        resolve: bool,
+    ) -> HashMap<String, Arc<Upstream>> {
+        if resolve {
+            self.refresh_dns(upstreams).await;
+        }
         let mut next = HashMap::new();
-        let mut clients = HashMap::new();
         for source in upstreams {
-            let addrs = resolve(source).await;
-            let reusable = self.live.get(&source.name).filter(|u| {
+            let addrs = self.addresses(source);
+            let old = self.live.get(&source.name);
+            let unchanged = old.filter(|u| {
                 u.source == *source && u.endpoints.iter().map(|e| e.addr).eq(addrs.iter().map(|(a, _)| *a))
             });
-            let upstream = match reusable {
+            let upstream = match unchanged {
                 Some(u) => u.clone(),
-                None => {
-                    let client = match self.clients.get(&source.name) {
-                        Some((timeout, c)) if *timeout == source.connect_timeout => c.clone(),
-                        _ => build_client(source.connect_timeout),
-                    };
-                    let old = self.live.get(&source.name);
-                    let endpoints = addrs
-                        .iter()
-                        .map(|(addr, host)| {
-                            old.and_then(|u| {
-                                u.endpoints.iter().find(|e| e.addr == *addr && e.configured_host == host.as_str())
-                            })
-                            .cloned()
-                            .unwrap_or_else(|| Arc::new(Endpoint::new(*addr, host)))
-                        })
-                        .collect();
-                    Arc::new(Upstream::new(source, endpoints, client))
-                }
+                None => Arc::new(rebuild(source, &addrs, old.map(|u| &**u), telemetry)),
             };
-            clients.insert(source.name.clone(), (source.connect_timeout, upstream.client.clone()));
             next.insert(source.name.clone(), upstream);
         }
         self.live = next.clone();
-        self.clients = clients;
+        self.sync_health_checks();
         next
+    }
+
+    /// One health checker per upstream with `health`, watching its current version.
+    fn sync_health_checks(&mut self) {
+        let live = &self.live;
+        self.health.retain(|name, (watched, task)| {
+            let current = live.get(name).filter(|u| u.health.is_some());
+            let keep = current.is_some_and(|u| std::ptr::eq(Arc::as_ptr(u), watched.as_ptr()));
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (name, u) in live {
+            if u.health.is_some() && !self.health.contains_key(name) {
+                let weak = Arc::downgrade(u);
+                self.health.insert(name.clone(), (weak.clone(), health::spawn(weak)));
+            }
+        }
+    }
+
+    /// Each configured endpoint's addresses, paired with the `host:port` as written.
+    fn addresses(&self, source: &FileUpstream) -> Vec<(SocketAddr, String)> {
+        let mut out = Vec::new();
+        for ep in &source.endpoints {
+            let written = if ep.host.contains(':') {
+                format!("[{}]:{}", ep.host, ep.port)
+            } else {
+                format!("{}:{}", ep.host, ep.port)
+            };
+            match ep.host.parse::<IpAddr>() {
+                Ok(ip) => out.push((SocketAddr::new(ip, ep.port), written)),
+                Err(_) => {
+                    for a in self.dns.get(&(ep.host.clone(), ep.port)).into_iter().flatten() {
+                        out.push((*a, written.clone()));
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|(a, _)| *a);
+        out.dedup_by_key(|(a, _)| *a);
+        out
+    }
+
+    /// Look one hostname up; true if its address set changed. A failure keeps the last
+    /// good answer.
+    async fn lookup(&mut self, upstream: &str, host: &str, port: u16) -> bool {
+        match self.resolver.resolve(host, port).await {
+            Ok(mut addrs) if !addrs.is_empty() => {
+                addrs.sort();
+                addrs.dedup();
+                let key = (host.to_string(), port);
+                if self.dns.get(&key) == Some(&addrs) {
+                    return false;
+                }
+                tracing::info!(upstream, host, ?addrs, "endpoint addresses changed");
+                self.dns.insert(key, addrs);
+                true
+            }
+            Ok(_) | Err(_) => {
+                let kept = self.dns.get(&(host.to_string(), port)).map_or(0, Vec::len);
+                tracing::warn!(upstream, host, kept, "endpoint lookup failed; keeping the last good addresses");
+                false
+            }
+        }
     }
 }
 
-/// Each configured endpoint's addresses, paired with the `host:port` as written.
-async fn resolve(source: &FileUpstream) -> Vec<(SocketAddr, String)> {
-    let mut out = Vec::new();
-    for ep in &source.endpoints {
-        let written = if ep.host.contains(':') {
-            format!("[{}]:{}", ep.host, ep.port)
-        } else {
-            format!("{}:{}", ep.host, ep.port)
-        };
-        if let Ok(ip) = ep.host.parse::<std::net::IpAddr>() {
-            out.push((SocketAddr::new(ip, ep.port), written));
-            continue;
-        }
-        match tokio::net::lookup_host((ep.host.as_str(), ep.port)).await {
-            Ok(addrs) => {
-                let mut addrs: Vec<SocketAddr> = addrs.collect();
-                addrs.sort();
-                addrs.dedup();
-                out.extend(addrs.into_iter().map(|a| (a, written.clone())));
-            }
-            Err(e) => {
-                tracing::warn!(upstream = %source.name, endpoint = %written, error = %e, "endpoint does not resolve; it gets no traffic until a reload")
-            }
+impl Drop for UpstreamRegistry {
+    fn drop(&mut self) {
+        for (_, task) in self.health.values() {
+            task.abort();
         }
     }
-    out.sort_by_key(|(a, _)| *a);
-    out.dedup_by_key(|(a, _)| *a);
-    out
+}
+
+/// A new `Upstream` for changed settings or endpoints, reusing what it can of `old`.
+fn rebuild(
+    source: &FileUpstream,
+    addrs: &[(SocketAddr, String)],
+    old: Option<&Upstream>,
+    telemetry: &Telemetry,
+) -> Upstream {
+    let checked = source.health.is_some();
+    let endpoints: Vec<Arc<Endpoint>> = addrs
+        .iter()
+        .map(|(addr, host)| {
+            let reusable = old.and_then(|u| {
+                u.endpoints.iter().find(|e| {
+                    e.addr == *addr && e.configured_host == host.as_str() && e.connect_timeout == source.connect_timeout
+                })
+            });
+            match reusable {
+                Some(e) => {
+                    if !checked {
+                        e.set_healthy(true);
+                    }
+                    e.clone()
+                }
+                // With health checks a new endpoint waits for its first passes.
+                None => Arc::new(Endpoint::new(
+                    *addr,
+                    host,
+                    source.connect_timeout,
+                    !checked,
+                    telemetry.endpoint_healthy(&source.name, &addr.to_string()),
+                )),
+            }
+        })
+        .collect();
+    let mut draining: Vec<Weak<Endpoint>> = Vec::new();
+    if let Some(old) = old {
+        let gone = old.endpoints.iter().filter(|e| !endpoints.iter().any(|n| Arc::ptr_eq(n, e)));
+        draining.extend(gone.map(Arc::downgrade));
+        draining.extend(old.draining.iter().filter(|w| w.strong_count() > 0).cloned());
+        for e in old.endpoints.iter().filter(|e| !endpoints.iter().any(|n| Arc::ptr_eq(n, e))) {
+            tracing::info!(upstream = %source.name, endpoint = %e.addr, in_flight = e.in_flight(), "endpoint removed: draining");
+        }
+    }
+    Upstream::new(source, endpoints, draining)
 }

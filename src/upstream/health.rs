@@ -1,0 +1,78 @@
+//! Active health checks: one background task per upstream with `health`, probing every
+//! endpoint with `GET path` each `interval`. `healthy` consecutive passes bring an
+//! endpoint into rotation, `unhealthy` consecutive failures take it out. The request
+//! path only reads the resulting flag.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use http::header::HOST;
+use http::{Method, Request};
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::{Endpoint, Upstream};
+use crate::config::FileHealth;
+use crate::proxy::UpstreamBody;
+
+pub(crate) fn spawn(upstream: Weak<Upstream>) -> AbortHandle {
+    tokio::spawn(async move {
+        let Some(interval) = upstream.upgrade().and_then(|u| u.health.as_ref().map(|h| h.interval)) else { return };
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(u) = upstream.upgrade() else { return };
+            probe_all(&u).await;
+        }
+    })
+    .abort_handle()
+}
+
+async fn probe_all(u: &Upstream) {
+    let Some(health) = u.health.clone() else { return };
+    let mut probes = JoinSet::new();
+    for e in u.endpoints.iter() {
+        let (e, health) = (e.clone(), health.clone());
+        probes.spawn(async move {
+            let passed = probe(&e, &health).await;
+            (e, passed)
+        });
+    }
+    while let Some(Ok((e, passed))) = probes.join_next().await {
+        apply(u, &e, passed, &health);
+    }
+}
+
+/// One probe: a 2xx or 3xx answer within the timeout passes.
+async fn probe(e: &Endpoint, health: &FileHealth) -> bool {
+    let uri = format!("http://{}{}", e.authority, health.path);
+    let Ok(req) = Request::builder()
+        .method(Method::GET)
+        .uri(uri)
+        .header(HOST, e.configured_host.clone())
+        .header("user-agent", "switchyard-health-check")
+        .body(UpstreamBody::empty())
+    else {
+        return false;
+    };
+    match tokio::time::timeout(health.timeout, e.client.request(req)).await {
+        Ok(Ok(resp)) => resp.status().is_success() || resp.status().is_redirection(),
+        _ => false,
+    }
+}
+
+fn apply(u: &Upstream, e: &Arc<Endpoint>, passed: bool, health: &FileHealth) {
+    if passed {
+        e.probe_failures.store(0, Ordering::Relaxed);
+        let passes = e.probe_passes.fetch_add(1, Ordering::Relaxed) + 1;
+        if !e.is_healthy() && passes >= health.healthy && e.set_healthy(true) {
+            tracing::info!(upstream = %u.name, endpoint = %e.addr, passes, "endpoint is healthy");
+        }
+    } else {
+        e.probe_passes.store(0, Ordering::Relaxed);
+        let failures = e.probe_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if e.is_healthy() && failures >= health.unhealthy && e.set_healthy(false) {
+            tracing::warn!(upstream = %u.name, endpoint = %e.addr, failures, "endpoint is unhealthy");
+        }
+    }
+}
