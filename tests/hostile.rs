@@ -20,6 +20,16 @@ async fn ambiguous_requests_are_refused_before_the_upstream() {
     let proxy = proxy_with(&up).await;
     let cases: &[(&[u8], &str, &str)] = &[
         (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+            "malformed-request",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            "400",
+            "malformed-request",
+        ),
+        (
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
             "400",
             "malformed-request",

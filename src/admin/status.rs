@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::access_log::timestamp;
 use crate::routing::{Route, Sticky, RESOLUTION};
 use crate::runtime::{Runtime, Shared};
+use crate::upstream::{clock, Endpoint};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -57,6 +58,14 @@ pub struct EndpointStatus {
 
 pub fn status(shared: &Shared) -> Status {
     let rt = shared.runtime();
+    let now = clock::now_ms();
+    let endpoint = |e: &Endpoint, draining: bool| EndpointStatus {
+        address: e.addr.to_string(),
+        healthy: e.is_healthy(),
+        ejected: e.is_ejected(now),
+        draining,
+        in_flight: e.in_flight(),
+    };
     let mut upstreams: Vec<UpstreamStatus> = rt
         .upstreams
         .values()
@@ -66,13 +75,14 @@ pub fn status(shared: &Shared) -> Status {
             endpoints: u
                 .endpoints
                 .iter()
-                .map(|e| EndpointStatus {
-                    address: e.addr.to_string(),
-                    healthy: true,
-                    ejected: false,
-                    draining: false,
-                    in_flight: e.in_flight(),
-                })
+                .map(|e| endpoint(e, false))
+                .chain(
+                    u.draining
+                        .iter()
+                        .filter_map(|w| w.upgrade())
+                        .filter(|e| e.in_flight() > 0)
+                        .map(|e| endpoint(&e, true)),
+                )
                 .collect(),
         })
         .collect();

@@ -21,6 +21,7 @@ use crate::config::HostHeader;
 use crate::routing::path::normalize;
 use crate::routing::{Backend, Route};
 use crate::runtime::{Runtime, Shared};
+use crate::server::Activity;
 use crate::telemetry::UpstreamErrorKind;
 use crate::upstream::{Endpoint, Upstream};
 use bytes::Bytes;
@@ -36,6 +37,8 @@ pub struct ConnInfo {
     pub proto: HeaderValue,
     /// Accepted on a TLS listener (sticky cookies get `Secure`).
     pub tls: bool,
+    /// The connection's traffic, timeouts and framing verdict.
+    pub activity: Arc<Activity>,
 }
 
 impl ConnInfo {
@@ -46,6 +49,7 @@ impl ConnInfo {
             client_ip: HeaderValue::from_str(&ip).expect("an IP is a valid header value"),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             tls,
+            activity: Arc::new(Activity::new()),
         }
     }
 }
@@ -57,6 +61,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
     let start = Instant::now();
+    let _active = conn.activity.request();
     let rt = shared.runtime();
     let log = rt.access_log.then(|| pending_record(&req, &conn, &rt));
     let (mut resp, route, backend) = route_and_forward(&shared, &rt, &conn, req, start).await;
@@ -93,6 +98,10 @@ async fn route_and_forward<'r>(
         (with_request_id(e.response(), rt, &request_id), None, None)
     };
 
+    // The connection's framing tracker saw this head state its length twice.
+    if conn.activity.ambiguous() {
+        return unrouted(ProxyError::BadRequest);
+    }
     if let Err(rejection) = validate::check(&req) {
         return unrouted(match rejection {
             Rejection::Malformed => ProxyError::BadRequest,

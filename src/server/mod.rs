@@ -17,12 +17,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::FileLimits;
 
 use crate::admin;
 use crate::proxy::{self, ConnInfo};
+
+mod framing;
+mod watched;
+
 use crate::reload::Reloader;
 use crate::runtime::Shared;
+use watched::Watched;
+pub use watched::{Activity, Expired};
 
 pub struct Server {
     shared: Arc<Shared>,
@@ -67,11 +75,18 @@ impl Server {
         let admin_task = tokio::spawn(admin::serve(admin, shared.clone(), admin_stop));
 
         let graceful = Arc::new(GracefulShutdown::new());
+        let connections = Arc::new(Semaphore::new(shared.runtime().file.server.limits.max_connections));
         let (stop_tx, stop) = watch::channel(false);
         let mut accepts = Vec::new();
         for listener in listeners {
             tracing::info!(addr = %listener.local_addr().expect("bound"), "proxy listening");
-            accepts.push(tokio::spawn(accept_loop(listener, shared.clone(), graceful.clone(), stop.clone())));
+            accepts.push(tokio::spawn(accept_loop(
+                listener,
+                shared.clone(),
+                graceful.clone(),
+                connections.clone(),
+                stop.clone(),
+            )));
         }
 
         shutdown.await;
@@ -105,13 +120,21 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     graceful: Arc<GracefulShutdown>,
+    connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(connection_builder());
+    let limits = shared.runtime().file.server.limits.clone();
+    let builder = Arc::new(connection_builder(&limits));
     loop {
+        // At max_connections, stop accepting until a connection closes: new clients
+        // wait in the kernel's backlog instead of the process running out of files.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            _ = stop.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve(stream, peer, &shared, &builder, &graceful),
+                Ok((stream, peer)) => serve(stream, peer, &shared, &builder, &graceful, permit),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -124,13 +147,12 @@ async fn accept_loop(
     // Dropping the listener closes the socket: new connections are refused.
 }
 
-/// The largest request head accepted (SPEC `max_header_bytes` default).
-const MAX_HEAD: usize = 65_536;
-
-fn connection_builder() -> auto::Builder<TokioExecutor> {
+fn connection_builder(limits: &FileLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // SPEC: request heads over 64 KiB get 431 (hyper answers it when its read buffer fills).
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).max_buf_size(MAX_HEAD);
+    // Oversized heads get 431 from hyper when its read buffer fills. Slow heads and idle
+    // connections are timed by the connection task (see `Activity`), because hyper's
+    // header timer also runs while a keep-alive connection is idle.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(limits.max_header_bytes);
     builder.http2().timer(TokioTimer::new());
     builder
 }
@@ -141,16 +163,35 @@ fn serve(
     shared: &Arc<Shared>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
+    permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let limits = shared.runtime().file.server.limits.clone();
     let conn_info = Arc::new(ConnInfo::new(peer, false));
+    let activity = conn_info.activity.clone();
+    let io = Watched::new(stream, activity.clone(), limits.max_header_bytes);
     let shared = shared.clone();
     let service = service_fn(move |req| proxy::handle(shared.clone(), conn_info.clone(), req));
-    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+    let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let _permit = permit;
+        tokio::pin!(conn);
+        loop {
+            let (wait, expired) = activity.check(limits.header_read_timeout, limits.idle_timeout);
+            if let Some(why) = expired {
+                tracing::debug!(%peer, ?why, "closing connection");
+                return; // dropping the connection closes it
+            }
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
     });
 }

@@ -1,0 +1,283 @@
+//! A second, independent reading of HTTP/1.1 request framing, run over the bytes the
+//! server reads. hyper resolves a request with both `Content-Length` and
+//! `Transfer-Encoding` by dropping the length (RFC 9112 §6.3 allows it), which leaves no
+//! trace the service could check; SPEC.md wants such requests refused, because a
+//! front proxy that picked the other header would see a different request boundary
+//! (request smuggling). This tracker follows message boundaries (heads, fixed-length
+//! and chunked bodies) just far enough to see every head as sent, and also tells the
+//! connection when a head is being read (for `header_read_timeout`).
+//!
+//! It never changes a byte; when it cannot follow the stream (an upgrade, HTTP/2, a
+//! head hyper will reject anyway) it stops looking.
+
+/// What one `feed` saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// A new request head started (its first byte arrived).
+    pub head_started: bool,
+    /// A request head ended.
+    pub head_done: bool,
+    /// That head stated its length ambiguously.
+    pub ambiguous: bool,
+}
+
+#[derive(Debug)]
+pub struct Framing {
+    state: State,
+    head: Vec<u8>,
+    max_head: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for (or inside) a request head.
+    Head,
+    /// A fixed-length body with this many bytes left.
+    Body(u64),
+    /// Chunk size line: the size so far, and whether we are past the digits.
+    ChunkSize {
+        size: u64,
+        digits: bool,
+        ext: bool,
+    },
+    ChunkData(u64),
+    /// The CRLF after chunk data: bytes still to skip.
+    ChunkEnd(u8),
+    /// Trailer section: length of the current line (without CR).
+    Trailer(usize),
+    /// Not HTTP/1 request framing any more (upgrade, h2, or hyper rejects it).
+    Off,
+}
+
+impl Framing {
+    pub fn new(max_head: usize) -> Self {
+        Framing { state: State::Head, head: Vec::new(), max_head }
+    }
+
+    /// True while part of a head has been read.
+    pub fn in_head(&self) -> bool {
+        self.state == State::Head && !self.head.is_empty()
+    }
+
+    /// True between messages (nothing of the next head read yet).
+    #[cfg(test)]
+    pub fn idle(&self) -> bool {
+        (self.state == State::Head && self.head.is_empty()) || self.state == State::Off
+    }
+
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Seen {
+        let mut seen = Seen::default();
+        while !bytes.is_empty() {
+            match self.state {
+                State::Off => break,
+                State::Head => {
+                    if self.head.is_empty() {
+                        // Empty lines before a request line are allowed (RFC 9112 §2.2).
+                        let skip = bytes.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                        bytes = &bytes[skip..];
+                        if bytes.is_empty() {
+                            break;
+                        }
+                        seen.head_started = true;
+                    }
+                    let before = self.head.len();
+                    self.head.extend_from_slice(bytes);
+                    match find_head_end(&self.head, before) {
+                        Some(end) => {
+                            let rest = self.head.len() - end;
+                            let consumed = bytes.len() - rest;
+                            bytes = &bytes[consumed..];
+                            self.head.truncate(end);
+                            let (next, ambiguous) = classify(&self.head);
+                            seen.head_done = true;
+                            seen.ambiguous |= ambiguous;
+                            self.head.clear();
+                            self.state = next;
+                        }
+                        None => {
+                            if self.head.len() > self.max_head {
+                                self.head = Vec::new();
+                                self.state = State::Off;
+                            }
+                            break;
+                        }
+                    }
+                }
+                State::Body(n) => {
+                    let take = n.min(bytes.len() as u64);
+                    bytes = &bytes[take as usize..];
+                    self.state = if n == take { State::Head } else { State::Body(n - take) };
+                }
+                State::ChunkSize { size, digits, ext } => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    self.state = match b {
+                        b'\n' if !digits => State::Off,
+                        b'\n' if size == 0 => State::Trailer(0),
+                        b'\n' => State::ChunkData(size),
+                        _ if ext || b == b'\r' || b == b';' || b == b' ' || b == b'\t' => {
+                            State::ChunkSize { size, digits, ext: true }
+                        }
+                        _ => match (b as char).to_digit(16) {
+                            Some(d) if size < (1 << 58) => {
+                                State::ChunkSize { size: size * 16 + u64::from(d), digits: true, ext }
+                            }
+                            _ => State::Off,
+                        },
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = n.min(bytes.len() as u64);
+                    bytes = &bytes[take as usize..];
+                    self.state = if n == take { State::ChunkEnd(2) } else { State::ChunkData(n - take) };
+                }
+                State::ChunkEnd(left) => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    self.state = match (left, b) {
+                        (_, b'\n') => State::ChunkSize { size: 0, digits: false, ext: false },
+                        (2, b'\r') => State::ChunkEnd(1),
+                        _ => State::Off,
+                    };
+                }
+                State::Trailer(len) => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    self.state = match b {
+                        b'\n' if len == 0 => State::Head,
+                        b'\n' => State::Trailer(0),
+                        b'\r' => State::Trailer(len),
+                        _ => State::Trailer(len + 1),
+                    };
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// End of the head (index after the blank line), searching from a little before `from`.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let mut i = start;
+    while i < buf.len() {
+        if buf[i] == b'\n' {
+            if buf.get(i + 1) == Some(&b'\n') {
+                return Some(i + 2);
+            }
+            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// What follows a complete head, and whether the head states its length twice.
+fn classify(head: &[u8]) -> (State, bool) {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // hyper will reject this head itself; nothing to follow afterwards.
+        _ => return (State::Off, false),
+    }
+    if req.method == Some("CONNECT") || req.method == Some("PRI") {
+        return (State::Off, false);
+    }
+    let mut te: Option<&[u8]> = None;
+    let mut cl: Option<&[u8]> = None;
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            cl = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    let ambiguous = te.is_some() && cl.is_some();
+    let next = if upgrade {
+        // If the upgrade is accepted the stream stops being HTTP/1.
+        State::Off
+    } else if let Some(te) = te {
+        let chunked =
+            te.rsplit(|b| *b == b',').next().is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if chunked {
+            State::ChunkSize { size: 0, digits: false, ext: false }
+        } else {
+            State::Off
+        }
+    } else if let Some(cl) = cl {
+        match std::str::from_utf8(cl).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(0) => State::Head,
+            Some(n) => State::Body(n),
+            None => State::Off,
+        }
+    } else {
+        State::Head
+    };
+    (next, ambiguous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(chunks: &[&[u8]]) -> (Vec<Seen>, Framing) {
+        let mut f = Framing::new(65_536);
+        let seen = chunks.iter().map(|c| f.feed(c)).collect();
+        (seen, f)
+    }
+
+    #[test]
+    fn follows_keep_alive_requests_with_bodies() {
+        let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nworld\r\n0\r\nX-T: 1\r\n\r\n\
+GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        // Byte by byte, so every state boundary is crossed mid-read.
+        let mut f = Framing::new(65_536);
+        let mut heads = 0;
+        let mut ambiguous = 0;
+        for b in stream {
+            let s = f.feed(std::slice::from_ref(b));
+            heads += usize::from(s.head_done);
+            ambiguous += usize::from(s.ambiguous);
+        }
+        assert_eq!((heads, ambiguous), (3, 1));
+        assert!(f.idle());
+        // And all at once.
+        let (seen, f) = feed_all(&[stream]);
+        assert!(seen[0].ambiguous && seen[0].head_done);
+        assert!(f.idle());
+    }
+
+    #[test]
+    fn body_bytes_that_look_like_heads_are_not_heads() {
+        let (seen, _) = feed_all(&[
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 59\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n",
+        ]);
+        assert!(!seen[0].ambiguous && !seen[1].ambiguous && !seen[1].head_started);
+    }
+
+    #[test]
+    fn tracks_when_a_head_is_being_read() {
+        let mut f = Framing::new(65_536);
+        assert!(f.idle() && !f.in_head());
+        assert!(f.feed(b"\r\nGET / HT").head_started);
+        assert!(f.in_head());
+        assert!(f.feed(b"TP/1.1\r\nHost: a\r\n\r\n").head_done);
+        assert!(f.idle());
+    }
+
+    #[test]
+    fn stops_at_upgrades_and_http2() {
+        let (_, f) = feed_all(&[b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"]);
+        assert_eq!(f.state, State::Off);
+        let (_, f) = feed_all(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
+        assert_eq!(f.state, State::Off);
+    }
+}
