@@ -126,8 +126,10 @@ pub(crate) fn decode_outlier(mut t: Table<'_, '_>, errs: &mut Collector) -> Opti
 }
 
 pub(crate) fn decode_retry_on(t: &mut Table<'_, '_>, errs: &mut Collector) -> RetryOn {
+    // Like nginx's `proxy_next_upstream error`: a failed connect, or a connection lost
+    // before the response head (only ever re-sent for idempotent methods).
     let Some(list) = t.string_list("retry_on", errs) else {
-        return RetryOn { connect_failure: true, ..RetryOn::default() };
+        return RetryOn { connect_failure: true, reset: true, ..RetryOn::default() };
     };
     let mut r = RetryOn::default();
     for item in list {

@@ -191,6 +191,7 @@ fn serve(
                     return;
                 }
                 _ = tokio::time::sleep(wait) => {}
+                _ = activity.head_started.notified() => {}
             }
         }
     });

@@ -27,6 +27,9 @@ pub struct Activity {
     active: AtomicUsize,
     /// A head on this connection stated its length twice.
     ambiguous: AtomicBool,
+    /// Wakes the connection task when a head starts, so it re-arms its timer from the
+    /// idle deadline to the (shorter) head deadline.
+    pub head_started: tokio::sync::Notify,
 }
 
 /// Why the connection task should close a connection.
@@ -122,6 +125,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                 } else if seen.head_started || seen.head_done {
                     // A new head began in this read (possibly right after another ended).
                     this.activity.head_since_ms.store(now, Ordering::Relaxed);
+                    this.activity.head_started.notify_one();
                 }
             }
         }

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,14 +32,21 @@ pub struct Seen {
 }
 
 /// An in-process upstream. Every response carries `x-upstream: NAME` and
-/// `x-endpoint: ADDR`, body `NAME`. `?delay_ms=N` delays the response head.
+/// `x-endpoint: ADDR`, body `NAME` (or the request body echoed). `?delay_ms=N` delays
+/// the response head; `?die=1` drops the connection without answering. `/healthz`
+/// answers `health` (200 by default), every other path `status` (200 by default).
 pub struct TestUpstream {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub connections: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Request body bytes received, over all requests (including cut-off bodies).
+    pub body_bytes: Arc<AtomicUsize>,
+    pub health: Arc<std::sync::atomic::AtomicU16>,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl TestUpstream {
@@ -53,28 +59,56 @@ impl TestUpstream {
     pub fn last_seen(&self) -> Seen {
         self.seen.lock().unwrap().last().cloned().expect("the upstream saw a request")
     }
+    /// Hits on paths other than `/healthz`.
+    pub fn requests(&self) -> usize {
+        self.seen.lock().unwrap().iter().filter(|s| !s.uri.starts_with("/healthz")).count()
+    }
+    pub fn set_health(&self, code: u16) {
+        self.health.store(code, Ordering::SeqCst);
+    }
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+    /// Stop listening and drop every open connection, as a crashed process would.
+    pub fn kill(&self) {
+        self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
 }
 
 impl Drop for TestUpstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
 pub async fn spawn_upstream(name: &str) -> TestUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_upstream_at(name, "127.0.0.1:0").await
+}
+
+/// An upstream on a given address (e.g. `127.0.0.2:PORT`, for DNS tests).
+pub async fn spawn_upstream_at(name: &str, addr: &str) -> TestUpstream {
+    use std::sync::atomic::AtomicU16;
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (h, c, s, n) = (hits.clone(), connections.clone(), seen.clone(), name.to_string());
+    let body_bytes = Arc::new(AtomicUsize::new(0));
+    let health = Arc::new(AtomicU16::new(200));
+    let status = Arc::new(AtomicU16::new(200));
+    let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+    let state = (hits.clone(), seen.clone(), body_bytes.clone(), health.clone(), status.clone(), name.to_string());
+    let (c, conns2) = (connections.clone(), conns.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             c.fetch_add(1, Ordering::SeqCst);
-            let (h, s, n) = (h.clone(), s.clone(), n.clone());
+            let state = state.clone();
             let service = service_fn(move |req: Request<Incoming>| {
-                let (h, s, n) = (h.clone(), s.clone(), n.clone());
+                let (h, s, bb, health, status, n) = state.clone();
                 async move {
                     h.fetch_add(1, Ordering::SeqCst);
                     s.lock().unwrap().push(Seen {
@@ -82,28 +116,43 @@ pub async fn spawn_upstream(name: &str) -> TestUpstream {
                         uri: req.uri().to_string(),
                         headers: req.headers().clone(),
                     });
-                    let delay = req
-                        .uri()
-                        .query()
-                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("delay_ms=")))
-                        .and_then(|v| v.parse::<u64>().ok());
-                    if let Some(ms) = delay {
+                    let query = req.uri().query().unwrap_or("").to_string();
+                    let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(k)).map(str::to_string);
+                    if let Some(ms) = param("delay_ms=").and_then(|v| v.parse::<u64>().ok()) {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                     }
-                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    let mut resp =
-                        Response::new(Full::new(if body.is_empty() { Bytes::from(n.clone()) } else { body }));
+                    let code = if req.uri().path() == "/healthz" {
+                        health.load(Ordering::SeqCst)
+                    } else {
+                        status.load(Ordering::SeqCst)
+                    };
+                    let mut body = req.into_body();
+                    let mut received = Vec::new();
+                    while let Some(frame) = body.frame().await {
+                        let Ok(frame) = frame else { break };
+                        if let Some(d) = frame.data_ref() {
+                            bb.fetch_add(d.len(), Ordering::SeqCst);
+                            received.extend_from_slice(d);
+                        }
+                    }
+                    if param("die=").is_some() {
+                        return Err("dying on request".to_string());
+                    }
+                    let body = if received.is_empty() { Bytes::from(n.clone()) } else { Bytes::from(received) };
+                    let mut resp = Response::new(Full::new(body));
+                    *resp.status_mut() = StatusCode::from_u16(code).unwrap();
                     resp.headers_mut().insert("x-upstream", n.parse().unwrap());
                     resp.headers_mut().insert("x-endpoint", addr.to_string().parse().unwrap());
-                    Ok::<_, Infallible>(resp)
+                    Ok::<_, String>(resp)
                 }
             });
-            tokio::spawn(async move {
+            let handle = tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
             });
+            conns2.lock().unwrap().push(handle.abort_handle());
         }
     });
-    TestUpstream { name: name.to_string(), addr, hits, connections, seen, task }
+    TestUpstream { name: name.to_string(), addr, hits, connections, seen, body_bytes, health, status, task, conns }
 }
 
 /// A proxy running in this process from a config file in a temp dir.
@@ -256,8 +305,17 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 
 /// A proxy started from an existing config file (for layouts like a ConfigMap's).
 pub async fn spawn_proxy_file(config_path: PathBuf, dir: tempfile::TempDir) -> TestProxy {
+    spawn_proxy_resolving(config_path, dir, Arc::new(switchyard::upstream::SystemResolver)).await
+}
+
+/// A proxy whose hostname endpoints are resolved by `resolver`.
+pub async fn spawn_proxy_resolving(
+    config_path: PathBuf,
+    dir: tempfile::TempDir,
+    resolver: Arc<dyn switchyard::upstream::Resolver>,
+) -> TestProxy {
     let cfg = switchyard::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    let shared = Shared::new(cfg, Some(config_path.clone())).await;
+    let shared = Shared::with_resolver(cfg, Some(config_path.clone()), resolver).await;
     let server = Server::bind(shared.clone()).await.unwrap();
     let (addr, admin) = (server.local_addrs()[0], server.admin_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
