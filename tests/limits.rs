@@ -154,3 +154,29 @@ async fn max_in_flight_sheds_load_with_503() {
     }
     assert_eq!(get(&proxy.url("/"), &[]).await.0, 200);
 }
+
+#[tokio::test]
+async fn shutdown_tells_keep_alive_clients_to_close_and_finishes_in_flight() {
+    let up = spawn_upstream("u").await;
+    let mut proxy = spawn_proxy(&config(&up, "", "")).await;
+    // An idle keep-alive connection and one with a request in flight.
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let _ = idle.read(&mut buf).await.unwrap();
+    let mut busy = TcpStream::connect(proxy.addr).await.unwrap();
+    busy.write_all(b"GET /?delay_ms=700 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    proxy.begin_shutdown();
+    // The idle one is closed.
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle keep-alive connection left open");
+    // The busy one gets its response, marked as the connection's last, then EOF.
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut out)).await;
+    let resp = String::from_utf8_lossy(&out).to_lowercase();
+    assert!(resp.starts_with("http/1.1 200"), "{resp}");
+    assert!(resp.contains("connection: close"), "{resp}");
+    assert!(TcpStream::connect(proxy.addr).await.is_err(), "new connections are refused");
+}

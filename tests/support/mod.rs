@@ -183,6 +183,13 @@ impl TestProxy {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Ask the proxy to shut down (drain) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
     /// Stop and wait for the drain to finish.
     pub async fn shutdown(mut self) {
         if let Some(s) = self.stop.take() {
