@@ -119,9 +119,9 @@ fn main() -> ExitCode {
         Command::Check { config } => return check(&config),
         Command::Run { config } => run(config),
         Command::Demo { listen, admin } => {
-            tokio_runtime(0).and_then(|rt| rt.block_on(switchyard::demo::run(listen, admin, shutdown_signal())))
+            tokio_runtime().and_then(|rt| rt.block_on(switchyard::demo::run(listen, admin, shutdown_signal())))
         }
-        Command::Ctl { admin, token, command } => tokio_runtime(1).and_then(|rt| {
+        Command::Ctl { admin, token, command } => tokio_runtime().and_then(|rt| {
             let out = rt.block_on(switchyard::ctl::run(&admin, token.as_deref(), &command.into_command()))?;
             print!("{out}");
             if !out.ends_with('\n') {
@@ -129,7 +129,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::SampleUpstream { name, listen } => tokio_runtime(1).and_then(|rt| {
+        Command::SampleUpstream { name, listen } => tokio_runtime().and_then(|rt| {
             rt.block_on(async {
                 let l = tokio::net::TcpListener::bind(listen)
                     .await
@@ -174,7 +174,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             anyhow::bail!("invalid config {}: {} error(s)", path.display(), errors.0.len());
         }
     };
-    let rt = tokio_runtime(cfg.server.workers)?;
+    let rt = tokio_runtime()?;
     rt.block_on(async move {
         let shared = Shared::new(cfg, Some(path)).await;
         let server = Server::bind(shared).await?;
@@ -183,14 +183,10 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     })
 }
 
-/// `workers = 0` means one per core.
-fn tokio_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+/// The main thread's runtime: admin API, reloads, health checks, DNS. Requests are
+/// served by the server's own worker threads (see `switchyard::server`).
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 async fn shutdown_signal() {

@@ -86,7 +86,7 @@ impl Shared {
         resolver: Arc<dyn Resolver>,
     ) -> Arc<Shared> {
         let telemetry = Telemetry::new();
-        let mut registry = UpstreamRegistry::new(resolver);
+        let mut registry = UpstreamRegistry::new(resolver, crate::server::worker::count(cfg.server.workers));
         let mut admin = cfg.admin.state_file.as_deref().map(AdminWeights::load).unwrap_or_default();
         for route in admin.prune(&cfg) {
             tracing::warn!(

@@ -221,7 +221,7 @@ async fn forward(
         let left = attempt < retries;
 
         let _endpoint_flight = endpoint.start();
-        let result = tokio::time::timeout(upstream.request_timeout, endpoint.client.request(upstream_req)).await;
+        let result = tokio::time::timeout(upstream.request_timeout, endpoint.client().request(upstream_req)).await;
         match result {
             // A response whose framing is ambiguous could smuggle bytes to the client.
             Ok(Ok(resp)) if validate::check_response_framing(resp.headers()).is_err() => {

@@ -55,7 +55,7 @@ async fn probe(e: &Endpoint, health: &FileHealth) -> bool {
     else {
         return false;
     };
-    match tokio::time::timeout(health.timeout, e.client.request(req)).await {
+    match tokio::time::timeout(health.timeout, e.client().request(req)).await {
         Ok(Ok(resp)) => resp.status().is_success() || resp.status().is_redirection(),
         _ => false,
     }

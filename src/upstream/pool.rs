@@ -56,7 +56,9 @@ pub struct Endpoint {
     pub authority: Authority,
     /// `host:port` as written in the config, for `host_header = "endpoint"` and probes.
     pub configured_host: HeaderValue,
-    pub client: HttpClient,
+    /// One pool per worker thread (index 0: background tasks such as health checks), so
+    /// a worker never shares a connection, a lock or a wake-up with another.
+    clients: Box<[HttpClient]>,
     pub(crate) connect_timeout: Duration,
     in_flight: AtomicUsize,
     healthy: AtomicBool,
@@ -78,6 +80,7 @@ impl Endpoint {
         connect_timeout: Duration,
         healthy: bool,
         health_gauge: Gauge,
+        workers: usize,
     ) -> Self {
         let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         let configured_host = HeaderValue::from_str(configured_host)
@@ -87,7 +90,7 @@ impl Endpoint {
             addr,
             authority,
             configured_host,
-            client: build_client(connect_timeout),
+            clients: (0..=workers).map(|_| build_client(connect_timeout)).collect(),
             connect_timeout,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(healthy),
@@ -98,6 +101,12 @@ impl Endpoint {
             probe_passes: AtomicU32::new(0),
             probe_failures: AtomicU32::new(0),
         }
+    }
+
+    /// The connection pool of the calling worker thread.
+    #[inline]
+    pub fn client(&self) -> &HttpClient {
+        &self.clients[crate::server::worker::current().min(self.clients.len() - 1)]
     }
 
     pub fn in_flight(&self) -> usize {

@@ -23,11 +23,13 @@ pub struct UpstreamRegistry {
     /// Running health checkers, with the upstream they watch.
     health: HashMap<String, (Weak<Upstream>, AbortHandle)>,
     resolver: Arc<dyn Resolver>,
+    /// Worker threads: each endpoint gets a connection pool per worker.
+    workers: usize,
 }
 
 impl UpstreamRegistry {
-    pub fn new(resolver: Arc<dyn Resolver>) -> Self {
-        UpstreamRegistry { live: HashMap::new(), dns: HashMap::new(), health: HashMap::new(), resolver }
+    pub fn new(resolver: Arc<dyn Resolver>, workers: usize) -> Self {
+        UpstreamRegistry { live: HashMap::new(), dns: HashMap::new(), health: HashMap::new(), resolver, workers }
     }
 
     /// Resolve every hostname endpoint again; true if any address set changed.
@@ -64,7 +66,7 @@ impl UpstreamRegistry {
             });
             let upstream = match unchanged {
                 Some(u) => u.clone(),
-                None => Arc::new(rebuild(source, &addrs, old.map(|u| &**u), telemetry)),
+                None => Arc::new(rebuild(source, &addrs, old.map(|u| &**u), telemetry, self.workers)),
             };
             next.insert(source.name.clone(), upstream);
         }
@@ -153,6 +155,7 @@ fn rebuild(
     addrs: &[(SocketAddr, String)],
     old: Option<&Upstream>,
     telemetry: &Telemetry,
+    workers: usize,
 ) -> Upstream {
     let checked = source.health.is_some();
     let endpoints: Vec<Arc<Endpoint>> = addrs
@@ -177,6 +180,7 @@ fn rebuild(
                     source.connect_timeout,
                     !checked,
                     telemetry.endpoint_healthy(&source.name, &addr.to_string()),
+                    workers,
                 )),
             }
         })

@@ -109,7 +109,7 @@ mod tests {
         let endpoints = (0..n)
             .map(|i| {
                 let addr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
-                Arc::new(Endpoint::new(addr, "x", Duration::from_secs(1), true, metrics::Gauge::noop()))
+                Arc::new(Endpoint::new(addr, "x", Duration::from_secs(1), true, metrics::Gauge::noop(), 1))
             })
             .collect();
         Upstream::new(&cfg.upstreams[0], endpoints, vec![])

@@ -1,0 +1,67 @@
+//! One client connection: HTTP/1.1 or h2c (prior knowledge) on the same socket, served
+//! by hyper, watched for slow heads and idleness, and registered for graceful drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::watched::Watched;
+use crate::config::FileLimits;
+use crate::proxy::{self, ConnInfo};
+use crate::runtime::Shared;
+
+pub(super) fn builder(limits: &FileLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Oversized heads get 431 from hyper when its read buffer fills. Slow heads and idle
+    // connections are timed by the connection task (see `Activity`), because hyper's
+    // header timer also runs while a keep-alive connection is idle.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(limits.max_header_bytes);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+pub(super) fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+    permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let limits = shared.runtime().file.server.limits.clone();
+    let conn_info = Arc::new(ConnInfo::new(peer, false));
+    let activity = conn_info.activity.clone();
+    let io = Watched::new(stream, activity.clone(), limits.max_header_bytes);
+    let shared = shared.clone();
+    let service = service_fn(move |req| proxy::handle(shared.clone(), conn_info.clone(), req));
+    let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        let _permit = permit;
+        tokio::pin!(conn);
+        loop {
+            let (wait, expired) = activity.check(limits.header_read_timeout, limits.idle_timeout);
+            if let Some(why) = expired {
+                tracing::debug!(%peer, ?why, "closing connection");
+                return; // dropping the connection closes it
+            }
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep(wait) => {}
+                _ = activity.head_started.notified() => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,116 @@
+//! One worker: a thread with a single-threaded tokio runtime that accepts on its own
+//! listeners and serves every connection it accepts to the end.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use super::conn;
+use crate::runtime::Shared;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// This thread's worker number: 1..=workers on worker threads, 0 elsewhere (admin,
+/// health checks, tests). Upstream endpoints keep one connection pool per number.
+pub fn current() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// `workers = 0` means one per core.
+pub fn count(configured: usize) -> usize {
+    if configured == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        configured
+    }
+}
+
+/// Start worker `id`; it serves until `stop` turns true, then drains for up to the
+/// config's `drain_timeout` and returns.
+pub fn spawn(
+    id: usize,
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("switchyard-worker-{id}"))
+        .spawn(move || {
+            WORKER.with(|w| w.set(id));
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a worker runtime");
+            rt.block_on(serve(listeners, shared, connections, stop));
+        })
+        .expect("spawn a worker thread")
+}
+
+async fn serve(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut accepts = Vec::new();
+    for l in listeners {
+        let listener = TcpListener::from_std(l).expect("a non-blocking listener");
+        accepts.push(tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            graceful.clone(),
+            connections.clone(),
+            stop.clone(),
+        )));
+    }
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            break;
+        }
+    }
+    for a in accepts {
+        let _ = a.await;
+    }
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
+    let drain_timeout = shared.runtime().file.server.drain_timeout;
+    if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!(worker = current(), "drain_timeout reached; closing remaining connections");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    graceful: Arc<GracefulShutdown>,
+    connections: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = shared.runtime().file.server.limits.clone();
+    let builder = Arc::new(conn::builder(&limits));
+    loop {
+        // At max_connections, stop accepting until a connection closes: new clients
+        // wait in the kernel's backlog instead of the process running out of files.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            _ = stop.changed() => break,
+        };
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => conn::serve(stream, peer, &shared, &builder, &graceful, permit),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    // Dropping the listener closes the socket: new connections are refused.
+}
