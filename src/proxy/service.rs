@@ -173,7 +173,8 @@ async fn forward(
     headers::add_via(h);
 
     // A body is replayable when it is empty, or small and declared so it can be buffered.
-    let retries = upstream.retries;
+    // Retries need another endpoint: with one there is nothing to buffer or copy for.
+    let retries = if upstream.endpoints.len() > 1 { upstream.retries } else { 0 };
     let mut payload = if incoming.is_end_stream() {
         Payload::Replay(Bytes::new())
     } else if retries > 0 && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {

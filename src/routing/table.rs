@@ -2,9 +2,12 @@
 //! segment-aware path prefix, ties to file order.
 //!
 //! Compiled into hash maps keyed by host and by prefix, so a lookup costs one hash probe
-//! per path segment per matching host bucket, independent of the number of routes.
+//! per path segment per matching host bucket, independent of the number of routes. The
+//! maps use FxHash rather than SipHash: their keys come from the config file, and a
+//! client can only look keys up, never insert them, so there is no flooding to defend
+//! against and lookups run about twice as fast.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use http::HeaderMap;
 
@@ -37,7 +40,7 @@ impl RoutingTable {
     /// `hosts[i]` are route `i`'s normalized host patterns (empty = any host).
     pub fn new(routes: Vec<Route>, hosts: &[Vec<String>], prefixes: &[String]) -> Self {
         let mut table =
-            RoutingTable { routes, exact: HashMap::new(), wildcard: HashMap::new(), any: Bucket::default() };
+            RoutingTable { routes, exact: HashMap::default(), wildcard: HashMap::default(), any: Bucket::default() };
         for (i, (hosts, prefix)) in hosts.iter().zip(prefixes).enumerate() {
             if hosts.is_empty() {
                 table.any.add(prefix, i);

@@ -11,7 +11,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::watched::Watched;
+use super::watched::{Observed, Watched};
 use crate::config::FileLimits;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::Shared;
@@ -46,8 +46,9 @@ pub(super) fn serve(
     tokio::spawn(async move {
         let _permit = permit;
         tokio::pin!(conn);
+        let mut seen = Observed::new();
         loop {
-            let (wait, expired) = activity.check(limits.header_read_timeout, limits.idle_timeout);
+            let (wait, expired) = activity.check(&mut seen, limits.header_read_timeout, limits.idle_timeout);
             if let Some(why) = expired {
                 tracing::debug!(%peer, ?why, "closing connection");
                 return; // dropping the connection closes it

@@ -8,21 +8,23 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing::Framing;
-use crate::upstream::clock;
 
 /// Connection state shared by the stream wrapper, the connection task and the request
-/// path. Plain atomics: each is written by one side and read by the others.
+/// path. The I/O path only bumps counters (no clock reads); the connection task turns
+/// them into times when it wakes, which it does when a head starts and at deadlines.
 #[derive(Debug, Default)]
 pub struct Activity {
-    /// Clock ms of the last byte read or written.
-    last_ms: AtomicU64,
-    /// Clock ms when the head being read started; 0 = no head in progress.
-    head_since_ms: AtomicU64,
+    /// Bumped on every read, write and finished request.
+    ops: AtomicU64,
+    /// Bumped when a request head starts.
+    heads: AtomicU64,
+    /// A head is being read.
+    in_head: AtomicBool,
     /// Requests being handled (until their response head).
     active: AtomicUsize,
     /// A head on this connection stated its length twice.
@@ -39,11 +41,31 @@ pub enum Expired {
     Idle,
 }
 
+/// What the connection task remembers between wake-ups.
+#[derive(Debug)]
+pub struct Observed {
+    ops: u64,
+    last_change: Instant,
+    head: u64,
+    head_since: Instant,
+}
+
+impl Observed {
+    pub fn new() -> Self {
+        let now = Instant::now();
+        Observed { ops: 0, last_change: now, head: 0, head_since: now }
+    }
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Activity {
     pub fn new() -> Self {
-        let a = Activity::default();
-        a.last_ms.store(clock::now_ms(), Ordering::Relaxed);
-        a
+        Activity::default()
     }
 
     pub fn ambiguous(&self) -> bool {
@@ -57,31 +79,38 @@ impl Activity {
     }
 
     /// When to look again, and whether the connection is over its limits now.
-    pub fn check(&self, header_timeout: Duration, idle_timeout: Duration) -> (Duration, Option<Expired>) {
-        let now = clock::now_ms();
-        let head_since = self.head_since_ms.load(Ordering::Relaxed);
-        if head_since != 0 {
-            let deadline = head_since + header_timeout.as_millis() as u64;
-            return if now >= deadline {
-                (Duration::ZERO, Some(Expired::SlowHead))
-            } else {
-                (ms(deadline - now), None)
+    pub fn check(
+        &self,
+        seen: &mut Observed,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> (Duration, Option<Expired>) {
+        let now = Instant::now();
+        let ops = self.ops.load(Ordering::Relaxed);
+        if ops != seen.ops {
+            seen.ops = ops;
+            seen.last_change = now;
+        }
+        let head = self.heads.load(Ordering::Relaxed);
+        if head != seen.head {
+            seen.head = head;
+            seen.head_since = now;
+        }
+        if self.in_head.load(Ordering::Relaxed) {
+            let deadline = seen.head_since + header_timeout;
+            return match deadline.checked_duration_since(now) {
+                Some(wait) if !wait.is_zero() => (wait, None),
+                _ => (Duration::ZERO, Some(Expired::SlowHead)),
             };
         }
         if self.active.load(Ordering::Relaxed) > 0 || idle_timeout.is_zero() {
             return (idle_timeout.max(Duration::from_secs(1)), None);
         }
-        let deadline = self.last_ms.load(Ordering::Relaxed) + idle_timeout.as_millis() as u64;
-        if now >= deadline {
-            (Duration::ZERO, Some(Expired::Idle))
-        } else {
-            (ms(deadline - now), None)
+        match (seen.last_change + idle_timeout).checked_duration_since(now) {
+            Some(wait) if !wait.is_zero() => (wait, None),
+            _ => (Duration::ZERO, Some(Expired::Idle)),
         }
     }
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
 }
 
 pub struct ActiveRequest<'a>(&'a Activity);
@@ -89,7 +118,7 @@ pub struct ActiveRequest<'a>(&'a Activity);
 impl Drop for ActiveRequest<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
-        self.0.last_ms.store(clock::now_ms(), Ordering::Relaxed);
+        self.0.ops.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -114,18 +143,20 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
                 let this = &mut *self;
-                let now = clock::now_ms();
-                this.activity.last_ms.store(now, Ordering::Relaxed);
+                let a = &this.activity;
+                a.ops.fetch_add(1, Ordering::Relaxed);
                 let seen = this.framing.feed(new);
                 if seen.ambiguous {
-                    this.activity.ambiguous.store(true, Ordering::Relaxed);
+                    a.ambiguous.store(true, Ordering::Relaxed);
                 }
-                if !this.framing.in_head() {
-                    this.activity.head_since_ms.store(0, Ordering::Relaxed);
-                } else if seen.head_started || seen.head_done {
+                let in_head = this.framing.in_head();
+                if in_head && (seen.head_started || seen.head_done) {
                     // A new head began in this read (possibly right after another ended).
-                    this.activity.head_since_ms.store(now, Ordering::Relaxed);
-                    this.activity.head_started.notify_one();
+                    a.heads.fetch_add(1, Ordering::Relaxed);
+                    a.in_head.store(true, Ordering::Relaxed);
+                    a.head_started.notify_one();
+                } else if !in_head && a.in_head.load(Ordering::Relaxed) {
+                    a.in_head.store(false, Ordering::Relaxed);
                 }
             }
         }
@@ -138,7 +169,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             if n > 0 {
-                self.activity.last_ms.store(clock::now_ms(), Ordering::Relaxed);
+                self.activity.ops.fetch_add(1, Ordering::Relaxed);
             }
         }
         polled
@@ -152,7 +183,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
             if n > 0 {
-                self.activity.last_ms.store(clock::now_ms(), Ordering::Relaxed);
+                self.activity.ops.fetch_add(1, Ordering::Relaxed);
             }
         }
         polled

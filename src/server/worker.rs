@@ -94,23 +94,28 @@ async fn accept_loop(
     let limits = shared.runtime().file.server.limits.clone();
     let builder = Arc::new(conn::builder(&limits));
     loop {
-        // At max_connections, stop accepting until a connection closes: new clients
-        // wait in the kernel's backlog instead of the process running out of files.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
-            _ = stop.changed() => break,
-        };
-        tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => conn::serve(stream, peer, &shared, &builder, &graceful, permit),
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
             },
             _ = stop.changed() => break,
-        }
+        };
+        // At max_connections, this worker stops accepting (holding at most the one
+        // connection it just took) until a connection closes; the rest wait in the
+        // kernel's backlog. Waiting after the accept, not before, matters with
+        // SO_REUSEPORT: a worker parked before accept would strand the connections the
+        // kernel hashes to its listener while other workers have room.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            _ = stop.changed() => break,
+        };
+        conn::serve(stream, peer, &shared, &builder, &graceful, permit);
     }
     // Dropping the listener closes the socket: new connections are refused.
 }
