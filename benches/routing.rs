@@ -93,5 +93,21 @@ fn path_normalize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route_lookup, split_pick, sticky_pick, path_normalize);
+/// A reload of 10,000 routes: compile the new snapshot beside the live one and swap it in
+/// (what a config reload does after parsing).
+fn reload_10k_routes(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let text = config(10_000);
+    let cfg = switchyard::config::parse(Path::new("bench.toml"), &text).unwrap();
+    let shared = rt.block_on(Shared::new(cfg.clone(), None));
+    let mut group = c.benchmark_group("reload");
+    group.sample_size(10);
+    group.bench_function("parse_10000_routes", |b| {
+        b.iter(|| black_box(switchyard::config::parse(Path::new("bench.toml"), &text).unwrap()))
+    });
+    group.bench_function("compile_and_swap_10000_routes", |b| b.iter(|| rt.block_on(shared.apply(cfg.clone()))));
+    group.finish();
+}
+
+criterion_group!(benches, route_lookup, split_pick, sticky_pick, path_normalize, reload_10k_routes);
 criterion_main!(benches);

@@ -170,6 +170,12 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
+    // Each client and upstream connection is a file descriptor: use all the hard limit
+    // allows (like nginx's worker_rlimit_nofile), so max_connections is the real cap.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let cfg = match config::load(&path) {
         Ok(cfg) => cfg,
         Err(errors) => {

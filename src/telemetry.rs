@@ -53,6 +53,16 @@ pub struct Telemetry {
     pub generation: Gauge,
     /// Responses made before any route was found (404 no-route, 400, 431, ...).
     pub unrouted: StatusCounters,
+    /// Handles already registered, so a reload of 10,000 routes reuses them instead of
+    /// registering (and allocating labels for) every one again. Only compilation
+    /// touches this lock; the request path holds `Arc`s to the handles.
+    cache: std::sync::Mutex<HandleCache>,
+}
+
+#[derive(Default)]
+struct HandleCache {
+    backends: std::collections::HashMap<(Box<str>, Box<str>, Box<str>), Arc<BackendMetrics>>,
+    routes: std::collections::HashMap<Box<str>, Arc<StatusCounters>>,
 }
 
 impl Default for Telemetry {
@@ -76,7 +86,7 @@ impl Telemetry {
             recorder.register_counter(&Key::from_parts(RELOADS, vec![Label::new("result", "error")]), &METADATA);
         let generation = recorder.register_gauge(&Key::from_name(GENERATION), &METADATA);
         let unrouted = StatusCounters::new(recorder.clone(), "", "", "");
-        Telemetry { recorder, handle, reloads_ok, reloads_error, generation, unrouted }
+        Telemetry { recorder, handle, reloads_ok, reloads_error, generation, unrouted, cache: Default::default() }
     }
 
     /// Prometheus text exposition.
@@ -94,7 +104,14 @@ impl Telemetry {
         Duration::from_secs(5)
     }
 
-    pub fn backend(&self, route: &str, upstream: &str, version: &str) -> BackendMetrics {
+    /// The handles for one backend of one route (registered once, then shared).
+    pub fn backend(&self, route: &str, upstream: &str, version: &str) -> Arc<BackendMetrics> {
+        let mut cache = self.cache.lock().expect("not poisoned");
+        let key = (route.into(), upstream.into(), version.into());
+        cache.backends.entry(key).or_insert_with(|| Arc::new(self.register_backend(route, upstream, version))).clone()
+    }
+
+    fn register_backend(&self, route: &str, upstream: &str, version: &str) -> BackendMetrics {
         let labels = labels(route, upstream, version);
         let r = &self.recorder;
         let kind = |k: UpstreamErrorKind| {
@@ -118,8 +135,13 @@ impl Telemetry {
     }
 
     /// Counters for what the proxy answers itself on a route.
-    pub fn route_own(&self, route: &str) -> StatusCounters {
-        StatusCounters::new(self.recorder.clone(), route, "", "")
+    pub fn route_own(&self, route: &str) -> Arc<StatusCounters> {
+        let mut cache = self.cache.lock().expect("not poisoned");
+        cache
+            .routes
+            .entry(route.into())
+            .or_insert_with(|| Arc::new(StatusCounters::new(self.recorder.clone(), route, "", "")))
+            .clone()
     }
 }
 

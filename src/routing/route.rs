@@ -24,7 +24,7 @@ pub struct Route {
     pub overrides: Box<[Override]>,
     pub version_header: Option<HeaderName>,
     /// Responses the proxy makes itself on this route (no upstream answered).
-    pub own_responses: StatusCounters,
+    pub own_responses: Arc<StatusCounters>,
 }
 
 /// An upstream inside a route, with its resolved share and pre-resolved metric handles.
@@ -37,7 +37,7 @@ pub struct Backend {
     pub seed: u64,
     /// Where the weight came from.
     pub source: Source,
-    pub metrics: BackendMetrics,
+    pub metrics: Arc<BackendMetrics>,
 }
 
 /// Who set a backend's weight (shown by `status`).
