@@ -59,9 +59,12 @@ pub struct Telemetry {
     cache: std::sync::Mutex<HandleCache>,
 }
 
+/// (route, upstream, version)
+type BackendLabels = (Box<str>, Box<str>, Box<str>);
+
 #[derive(Default)]
 struct HandleCache {
-    backends: std::collections::HashMap<(Box<str>, Box<str>, Box<str>), Arc<BackendMetrics>>,
+    backends: std::collections::HashMap<BackendLabels, Arc<BackendMetrics>>,
     routes: std::collections::HashMap<Box<str>, Arc<StatusCounters>>,
 }
 
