@@ -11,11 +11,6 @@ use switchyard::config;
 use switchyard::runtime::Shared;
 use switchyard::server::Server;
 
-/// mimalloc: per-thread free lists suit a proxy whose allocations are short-lived and
-/// thread-local (measured in BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "switchyard",
