@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 mod service;
+pub mod upgrade;
 mod upstream_body;
 pub mod validate;
 

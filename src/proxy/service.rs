@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use super::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use super::upgrade;
 use super::upstream_body::{BodyTooLarge, UpstreamBody};
 use super::validate::{self, Rejection};
 use crate::access_log::{timestamp, AccessRecord};
@@ -156,6 +157,8 @@ async fn forward(
         return Err(ProxyError::BodyTooLarge);
     }
     let _admitted = upstream.admit().ok_or(ProxyError::OverCapacity)?;
+    let mut req = req;
+    let client_upgrade = upgrade::is_websocket(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
 
     // Rewrite the head for the upstream.
@@ -171,10 +174,14 @@ async fn forward(
     h.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
     h.insert(X_FORWARDED_HOST.clone(), host);
     headers::add_via(h);
+    if client_upgrade.is_some() {
+        upgrade::keep_upgrade_headers(h);
+    }
 
     // A body is replayable when it is empty, or small and declared so it can be buffered.
     // Retries need another endpoint: with one there is nothing to buffer or copy for.
-    let retries = if upstream.endpoints.len() > 1 { upstream.retries } else { 0 };
+    // Upgrades are never retried.
+    let retries = if upstream.endpoints.len() > 1 && client_upgrade.is_none() { upstream.retries } else { 0 };
     let mut payload = if incoming.is_end_stream() {
         Payload::Replay(Bytes::new())
     } else if retries > 0 && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {
@@ -230,6 +237,16 @@ async fn forward(
                 upstream.record(endpoint, true);
                 last_error = ProxyError::BadUpstreamResponse;
                 break;
+            }
+            Ok(Ok(mut resp)) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some() => {
+                upstream.record(endpoint, false);
+                metrics.duration.record(start.elapsed().as_secs_f64());
+                metrics.requests.inc(101);
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                upgrade::tunnel(client_upgrade.expect("checked"), upstream_upgrade, route.name.clone());
+                let mut resp = finish_response(resp, route, upstream);
+                upgrade::keep_upgrade_headers(resp.headers_mut());
+                return Ok(resp);
             }
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();

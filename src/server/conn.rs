@@ -41,7 +41,7 @@ pub(super) fn serve(
     let io = Watched::new(stream, activity.clone(), limits.max_header_bytes);
     let shared = shared.clone();
     let service = service_fn(move |req| proxy::handle(shared.clone(), conn_info.clone(), req));
-    let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         let _permit = permit;
