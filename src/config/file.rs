@@ -81,6 +81,8 @@ pub struct FileUpstream {
     pub outlier: Option<FileOutlier>,
     /// How often hostname endpoints are resolved again.
     pub dns_refresh: Duration,
+    /// With no ready endpoint, hold requests this long (cold starts) before 503.
+    pub queue_timeout: Duration,
 }
 
 /// An endpoint as written: an IP or a hostname, with a port. Hostnames are resolved when
@@ -273,7 +275,7 @@ fn decode_admin(mut t: Table<'_, '_>, errs: &mut Collector) -> FileAdmin {
 }
 
 fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, errs: &mut Collector) -> FileUpstream {
-    t = t.later(&["queue_timeout", "protocol", "tls"]);
+    t = t.later(&["protocol", "tls"]);
     let version = t.string("version", errs).map_or_else(|| name.to_string(), Spanned::into_inner);
     let mut endpoints = Vec::new();
     match t.string_list("endpoints", errs) {
@@ -310,6 +312,7 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
     let health = t.table("health", errs).and_then(|h| decode_health(h, errs));
     let outlier = t.table("outlier", errs).and_then(|o| decode_outlier(o, errs));
     let dns_refresh = t.duration("dns_refresh", errs).unwrap_or(Duration::from_secs(5));
+    let queue_timeout = t.duration("queue_timeout", errs).unwrap_or_default();
     t.finish(errs);
     FileUpstream {
         name: name.to_string(),
@@ -326,6 +329,7 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         health,
         outlier,
         dns_refresh: dns_refresh.max(Duration::from_millis(100)),
+        queue_timeout,
     }
 }
 

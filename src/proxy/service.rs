@@ -201,7 +201,15 @@ async fn forward(
     let mut tried: Vec<&Endpoint> = Vec::new();
     let mut last_error = ProxyError::NoHealthyEndpoint;
     for attempt in 0..=retries {
-        let Some(endpoint) = upstream.select(&tried) else { break };
+        let endpoint = match upstream.select(&tried) {
+            Some(e) => e,
+            // No endpoint ready yet (a cold start): wait for one, within queue_timeout.
+            None if attempt == 0 && !upstream.queue_timeout.is_zero() => match upstream.wait_ready(&tried).await {
+                Some(e) => e,
+                None => break,
+            },
+            None => break,
+        };
         tried.push(endpoint);
         let attempt_body = match &mut payload {
             Payload::Replay(b) => UpstreamBody::full(b.clone()),

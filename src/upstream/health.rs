@@ -67,6 +67,8 @@ fn apply(u: &Upstream, e: &Arc<Endpoint>, passed: bool, health: &FileHealth) {
         let passes = e.probe_passes.fetch_add(1, Ordering::Relaxed) + 1;
         if !e.is_healthy() && passes >= health.healthy && e.set_healthy(true) {
             tracing::info!(upstream = %u.name, endpoint = %e.addr, passes, "endpoint is healthy");
+            // Release requests queued for a cold start.
+            u.ready.notify_waiters();
         }
     } else {
         e.probe_passes.store(0, Ordering::Relaxed);

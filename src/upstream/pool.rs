@@ -46,6 +46,12 @@ pub struct Upstream {
     pub outlier: Option<FileOutlier>,
     /// When fail-open was last logged (clock ms), to log it once in a while, not per request.
     fail_open_logged: AtomicU64,
+    /// With no ready endpoint, requests wait this long for one (cold starts).
+    pub queue_timeout: Duration,
+    /// Requests waiting for a ready endpoint.
+    queued: AtomicUsize,
+    /// Signalled when an endpoint becomes healthy.
+    pub(crate) ready: tokio::sync::Notify,
     /// The file entry this was built from: a reload reuses the upstream when it is equal.
     pub(crate) source: FileUpstream,
 }
@@ -62,6 +68,9 @@ pub struct Endpoint {
     pub(crate) connect_timeout: Duration,
     in_flight: AtomicUsize,
     healthy: AtomicBool,
+    /// Has been healthy at least once. An endpoint still starting (never passed a
+    /// check) is not failed open to: requests wait (`queue_timeout`) or get 503.
+    ever_healthy: AtomicBool,
     consecutive_failures: AtomicU32,
     /// Clock ms until which the endpoint is ejected; 0 = not ejected.
     ejected_until: AtomicU64,
@@ -94,6 +103,7 @@ impl Endpoint {
             connect_timeout,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(healthy),
+            ever_healthy: AtomicBool::new(healthy),
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             added_at: Instant::now(),
@@ -117,8 +127,15 @@ impl Endpoint {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    pub fn has_been_healthy(&self) -> bool {
+        self.ever_healthy.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_healthy(&self, healthy: bool) -> bool {
         self.health_gauge.set(if healthy { 1.0 } else { 0.0 });
+        if healthy {
+            self.ever_healthy.store(true, Ordering::Relaxed);
+        }
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
 
@@ -144,6 +161,18 @@ pub struct InFlight(Arc<Endpoint>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Requests that may wait for a ready endpoint at once, when `max_in_flight` is unset.
+const QUEUE_BOUND: usize = 1024;
+
+/// A place in an upstream's cold-start queue.
+struct Queued<'u>(&'u Upstream);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -174,6 +203,9 @@ impl Upstream {
             health: source.health.clone(),
             outlier: source.outlier.clone(),
             fail_open_logged: AtomicU64::new(0),
+            queue_timeout: source.queue_timeout,
+            queued: AtomicUsize::new(0),
+            ready: tokio::sync::Notify::new(),
             source: source.clone(),
         }
     }
@@ -186,6 +218,36 @@ impl Upstream {
             return None; // `admitted` drops and gives the slot back.
         }
         Some(admitted)
+    }
+
+    /// Wait up to `queue_timeout` for an endpoint to become ready (a cold start), in a
+    /// queue bounded by `max_in_flight` (or 1,024): `None` when the queue is full or time
+    /// runs out.
+    pub async fn wait_ready(&self, tried: &[&Endpoint]) -> Option<&Arc<Endpoint>> {
+        let bound = if self.max_in_flight == 0 { QUEUE_BOUND } else { self.max_in_flight };
+        let waiting = self.queued.fetch_add(1, Ordering::Relaxed);
+        let _slot = Queued(self);
+        if waiting >= bound {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        loop {
+            let notified = self.ready.notified();
+            if let Some(e) = self.select(tried) {
+                return Some(e);
+            }
+            // Woken by a health change, or re-check now and then (endpoints can also
+            // arrive through DNS into a newer snapshot's copy of this upstream).
+            let nap = tokio::time::sleep(Duration::from_millis(250));
+            if tokio::time::timeout_at(deadline, async {
+                tokio::select! { _ = notified => {}, _ = nap => {} }
+            })
+            .await
+            .is_err()
+            {
+                return None;
+            }
+        }
     }
 
     /// Record a real request's outcome for passive outlier ejection.

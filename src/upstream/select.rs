@@ -3,9 +3,11 @@
 //!
 //! Available = healthy and not ejected. A slow-starting endpoint (added less than
 //! `slow_start` ago) is accepted with probability age/slow_start, so its share ramps up
-//! linearly. When no endpoint is available the pool fails open: all endpoints take
-//! traffic again rather than every request getting a 503 (logged). `tried` excludes
-//! endpoints a retry must not go back to.
+//! linearly. When no endpoint is available the pool fails open: every endpoint that has
+//! been healthy before takes traffic again rather than every request getting a 503
+//! (logged). Endpoints that never passed a check (still starting) are not failed open
+//! to; with none ready, `select` returns `None` and the request waits (`queue_timeout`)
+//! or gets a 503. `tried` excludes endpoints a retry must not go back to.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +28,7 @@ impl Upstream {
             0 => return None,
             1 => {
                 let e = &eps[0];
-                if !fresh(e) {
+                if !fresh(e) || !e.has_been_healthy() {
                     return None;
                 }
                 if !e.is_available(now) {
@@ -53,7 +55,7 @@ impl Upstream {
         if let Some(e) = least_loaded(eps, |e| fresh(e) && e.is_available(now)) {
             return Some(e);
         }
-        let e = least_loaded(eps, fresh)?;
+        let e = least_loaded(eps, |e| fresh(e) && e.has_been_healthy())?;
         self.log_fail_open(now);
         Some(e)
     }
