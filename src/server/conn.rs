@@ -22,7 +22,17 @@ pub(super) fn builder(limits: &FileLimits) -> auto::Builder<TokioExecutor> {
     // connections are timed by the connection task (see `Activity`), because hyper's
     // header timer also runs while a keep-alive connection is idle.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(limits.max_header_bytes);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 limits, stated rather than inherited: concurrent streams per connection, the
+    // header list (as for HTTP/1.1 heads), and the h2 crate's defences against rapid
+    // reset (CVE-2023-44487) and streams reset by our own errors: past them the
+    // connection gets GOAWAY.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024);
     builder
 }
 
