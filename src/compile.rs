@@ -23,7 +23,8 @@ pub(crate) async fn compile(
     registry: &mut UpstreamRegistry,
     admin: &AdminWeights,
 ) -> Runtime {
-    let upstreams = registry.build(&cfg.upstreams, telemetry, true).await;
+    // Names were resolved by the caller (outside the writer lock).
+    let upstreams = registry.build(&cfg.upstreams, telemetry);
     let table = compile_table(&cfg, &upstreams, telemetry, admin);
     Runtime {
         generation,

@@ -97,6 +97,7 @@ impl Shared {
         if !admin.is_empty() {
             tracing::info!("restored admin weight changes from the state file");
         }
+        registry.refresh_dns(&cfg.upstreams).await;
         let runtime = compile(cfg, 1, &telemetry, &mut registry, &admin).await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
@@ -137,7 +138,12 @@ impl Shared {
 
     /// Compile and swap in a validated config; returns the new generation.
     pub async fn apply(&self, cfg: FileConfig) -> u64 {
+        // Look names up before taking the writer lock: slow DNS must not hold up admin
+        // changes.
+        let resolver = self.writer.lock().await.registry.resolver();
+        let answers = crate::upstream::dns::lookup_all(&*resolver, &cfg.upstreams).await;
         let mut writer = self.writer.lock().await;
+        writer.registry.apply_dns(answers);
         let old = self.runtime();
         warn_static_changes(&old.file, &cfg);
         let dropped = writer.admin.prune(&cfg);
@@ -161,13 +167,15 @@ impl Shared {
     /// Re-resolve hostname endpoints; when any address changed, swap in a snapshot with
     /// the new endpoint sets (same config, same generation).
     pub async fn refresh_dns(&self) {
+        let resolver = self.writer.lock().await.registry.resolver();
+        let answers = crate::upstream::dns::lookup_all(&*resolver, &self.runtime().file.upstreams).await;
         let mut writer = self.writer.lock().await;
         let old = self.runtime();
-        if !writer.registry.refresh_dns(&old.file.upstreams).await {
+        if !writer.registry.apply_dns(answers) {
             return;
         }
         let Writer { registry, admin } = &mut *writer;
-        let upstreams = registry.build(&old.file.upstreams, &self.telemetry, false).await;
+        let upstreams = registry.build(&old.file.upstreams, &self.telemetry);
         let table = crate::compile::compile_table(&old.file, &upstreams, &self.telemetry, admin);
         self.install(Runtime::with_table(&old, table, upstreams), &old);
     }

@@ -112,3 +112,21 @@ async fn ambiguous_upstream_responses_become_502() {
     assert!(!resp.contains("SMUGG"), "upstream bytes leaked to the client:\n{resp}");
     server.abort();
 }
+
+#[tokio::test]
+async fn an_upgrade_header_does_not_blind_the_framing_check() {
+    let up = spawn_upstream("u").await;
+    let proxy = proxy_with(&up).await;
+    // `Upgrade: h2c` (what curl --http2 sends) is stripped and refused; the connection
+    // stays HTTP/1.1 and the next request is still checked.
+    let resp = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n\
+POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("HTTP/1.1 400"), "{resp}");
+    assert_eq!(up.hits(), 1);
+    assert!(!up.last_seen().headers.contains_key("upgrade"));
+}

@@ -180,3 +180,22 @@ async fn shutdown_tells_keep_alive_clients_to_close_and_finishes_in_flight() {
     assert!(resp.contains("connection: close"), "{resp}");
     assert!(TcpStream::connect(proxy.addr).await.is_err(), "new connections are refused");
 }
+
+#[tokio::test]
+async fn trickled_blank_lines_count_as_a_slow_head() {
+    let up = spawn_upstream("u").await;
+    let proxy = spawn_proxy(&config(&up, "header_read_timeout = \"500ms\"\nidle_timeout = \"60s\"", "")).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    while started.elapsed() < Duration::from_secs(10) {
+        if s.write_all(b"\r\n").await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            _ => {}
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "blank lines kept the connection for {:?}", started.elapsed());
+}

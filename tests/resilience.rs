@@ -61,7 +61,9 @@ fn load(url: String, clients: usize, stop: Arc<AtomicBool>) -> tokio::task::Join
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_an_endpoint_under_load_fails_no_get() {
     let (a, b) = (spawn_upstream("a").await, spawn_upstream("b").await);
-    let proxy = spawn_proxy(&pool(&[&a, &b], "")).await;
+    // Requests in flight on the dying endpoint lose their connection: with `reset` in
+    // retry_on, idempotent ones are retried on the other endpoint.
+    let proxy = spawn_proxy(&pool(&[&a, &b], "retry_on = [\"connect-failure\", \"reset\"]")).await;
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(proxy.url("/"), 8, stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -288,4 +290,31 @@ async fn dns_names_become_endpoints_and_follow_changes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(tally(&proxy.url("/"), 50, 2).await.get("two"), Some(&50));
     assert!(two.requests() >= 50 && one.requests() > 0);
+}
+
+#[tokio::test]
+async fn when_retries_run_out_the_upstream_answer_is_returned() {
+    let (a, b) = (spawn_upstream("a").await, spawn_upstream("b").await);
+    a.set_status(502);
+    b.set_status(502);
+    let proxy = spawn_proxy(&pool(&[&a, &b], "retries = 3\nretry_on = [\"502\"]")).await;
+    let (status, h, _) = get(&proxy.url("/"), &[]).await;
+    assert_eq!(status, 502);
+    assert!(!h.contains_key("x-switchyard-error"), "the upstream's own 502, not one the proxy made");
+    assert_eq!(a.requests() + b.requests(), 2, "one try per endpoint");
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_mid_body_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = (spawn_upstream("a").await, spawn_upstream("b").await);
+    let proxy = spawn_proxy(&pool(&[&a, &b], "request_timeout = \"500ms\"")).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"PUT /doc HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly a few bytes").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let resp = String::from_utf8_lossy(&out);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("x-switchyard-error: client-timeout"), "{resp}");
+    assert_eq!(a.requests() + b.requests(), 0);
 }

@@ -105,7 +105,10 @@ fn changed(shared: &Shared, route: &str, result: Result<Applied, ControlError>) 
     match result {
         Ok(applied) => {
             let rt = shared.runtime();
-            let r = rt.table.routes().iter().find(|r| &*r.name == route).expect("the route exists");
+            // A reload may have removed the route since the change was made.
+            let Some(r) = rt.table.routes().iter().find(|r| &*r.name == route) else {
+                return json_response(StatusCode::OK, &json!({ "name": route, "removed_by_reload": true }));
+            };
             let mut doc = serde_json::to_value(route_status(&rt, r)).expect("serializable");
             if let Some(w) = applied.warning {
                 doc["warning"] = json!(w);

@@ -3,9 +3,11 @@
 //! With a token: every `/api/` call needs `Authorization: Bearer <token>` (compared in
 //! constant time; a token in the query string does not count). Without one (only allowed
 //! on a loopback listener): `/api/` and `/` answer only requests whose `Host` names a
-//! loopback address, so a web page cannot reach them through DNS rebinding.
+//! loopback address, so a web page cannot reach them through DNS rebinding, and not from
+//! a browser page of another origin (`Origin` / `Sec-Fetch-Site`), so it cannot make the
+//! browser send them either (CSRF).
 
-use http::header::{AUTHORIZATION, HOST};
+use http::header::{AUTHORIZATION, HOST, ORIGIN};
 use http::{HeaderMap, Uri};
 
 use crate::config::Secret;
@@ -34,10 +36,20 @@ pub fn check(token: Option<&Secret>, uri: &Uri, headers: &HeaderMap, path_needs_
         Some(_) => Ok(()),
         None => {
             let host = uri.authority().map(|a| a.as_str()).or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()));
-            if host.is_some_and(is_loopback_host) {
-                Ok(())
-            } else {
+            if !host.is_some_and(is_loopback_host) {
+                return Err(Denied::ForeignHost);
+            }
+            // A page on another site can still make the browser send a simple POST to
+            // 127.0.0.1 (CSRF). Browsers mark such requests: refuse them.
+            let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v == "cross-site")
+                || headers
+                    .get(ORIGIN)
+                    .and_then(|o| o.to_str().ok())
+                    .is_some_and(|o| o == "null" || !o.split_once("://").is_some_and(|(_, h)| is_loopback_host(h)));
+            if cross_site {
                 Err(Denied::ForeignHost)
+            } else {
+                Ok(())
             }
         }
     }
@@ -80,6 +92,23 @@ mod tests {
         for h in ["evil.com", "evil.com:9901", "10.0.0.1:9901", "localhost.evil.com", "[::2]:1", ""] {
             assert!(!is_loopback_host(h), "{h}");
         }
+    }
+
+    #[test]
+    fn cross_site_browser_requests_are_refused_without_a_token() {
+        let uri: Uri = "/api/v1/routes/shop/rollback".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("127.0.0.1:9901"));
+        assert_eq!(check(None, &uri, &h, true), Ok(()));
+        h.insert(ORIGIN, HeaderValue::from_static("http://localhost:9901"));
+        assert_eq!(check(None, &uri, &h, true), Ok(()));
+        h.insert(ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert_eq!(check(None, &uri, &h, true), Err(Denied::ForeignHost));
+        h.insert(ORIGIN, HeaderValue::from_static("null"));
+        assert_eq!(check(None, &uri, &h, true), Err(Denied::ForeignHost));
+        h.remove(ORIGIN);
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert_eq!(check(None, &uri, &h, true), Err(Denied::ForeignHost));
     }
 
     #[test]

@@ -33,7 +33,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // EMFILE and friends: back off instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
                 let shared = shared.clone();
                 let service = service_fn(move |req| {
                     let shared = shared.clone();

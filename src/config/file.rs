@@ -289,8 +289,16 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         }
         None => errs.push(name_span.clone(), t.field("endpoints"), "missing: an upstream needs `endpoints`"),
     }
-    let connect_timeout = t.duration("connect_timeout", errs).unwrap_or(Duration::from_secs(1));
-    let request_timeout = t.duration("request_timeout", errs).unwrap_or(Duration::from_secs(30));
+    let mut nonzero = |key: &'static str, default: Duration| match t.duration(key, errs) {
+        Some(d) if d.is_zero() => {
+            errs.push(t.span.clone(), t.field(key), "must be more than 0");
+            default
+        }
+        Some(d) => d,
+        None => default,
+    };
+    let connect_timeout = nonzero("connect_timeout", Duration::from_secs(1));
+    let request_timeout = nonzero("request_timeout", Duration::from_secs(30));
     let host_header = match t.string("host_header", errs) {
         None => HostHeader::Preserve,
         Some(s) => match s.get_ref().as_str() {

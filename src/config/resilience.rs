@@ -84,7 +84,11 @@ pub(crate) fn decode_limits(mut t: Table<'_, '_>, errs: &mut Collector) -> FileL
         l.max_body_bytes = n;
     }
     if let Some(d) = t.duration("header_read_timeout", errs) {
-        l.header_read_timeout = d;
+        if d.is_zero() {
+            errs.push(t.span.clone(), t.field("header_read_timeout"), "must be more than 0");
+        } else {
+            l.header_read_timeout = d;
+        }
     }
     if let Some(d) = t.duration("idle_timeout", errs) {
         l.idle_timeout = d;
@@ -111,6 +115,9 @@ pub(crate) fn decode_health(mut t: Table<'_, '_>, errs: &mut Collector) -> Optio
     if h.interval.is_zero() {
         errs.push(t.span.clone(), t.field("interval"), "must be more than 0");
     }
+    if h.timeout.is_zero() {
+        errs.push(t.span.clone(), t.field("timeout"), "must be more than 0");
+    }
     t.finish(errs);
     Some(h)
 }
@@ -126,10 +133,9 @@ pub(crate) fn decode_outlier(mut t: Table<'_, '_>, errs: &mut Collector) -> Opti
 }
 
 pub(crate) fn decode_retry_on(t: &mut Table<'_, '_>, errs: &mut Collector) -> RetryOn {
-    // Like nginx's `proxy_next_upstream error`: a failed connect, or a connection lost
-    // before the response head (only ever re-sent for idempotent methods).
+    // SPEC.md's default: only a failed connect, which provably never reached the upstream.
     let Some(list) = t.string_list("retry_on", errs) else {
-        return RetryOn { connect_failure: true, reset: true, ..RetryOn::default() };
+        return RetryOn { connect_failure: true, ..RetryOn::default() };
     };
     let mut r = RetryOn::default();
     for item in list {

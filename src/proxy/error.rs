@@ -25,6 +25,8 @@ pub enum ProxyError {
     OverCapacity,
     #[error("the request body is larger than max_body_bytes")]
     BodyTooLarge,
+    #[error("the client did not send its request body in time")]
+    ClientTimeout,
     #[error("could not connect to the upstream")]
     UpstreamConnect,
     #[error("the upstream sent a bad or incomplete response")]
@@ -41,6 +43,7 @@ impl ProxyError {
             Self::ConnectUnsupported => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoHealthyEndpoint | Self::Draining | Self::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamConnect | Self::BadUpstreamResponse => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -56,6 +59,7 @@ impl ProxyError {
             Self::Draining => "draining",
             Self::OverCapacity => "max-in-flight",
             Self::BodyTooLarge => "body-too-large",
+            Self::ClientTimeout => "client-timeout",
             Self::UpstreamConnect => "upstream-connect",
             Self::BadUpstreamResponse => "bad-upstream-response",
             Self::UpstreamTimeout => "upstream-timeout",
@@ -71,6 +75,7 @@ impl ProxyError {
             Self::Draining => "503 the proxy is shutting down (draining)\n",
             Self::OverCapacity => "503 the upstream has too many requests in flight (max-in-flight)\n",
             Self::BodyTooLarge => "413 the request body is too large (body-too-large)\n",
+            Self::ClientTimeout => "408 the request body did not arrive in time (client-timeout)\n",
             Self::UpstreamConnect => "502 could not connect to the upstream (upstream-connect)\n",
             Self::BadUpstreamResponse => "502 bad response from the upstream (bad-upstream-response)\n",
             Self::UpstreamTimeout => "504 the upstream did not answer in time (upstream-timeout)\n",
@@ -83,7 +88,7 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.cause()));
-        if matches!(self, Self::BadRequest | Self::ConnectUnsupported | Self::BodyTooLarge) {
+        if matches!(self, Self::BadRequest | Self::ConnectUnsupported | Self::BodyTooLarge | Self::ClientTimeout) {
             // The connection is in an unknown state (where does the next message start?
             // is the client about to send tunnel bytes?): close it.
             h.insert(CONNECTION, HeaderValue::from_static("close"));

@@ -100,7 +100,7 @@ async fn route_and_forward<'r>(
     };
 
     // The connection's framing tracker saw this head state its length twice.
-    if conn.activity.ambiguous() {
+    if conn.activity.next_request_ambiguous() {
         return unrouted(ProxyError::BadRequest);
     }
     if let Err(rejection) = validate::check(&req) {
@@ -127,7 +127,14 @@ async fn route_and_forward<'r>(
     let mut resp = match forward(route, backend, conn, req, host, path_and_query, max_body, start).await {
         Ok(resp) => resp,
         Err(e) => {
-            backend.metrics.requests.inc(e.status().as_u16());
+            // The client's fault (400, 408, 413) is the route's, not the version's; what
+            // happened at the upstream (502, 503, 504) counts against the version.
+            match e {
+                ProxyError::BadRequest | ProxyError::BodyTooLarge | ProxyError::ClientTimeout => {
+                    route.own_responses.inc(e.status().as_u16())
+                }
+                _ => backend.metrics.requests.inc(e.status().as_u16()),
+            }
             e.response()
         }
     };
@@ -156,7 +163,6 @@ async fn forward(
     if max_body != 0 && declared.is_some_and(|n| n > max_body) {
         return Err(ProxyError::BodyTooLarge);
     }
-    let _admitted = upstream.admit().ok_or(ProxyError::OverCapacity)?;
     let mut req = req;
     let client_upgrade = upgrade::is_websocket(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
@@ -185,21 +191,28 @@ async fn forward(
     let mut payload = if incoming.is_end_stream() {
         Payload::Replay(Bytes::new())
     } else if retries > 0 && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {
-        match Limited::new(incoming, REPLAY_BUFFER).collect().await {
-            Ok(collected) => Payload::Replay(collected.to_bytes()),
-            Err(_) => return Err(ProxyError::BadRequest),
+        // A client that stalls mid-body must not hold the request forever.
+        let body = tokio::time::timeout(upstream.request_timeout, Limited::new(incoming, REPLAY_BUFFER).collect());
+        match body.await {
+            Ok(Ok(collected)) => Payload::Replay(collected.to_bytes()),
+            Ok(Err(_)) => return Err(ProxyError::BadRequest),
+            Err(_) => return Err(ProxyError::ClientTimeout),
         }
     } else {
         Payload::Stream(Some(UpstreamBody::stream(incoming, max_body)))
     };
     let replayable = matches!(payload, Payload::Replay(_));
     let idempotent = is_idempotent(&parts.method);
+    // Counted from here on, once the body (if buffered) is in hand.
+    let _admitted = upstream.admit().ok_or(ProxyError::OverCapacity)?;
 
     let metrics = &backend.metrics;
     metrics.in_flight.increment(1.0);
     let _gauge = GaugeGuard(&metrics.in_flight);
     let mut tried: Vec<&Endpoint> = Vec::new();
     let mut last_error = ProxyError::NoHealthyEndpoint;
+    // A response we were ready to retry; if no retry happens it is still the answer.
+    let mut retryable: Option<Response<Incoming>> = None;
     for attempt in 0..=retries {
         let endpoint = match upstream.select(&tried) {
             Some(e) => e,
@@ -251,6 +264,7 @@ async fn forward(
                 metrics.duration.record(start.elapsed().as_secs_f64());
                 metrics.requests.inc(101);
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                conn.activity.mark_upgraded();
                 upgrade::tunnel(client_upgrade.expect("checked"), upstream_upgrade, route.name.clone());
                 let mut resp = finish_response(resp, route, upstream);
                 upgrade::keep_upgrade_headers(resp.headers_mut());
@@ -261,6 +275,7 @@ async fn forward(
                 upstream.record(endpoint, status >= 500);
                 if left && replayable && idempotent && upstream.retry_on.status(status) {
                     tracing::debug!(route = %route.name, upstream = %upstream.name, endpoint = %endpoint.addr, status, "retrying on another endpoint");
+                    retryable = Some(resp);
                     continue;
                 }
                 metrics.duration.record(start.elapsed().as_secs_f64());
@@ -276,6 +291,7 @@ async fn forward(
                 metrics.error(kind);
                 upstream.record(endpoint, true);
                 last_error = err;
+                retryable = None;
                 // A connect failure provably never reached the upstream; a reset may have.
                 let retry = match kind {
                     UpstreamErrorKind::Connect => upstream.retry_on.connect_failure,
@@ -290,12 +306,19 @@ async fn forward(
                 metrics.error(UpstreamErrorKind::Timeout);
                 upstream.record(endpoint, true);
                 last_error = ProxyError::UpstreamTimeout;
+                retryable = None;
                 break;
             }
         }
     }
     metrics.duration.record(start.elapsed().as_secs_f64());
-    Err(last_error)
+    match retryable {
+        Some(resp) => {
+            metrics.requests.inc(resp.status().as_u16());
+            Ok(finish_response(resp, route, upstream))
+        }
+        None => Err(last_error),
+    }
 }
 
 /// Bodies up to this size are buffered so a retry can send them again.

@@ -43,12 +43,14 @@ pub(super) fn serve(
     builder: &Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
     permit: OwnedSemaphorePermit,
+    max_head: usize,
 ) {
     let _ = stream.set_nodelay(true);
     let limits = shared.runtime().file.server.limits.clone();
     let conn_info = Arc::new(ConnInfo::new(peer, false));
     let activity = conn_info.activity.clone();
-    let io = Watched::new(stream, activity.clone(), limits.max_header_bytes);
+    // The head limit hyper was built with at start (a reload does not change it).
+    let io = Watched::new(stream, activity.clone(), max_head);
     let shared = shared.clone();
     let service = service_fn(move |req| proxy::handle(shared.clone(), conn_info.clone(), req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();

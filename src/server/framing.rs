@@ -19,12 +19,19 @@ pub struct Seen {
     pub head_done: bool,
     /// That head stated its length ambiguously.
     pub ambiguous: bool,
+    /// Heads completed in this read.
+    pub heads: u32,
+    /// Of those, the first (0-based) that stated its length ambiguously.
+    pub first_ambiguous: Option<u32>,
 }
 
 #[derive(Debug)]
 pub struct Framing {
     state: State,
     head: Vec<u8>,
+    /// Blank lines before a request line have arrived (they count toward the head's
+    /// time limit, so a client cannot hold a connection by trickling CRLFs).
+    leading: bool,
     max_head: usize,
 }
 
@@ -51,12 +58,19 @@ enum State {
 
 impl Framing {
     pub fn new(max_head: usize) -> Self {
-        Framing { state: State::Head, head: Vec::new(), max_head }
+        Framing { state: State::Head, head: Vec::new(), leading: false, max_head }
     }
 
     /// True while part of a head has been read.
     pub fn in_head(&self) -> bool {
-        self.state == State::Head && !self.head.is_empty()
+        self.state == State::Head && (self.leading || !self.head.is_empty())
+    }
+
+    /// Stop following the stream (it is not HTTP/1 any more, e.g. after a 101).
+    pub fn stop(&mut self) {
+        self.state = State::Off;
+        self.head = Vec::new();
+        self.leading = false;
     }
 
     /// True between messages (nothing of the next head read yet).
@@ -74,11 +88,18 @@ impl Framing {
                     if self.head.is_empty() {
                         // Empty lines before a request line are allowed (RFC 9112 §2.2).
                         let skip = bytes.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                        if skip > 0 && !self.leading {
+                            self.leading = true;
+                            seen.head_started = true;
+                        }
                         bytes = &bytes[skip..];
                         if bytes.is_empty() {
                             break;
                         }
-                        seen.head_started = true;
+                        if !self.leading {
+                            seen.head_started = true;
+                        }
+                        self.leading = false;
                     }
                     let before = self.head.len();
                     self.head.extend_from_slice(bytes);
@@ -90,6 +111,11 @@ impl Framing {
                             self.head.truncate(end);
                             let (next, ambiguous) = classify(&self.head);
                             seen.head_done = true;
+                            self.leading = false;
+                            if ambiguous && seen.first_ambiguous.is_none() {
+                                seen.first_ambiguous = Some(seen.heads);
+                            }
+                            seen.heads += 1;
                             seen.ambiguous |= ambiguous;
                             self.head.clear();
                             self.state = next;
@@ -186,23 +212,19 @@ fn classify(head: &[u8]) -> (State, bool) {
     if req.method == Some("CONNECT") || req.method == Some("PRI") {
         return (State::Off, false);
     }
+    // An `Upgrade` request is framed like any other: only an accepted upgrade (a 101,
+    // signalled by the request path) turns the stream into something else.
     let mut te: Option<&[u8]> = None;
     let mut cl: Option<&[u8]> = None;
-    let mut upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("content-length") {
             cl = Some(h.value);
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
         }
     }
     let ambiguous = te.is_some() && cl.is_some();
-    let next = if upgrade {
-        // If the upgrade is accepted the stream stops being HTTP/1.
-        State::Off
-    } else if let Some(te) = te {
+    let next = if let Some(te) = te {
         let chunked =
             te.rsplit(|b| *b == b',').next().is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         if chunked {
@@ -274,10 +296,25 @@ GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\
     }
 
     #[test]
-    fn stops_at_upgrades_and_http2() {
-        let (_, f) = feed_all(&[b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"]);
-        assert_eq!(f.state, State::Off);
+    fn keeps_following_refused_upgrades_and_stops_at_http2() {
+        // An Upgrade header alone changes nothing (the upgrade may be refused).
+        let (seen, f) = feed_all(&[
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ]);
+        assert!(seen[1].ambiguous);
+        assert_ne!(f.state, State::Off);
         let (_, f) = feed_all(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
         assert_eq!(f.state, State::Off);
+    }
+
+    #[test]
+    fn blank_lines_count_as_a_head_in_progress() {
+        let mut f = Framing::new(65_536);
+        assert!(f.feed(b"\r\n").head_started);
+        assert!(f.in_head(), "a CRLF trickle is timed like a slow head");
+        assert!(!f.feed(b"\r\nGET / HTTP/1.1\r\n").head_started, "the same head");
+        assert!(f.feed(b"Host: a\r\n\r\n").head_done);
+        assert!(!f.in_head());
     }
 }

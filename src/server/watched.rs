@@ -19,7 +19,8 @@ use super::framing::Framing;
 /// them into times when it wakes, which it does when a head starts and at deadlines.
 #[derive(Debug, Default)]
 pub struct Activity {
-    /// Bumped on every read, write and finished request.
+    /// Bumped on every write and finished request (reads are covered by the head timer:
+    /// between requests, any byte read starts a head).
     ops: AtomicU64,
     /// Bumped when a request head starts.
     heads: AtomicU64,
@@ -27,8 +28,14 @@ pub struct Activity {
     in_head: AtomicBool,
     /// Requests being handled (until their response head).
     active: AtomicUsize,
-    /// A head on this connection stated its length twice.
-    ambiguous: AtomicBool,
+    /// Request heads read so far on this connection.
+    heads_done: AtomicU64,
+    /// Index of the first head that stated its length twice (`u64::MAX`: none).
+    first_ambiguous: AtomicU64,
+    /// Requests the request path has started (HTTP/1 answers them in order).
+    requests: AtomicU64,
+    /// The request path accepted an upgrade (101): the stream is no longer HTTP/1.
+    upgraded: AtomicBool,
     /// Wakes the connection task when a head starts, so it re-arms its timer from the
     /// idle deadline to the (shorter) head deadline.
     pub head_started: tokio::sync::Notify,
@@ -65,11 +72,21 @@ impl Default for Observed {
 
 impl Activity {
     pub fn new() -> Self {
-        Activity::default()
+        let a = Activity::default();
+        a.first_ambiguous.store(u64::MAX, Ordering::Relaxed);
+        a
     }
 
-    pub fn ambiguous(&self) -> bool {
-        self.ambiguous.load(Ordering::Relaxed)
+    /// Called once per request, in order: did this request's head (or an earlier one on
+    /// the connection) state its length twice? Requests before it are unaffected.
+    pub fn next_request_ambiguous(&self) -> bool {
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        index >= self.first_ambiguous.load(Ordering::Relaxed)
+    }
+
+    /// The connection switched protocols; stop following HTTP/1 framing.
+    pub fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
     }
 
     /// Count a request as active until the guard drops.
@@ -144,10 +161,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
             if !new.is_empty() {
                 let this = &mut *self;
                 let a = &this.activity;
-                a.ops.fetch_add(1, Ordering::Relaxed);
+                if a.upgraded.load(Ordering::Relaxed) {
+                    this.framing.stop();
+                }
                 let seen = this.framing.feed(new);
-                if seen.ambiguous {
-                    a.ambiguous.store(true, Ordering::Relaxed);
+                if seen.heads > 0 {
+                    let before = a.heads_done.fetch_add(u64::from(seen.heads), Ordering::Relaxed);
+                    if let Some(i) = seen.first_ambiguous {
+                        a.first_ambiguous.fetch_min(before + u64::from(i), Ordering::Relaxed);
+                    }
                 }
                 let in_head = this.framing.in_head();
                 if in_head && (seen.head_started || seen.head_done) {

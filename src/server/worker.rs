@@ -115,7 +115,7 @@ async fn accept_loop(
             permit = connections.clone().acquire_owned() => permit.expect("never closed"),
             _ = stop.changed() => break,
         };
-        conn::serve(stream, peer, &shared, &builder, &graceful, permit);
+        conn::serve(stream, peer, &shared, &builder, &graceful, permit, limits.max_header_bytes);
     }
     // Dropping the listener closes the socket: new connections are refused.
 }

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Weak;
 use std::time::Duration;
 
+pub use super::registry::{lookup_all, DnsAnswers};
 use crate::runtime::Shared;
 
 pub type Resolved = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;

@@ -32,31 +32,45 @@ impl UpstreamRegistry {
         UpstreamRegistry { live: HashMap::new(), dns: HashMap::new(), health: HashMap::new(), resolver, workers }
     }
 
+    /// The resolver, for lookups made without holding the registry.
+    pub fn resolver(&self) -> Arc<dyn Resolver> {
+        self.resolver.clone()
+    }
+
     /// Resolve every hostname endpoint again; true if any address set changed.
     pub async fn refresh_dns(&mut self, upstreams: &[FileUpstream]) -> bool {
+        let answers = lookup_all(&*self.resolver, upstreams).await;
+        self.apply_dns(answers)
+    }
+
+    /// Record lookup answers; true if any address set changed. A failed lookup keeps the
+    /// last good answer.
+    pub fn apply_dns(&mut self, answers: DnsAnswers) -> bool {
         let mut changed = false;
-        for u in upstreams {
-            for ep in &u.endpoints {
-                if ep.host.parse::<IpAddr>().is_ok() {
-                    continue;
+        for (upstream, host, port, answer) in answers {
+            match answer {
+                Ok(mut addrs) if !addrs.is_empty() => {
+                    addrs.sort();
+                    addrs.dedup();
+                    let key = (host.clone(), port);
+                    if self.dns.get(&key) != Some(&addrs) {
+                        tracing::info!(upstream, host, ?addrs, "endpoint addresses changed");
+                        self.dns.insert(key, addrs);
+                        changed = true;
+                    }
                 }
-                changed |= self.lookup(&u.name, &ep.host, ep.port).await;
+                Ok(_) | Err(_) => {
+                    let kept = self.dns.get(&(host.clone(), port)).map_or(0, Vec::len);
+                    tracing::warn!(upstream, host, kept, "endpoint lookup failed; keeping the last good addresses");
+                }
             }
         }
         changed
     }
 
-    /// Build (or reuse) every upstream of a config. With `resolve`, hostnames are looked
-    /// up first; otherwise the last good answers are used (DNS refreshes do the lookups).
-    pub async fn build(
-        &mut self,
-        upstreams: &[FileUpstream],
-        telemetry: &Telemetry,
-        resolve: bool,
-    ) -> HashMap<String, Arc<Upstream>> {
-        if resolve {
-            self.refresh_dns(upstreams).await;
-        }
+    /// Build (or reuse) every upstream of a config, with hostnames at their last good
+    /// answers (callers look names up first, see [`lookup_all`]).
+    pub fn build(&mut self, upstreams: &[FileUpstream], telemetry: &Telemetry) -> HashMap<String, Arc<Upstream>> {
         let mut next = HashMap::new();
         for source in upstreams {
             let addrs = self.addresses(source);
@@ -116,29 +130,25 @@ impl UpstreamRegistry {
         out.dedup_by_key(|(a, _)| *a);
         out
     }
+}
 
-    /// Look one hostname up; true if its address set changed. A failure keeps the last
-    /// good answer.
-    async fn lookup(&mut self, upstream: &str, host: &str, port: u16) -> bool {
-        match self.resolver.resolve(host, port).await {
-            Ok(mut addrs) if !addrs.is_empty() => {
-                addrs.sort();
-                addrs.dedup();
-                let key = (host.to_string(), port);
-                if self.dns.get(&key) == Some(&addrs) {
-                    return false;
-                }
-                tracing::info!(upstream, host, ?addrs, "endpoint addresses changed");
-                self.dns.insert(key, addrs);
-                true
+/// (upstream, host, port, answer) for every hostname endpoint.
+pub type DnsAnswers = Vec<(String, String, u16, std::io::Result<Vec<SocketAddr>>)>;
+
+/// Look every hostname endpoint up. Takes no lock: slow DNS must never stall the
+/// writer (admin changes and reloads wait on it).
+pub async fn lookup_all(resolver: &dyn Resolver, upstreams: &[FileUpstream]) -> DnsAnswers {
+    let mut answers = Vec::new();
+    for u in upstreams {
+        for ep in &u.endpoints {
+            if ep.host.parse::<IpAddr>().is_ok() {
+                continue;
             }
-            Ok(_) | Err(_) => {
-                let kept = self.dns.get(&(host.to_string(), port)).map_or(0, Vec::len);
-                tracing::warn!(upstream, host, kept, "endpoint lookup failed; keeping the last good addresses");
-                false
-            }
+            let answer = resolver.resolve(&ep.host, ep.port).await;
+            answers.push((u.name.clone(), ep.host.clone(), ep.port, answer));
         }
     }
+    answers
 }
 
 impl Drop for UpstreamRegistry {

@@ -55,6 +55,11 @@ impl Upstream {
         if let Some(e) = least_loaded(eps, |e| fresh(e) && e.is_available(now)) {
             return Some(e);
         }
+        // Fail open only when the whole pool is down, not because a retry has already
+        // tried the available ones.
+        if eps.iter().any(|e| e.is_available(now)) {
+            return None;
+        }
         let e = least_loaded(eps, |e| fresh(e) && e.has_been_healthy())?;
         self.log_fail_open(now);
         Some(e)
