@@ -83,6 +83,17 @@ pub struct FileUpstream {
     pub dns_refresh: Duration,
     /// With no ready endpoint, hold requests this long (cold starts) before 503.
     pub queue_timeout: Duration,
+    pub protocol: Protocol,
+}
+
+/// How the proxy talks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c): gRPC and other HTTP/2 services.
+    H2,
 }
 
 /// An endpoint as written: an IP or a hostname, with a port. Hostnames are resolved when
@@ -275,7 +286,7 @@ fn decode_admin(mut t: Table<'_, '_>, errs: &mut Collector) -> FileAdmin {
 }
 
 fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, errs: &mut Collector) -> FileUpstream {
-    t = t.later(&["protocol", "tls"]);
+    t = t.later(&["tls"]);
     let version = t.string("version", errs).map_or_else(|| name.to_string(), Spanned::into_inner);
     let mut endpoints = Vec::new();
     match t.string_list("endpoints", errs) {
@@ -321,6 +332,21 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
     let outlier = t.table("outlier", errs).and_then(|o| decode_outlier(o, errs));
     let dns_refresh = t.duration("dns_refresh", errs).unwrap_or(Duration::from_secs(5));
     let queue_timeout = t.duration("queue_timeout", errs).unwrap_or_default();
+    let protocol = match t.string("protocol", errs) {
+        None => Protocol::Http1,
+        Some(p) => match p.get_ref().as_str() {
+            "http1" => Protocol::Http1,
+            "h2" => Protocol::H2,
+            other => {
+                errs.push(
+                    p.span(),
+                    t.field("protocol"),
+                    format!("unknown protocol {other:?}: expected \"http1\" or \"h2\""),
+                );
+                Protocol::Http1
+            }
+        },
+    };
     t.finish(errs);
     FileUpstream {
         name: name.to_string(),
@@ -338,6 +364,7 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         outlier,
         dns_refresh: dns_refresh.max(Duration::from_millis(100)),
         queue_timeout,
+        protocol,
     }
 }
 

@@ -18,7 +18,7 @@ use super::upgrade;
 use super::upstream_body::{BodyTooLarge, UpstreamBody};
 use super::validate::{self, Rejection};
 use crate::access_log::{timestamp, AccessRecord};
-use crate::config::HostHeader;
+use crate::config::{HostHeader, Protocol};
 use crate::routing::path::normalize;
 use crate::routing::{Backend, Route};
 use crate::runtime::{Runtime, Shared};
@@ -237,7 +237,8 @@ async fn forward(
             .path_and_query(path_and_query.clone())
             .build()
             .map_err(|_| ProxyError::BadRequest)?;
-        let mut head = Request::builder().method(parts.method.clone()).uri(uri).version(Version::HTTP_11);
+        let version = if endpoint.protocol == Protocol::H2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        let mut head = Request::builder().method(parts.method.clone()).uri(uri).version(version);
         if let Some(h) = head.headers_mut() {
             *h = if attempt == retries || !replayable {
                 std::mem::take(&mut parts.headers)

@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use metrics::Gauge;
 
 use super::clock;
-use crate::config::{FileHealth, FileOutlier, FileUpstream, HostHeader, RetryOn};
+use crate::config::{FileHealth, FileOutlier, FileUpstream, HostHeader, Protocol, RetryOn};
 use crate::proxy::UpstreamBody;
 
 pub type HttpClient = Client<HttpConnector, UpstreamBody>;
@@ -66,6 +66,7 @@ pub struct Endpoint {
     /// a worker never shares a connection, a lock or a wake-up with another.
     clients: Box<[HttpClient]>,
     pub(crate) connect_timeout: Duration,
+    pub(crate) protocol: Protocol,
     in_flight: AtomicUsize,
     healthy: AtomicBool,
     /// Has been healthy at least once. An endpoint still starting (never passed a
@@ -90,6 +91,7 @@ impl Endpoint {
         healthy: bool,
         health_gauge: Gauge,
         workers: usize,
+        protocol: Protocol,
     ) -> Self {
         let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         let configured_host = HeaderValue::from_str(configured_host)
@@ -99,7 +101,8 @@ impl Endpoint {
             addr,
             authority,
             configured_host,
-            clients: (0..=workers).map(|_| build_client(connect_timeout)).collect(),
+            clients: (0..=workers).map(|_| build_client(connect_timeout, protocol)).collect(),
+            protocol,
             connect_timeout,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(healthy),
@@ -288,14 +291,16 @@ impl Upstream {
 }
 
 /// The pooled client for one endpoint.
-pub(crate) fn build_client(connect_timeout: Duration) -> HttpClient {
+pub(crate) fn build_client(connect_timeout: Duration, protocol: Protocol) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
     connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(POOL_IDLE).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
+    if protocol == Protocol::H2 {
+        // One multiplexed connection per endpoint and worker carries every request.
+        builder.http2_only(true);
+    }
+    builder.build(connector)
 }

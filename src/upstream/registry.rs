@@ -173,7 +173,10 @@ fn rebuild(
         .map(|(addr, host)| {
             let reusable = old.and_then(|u| {
                 u.endpoints.iter().find(|e| {
-                    e.addr == *addr && e.configured_host == host.as_str() && e.connect_timeout == source.connect_timeout
+                    e.addr == *addr
+                        && e.configured_host == host.as_str()
+                        && e.connect_timeout == source.connect_timeout
+                        && e.protocol == source.protocol
                 })
             });
             match reusable {
@@ -191,6 +194,7 @@ fn rebuild(
                     !checked,
                     telemetry.endpoint_healthy(&source.name, &addr.to_string()),
                     workers,
+                    source.protocol,
                 )),
             }
         })

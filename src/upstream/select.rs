@@ -116,7 +116,15 @@ mod tests {
         let endpoints = (0..n)
             .map(|i| {
                 let addr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
-                Arc::new(Endpoint::new(addr, "x", Duration::from_secs(1), true, metrics::Gauge::noop(), 1))
+                Arc::new(Endpoint::new(
+                    addr,
+                    "x",
+                    Duration::from_secs(1),
+                    true,
+                    metrics::Gauge::noop(),
+                    1,
+                    crate::config::Protocol::Http1,
+                ))
             })
             .collect();
         Upstream::new(&cfg.upstreams[0], endpoints, vec![])
