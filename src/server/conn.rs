@@ -51,6 +51,7 @@ pub(super) fn serve(
     let activity = conn_info.activity.clone();
     // The head limit hyper was built with at start (a reload does not change it).
     let io = Watched::new(stream, activity.clone(), max_head);
+    let counted = shared.clone();
     let shared = shared.clone();
     let service = service_fn(move |req| proxy::handle(shared.clone(), conn_info.clone(), req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
@@ -69,6 +70,11 @@ pub(super) fn serve(
                 result = &mut conn => {
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        // hyper answers unparseable heads itself (400, or 431 when too
+                        // large); count them with the other responses made before routing.
+                        if let Some(status) = parser_rejection(&*e) {
+                            counted.telemetry.unrouted.inc(status);
+                        }
                     }
                     return;
                 }
@@ -77,4 +83,21 @@ pub(super) fn serve(
             }
         }
     });
+}
+
+/// The status hyper answered with when it refused to parse a request head, if it did.
+fn parser_rejection(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_parse_too_large() {
+                return Some(431);
+            }
+            if h.is_parse() {
+                return Some(400);
+            }
+        }
+        source = err.source();
+    }
+    None
 }
