@@ -1,5 +1,5 @@
 //! `switchyard demo`: two sample upstreams (v1 "blue", v2 "green") on loopback and the
-//! proxy in front of them with a 90/10 canary, no config file needed.
+//! proxy in front of them with a 90/10 sticky canary, no config file needed.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +14,7 @@ use crate::server::Server;
 /// The demo's config, with the sample upstreams' addresses filled in.
 pub fn demo_config(listen: SocketAddr, admin: SocketAddr, blue: SocketAddr, green: SocketAddr) -> String {
     format!(
-        r#"# switchyard demo: a 90/10 canary between two built-in sample apps.
+        r#"# switchyard demo: a 90/10 sticky canary between two built-in sample apps.
 [server]
 listen = ["{listen}"]
 drain_timeout = "5s"
@@ -34,6 +34,8 @@ endpoints = ["{green}"]
 name = "demo"
 path_prefix = "/"
 backends = [ {{ upstream = "blue", weight = 90 }}, {{ upstream = "green", weight = 10 }} ]
+sticky = {{ cookie = "sy_demo", ttl = "1h" }}
+overrides = [ {{ header = "x-canary", value = "always", upstream = "green" }} ]
 version_header = "x-served-version"
 "#
     )
@@ -65,10 +67,14 @@ pub async fn run(
     println!(
         "\nswitchyard demo is running.\n\
          \n  proxy    http://{proxy}/   (route \"demo\": 90% blue v1 at {blue}, 10% green v2 at {green})\
-         \n  admin    http://{admin}/metrics\
+         \n  admin    http://{admin}/   (status page, /metrics, /api/v1/status)\
          \n\nTry it:\
-         \n  curl -si http://{proxy}/ | grep -i -e x-served-version -e '^blue' -e '^green'\
+         \n  curl -si http://{proxy}/ | grep -i -e x-served-version -e set-cookie   # your version and sticky cookie\
          \n  for i in $(seq 100); do curl -s http://{proxy}/; done | sort | uniq -c      # ~90 blue, ~10 green\
+         \n  curl -s -c /tmp/jar -b /tmp/jar http://{proxy}/                             # the same version every time\
+         \n  curl -s -H 'x-canary: always' http://{proxy}/                               # testers: always green\
+         \n  switchyard ctl --admin http://{admin} promote demo green                    # everyone to green, one swap\
+         \n  switchyard ctl --admin http://{admin} rollback demo                         # back to 90/10\
          \n  curl -s http://{admin}/metrics | grep switchyard_requests_total\
          \n\nThe config it runs:\n\n{text}\nCtrl-C stops it.\n"
     );

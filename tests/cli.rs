@@ -152,3 +152,43 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     };
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_a_sticky_canary_without_a_config() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut proc = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut proxy = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if let Some(rest) = line.trim().strip_prefix("proxy    http://") {
+                proxy = rest.split('/').next().map(str::to_string);
+            }
+        }
+    }
+    let proxy = proxy.expect("the demo printed its address");
+    let url = format!("http://{proxy}/");
+    let (status, h, body) = get(&url, &[]).await;
+    assert_eq!(status, 200);
+    assert!(h["set-cookie"].to_str().unwrap().starts_with("sy_demo="));
+    let cookie = h["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    for _ in 0..10 {
+        let (_, _, again) = get(&url, &[("cookie", &cookie)]).await;
+        assert_eq!(again, body, "sticky");
+    }
+    let (_, _, tester) = get(&url, &[("x-canary", "always")]).await;
+    assert_eq!(tester, "green\n");
+    let _ = proc.0.kill();
+}
