@@ -317,4 +317,77 @@ GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\
         assert!(f.feed(b"Host: a\r\n\r\n").head_done);
         assert!(!f.in_head());
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One valid request: (content-length body | chunked body with these chunk sizes).
+        #[derive(Debug, Clone)]
+        enum Req {
+            Empty,
+            Fixed(usize),
+            Chunked(Vec<usize>, bool),
+        }
+
+        fn encode(reqs: &[Req]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (i, r) in reqs.iter().enumerate() {
+                out.extend_from_slice(format!("POST /r{i} HTTP/1.1\r\nHost: a\r\n").as_bytes());
+                match r {
+                    Req::Empty => out.extend_from_slice(b"\r\n"),
+                    Req::Fixed(n) => {
+                        out.extend_from_slice(format!("Content-Length: {n}\r\n\r\n").as_bytes());
+                        // Body bytes that look like a head must not confuse the tracker.
+                        out.extend(b"GET / HTTP/1.1\r\n\r\n".iter().cycle().take(*n));
+                    }
+                    Req::Chunked(sizes, trailer) => {
+                        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                        for s in sizes {
+                            out.extend_from_slice(format!("{s:X};x=y\r\n").as_bytes());
+                            out.extend(std::iter::repeat_n(b'\n', *s));
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        out.extend_from_slice(b"0\r\n");
+                        if *trailer {
+                            out.extend_from_slice(b"X-Sum: 1\r\n");
+                        }
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+            out
+        }
+
+        fn req() -> impl Strategy<Value = Req> {
+            prop_oneof![
+                Just(Req::Empty),
+                (0usize..300).prop_map(Req::Fixed),
+                (proptest::collection::vec(1usize..100, 0..4), any::<bool>()).prop_map(|(s, t)| Req::Chunked(s, t)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+            /// Valid keep-alive traffic, cut into reads anywhere, is followed exactly:
+            /// every head is seen, none is flagged, and the stream ends between messages.
+            #[test]
+            fn valid_streams_are_followed_exactly(reqs in proptest::collection::vec(req(), 1..6), cuts in proptest::collection::vec(1usize..64, 1..40)) {
+                let bytes = encode(&reqs);
+                let mut f = Framing::new(65_536);
+                let (mut at, mut heads, mut i) = (0, 0u32, 0);
+                while at < bytes.len() {
+                    let n = cuts[i % cuts.len()].min(bytes.len() - at);
+                    let seen = f.feed(&bytes[at..at + n]);
+                    prop_assert!(!seen.ambiguous);
+                    heads += seen.heads;
+                    at += n;
+                    i += 1;
+                }
+                prop_assert_eq!(heads as usize, reqs.len());
+                prop_assert!(f.idle() && !f.in_head());
+            }
+        }
+    }
 }
