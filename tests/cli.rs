@@ -192,3 +192,66 @@ async fn demo_runs_a_sticky_canary_without_a_config() {
     assert_eq!(tester, "green\n");
     let _ = proc.0.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_writes_one_json_line_per_request_on_stdout() {
+    let up = spawn_upstream("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\naccess_log = true\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nversion = \"v9\"\nendpoints = [\"{}\"]\n[[routes]]\nname = \"r\"\npath_prefix = \"/app\"\nbackends = [{{ upstream = \"u\" }}]\n",
+            up.addr
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let _proc = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["fields"]["message"] == "proxy listening" {
+                let _ = tx.send(v["fields"]["addr"].as_str().unwrap().to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the proxy started");
+    let (log_tx, log_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+    let (status, h, body) =
+        get(&format!("http://{addr}/app/x?q=1"), &[("host", "shop.test"), ("x-request-id", "req-42")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(h["x-request-id"], "req-42");
+    let (status, _, _) = get(&format!("http://{addr}/nowhere"), &[]).await;
+    assert_eq!(status, 404);
+
+    let line = log_rx.recv_timeout(Duration::from_secs(10)).expect("an access log line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["host"], "shop.test");
+    assert_eq!(v["path"], "/app/x");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["route"], "r");
+    assert_eq!(v["upstream"], "u");
+    assert_eq!(v["version"], "v9");
+    assert_eq!(v["bytes_out"], body.len() as u64);
+    assert_eq!(v["client"], "127.0.0.1");
+    assert_eq!(v["request_id"], "req-42");
+    assert!(v["ts"].as_str().unwrap().ends_with('Z') && v["duration_ms"].as_f64().is_some());
+    let line = log_rx.recv_timeout(Duration::from_secs(10)).expect("a second line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((v["status"].as_u64(), v["route"].as_str(), v["upstream"].as_str()), (Some(404), Some(""), Some("")));
+}
