@@ -11,25 +11,29 @@
 //!
 //! The path of one request ([`proxy::handle`]): load the live [`runtime::Runtime`] (one
 //! atomic load), normalize the path, find the route ([`routing::RoutingTable::find`]:
-//! host, headers, longest segment-aware prefix), pick a backend with the route's
-//! precompiled split ([`routing::Split`]: one atomic add), pick an endpoint of that
-//! upstream (least in-flight of two random), rewrite the head (hop-by-hop headers out,
-//! forwarding headers in), send it on the upstream's pooled client, and count the outcome
-//! on metric handles resolved at compile time. Nothing on that path locks, parses config
-//! or builds a metric label.
+//! host, headers, longest segment-aware prefix), pick a backend (overrides, then the
+//! sticky key's rendezvous hash, else the precompiled split: one atomic add), pick an
+//! available endpoint of that upstream (least in-flight of two random), rewrite the head
+//! (hop-by-hop headers out, forwarding headers in), send it on this worker's pooled
+//! client for that endpoint (retrying elsewhere when it provably never arrived), and
+//! count the outcome on metric handles resolved at compile time. Nothing on that path
+//! locks, parses config or builds a metric label.
 //!
 //! # Layout
 //!
 //! | module | owns |
 //! | --- | --- |
 //! | [`config`] | the file format: decode with spans, validate, every error as PATH:LINE:COL |
+//! | `compile` | a validated config (plus admin weights) → the route table and pools |
 //! | [`runtime`] | the compiled snapshot, the long-lived shared state, the swap |
+//! | [`control`] | weight changes made at runtime (admin API), their persistence |
 //! | [`routing`] | route lookup, path normalization, the weighted split |
-//! | [`upstream`] | endpoint pools, pooled clients, endpoint choice, reuse across reloads |
-//! | [`proxy`] | the request path: forwarding, header hygiene, proxy-made errors |
-//! | [`server`] | listeners, HTTP/1.1 + h2c, graceful drain |
+//! | [`upstream`] | endpoints and their per-worker pools, endpoint choice, health, DNS, draining |
+//! | [`proxy`] | the request path: validation, forwarding, retries, upgrades, proxy-made errors |
+//! | [`server`] | workers, listeners, HTTP/1.1 + h2c, framing tracker, timeouts, graceful drain |
 //! | [`reload`] | file watching, debounce, SIGHUP |
-//! | [`admin`] | the admin listener: `/metrics`, `/healthz`, `/readyz` |
+//! | [`admin`] | the admin listener: control API, auth, status page, `/metrics`, probes |
+//! | [`ctl`] | `switchyard ctl`, the admin API from a terminal |
 //! | [`telemetry`] | Prometheus recorder and pre-resolved metric handles |
 //! | [`access_log`] | JSON access log written off the request path |
 //! | [`sample`], [`demo`] | the built-in sample app and `switchyard demo` |
