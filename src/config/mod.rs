@@ -12,6 +12,7 @@ mod error;
 mod file;
 mod reader;
 mod resilience;
+mod route;
 mod validate;
 
 use std::path::Path;
@@ -19,10 +20,10 @@ use std::path::Path;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{
-    FileAdmin, FileBackend, FileConfig, FileEndpoint, FileOverride, FileRoute, FileServer, FileSticky, FileUpstream,
-    HostHeader, OverrideOn, Protocol, Secret, DEFAULT_TOKEN_ENV,
+    FileAdmin, FileConfig, FileEndpoint, FileServer, FileUpstream, HostHeader, Protocol, Secret, DEFAULT_TOKEN_ENV,
 };
 pub use resilience::{FileHealth, FileLimits, FileOutlier, RetryOn};
+pub use route::{FileBackend, FileOverride, FileRoute, FileSticky, OverrideOn};
 
 use error::Collector;
 
