@@ -219,6 +219,8 @@ impl Shared {
         let rt = self.runtime();
         let mut live = std::collections::HashSet::new();
         for route in rt.table.routes() {
+            // No rollout runs in this version: every route is idle.
+            self.telemetry.rollout_step(&route.name).set(-1.0);
             for b in route.backends.iter() {
                 b.metrics.share.set(f64::from(b.share) / f64::from(RESOLUTION));
                 live.insert((route.name.clone(), b.upstream.name.clone()));

@@ -16,6 +16,7 @@ pub const SHARE: &str = "switchyard_backend_share";
 pub const RELOADS: &str = "switchyard_config_reloads_total";
 pub const GENERATION: &str = "switchyard_config_generation";
 pub const ENDPOINT_HEALTHY: &str = "switchyard_endpoint_healthy";
+pub const ROLLOUT_STEP: &str = "switchyard_rollout_step";
 
 /// Latency buckets in seconds: from sub-millisecond proxy hops to 30 s timeouts.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -66,6 +67,7 @@ type BackendLabels = (Box<str>, Box<str>, Box<str>);
 struct HandleCache {
     backends: std::collections::HashMap<BackendLabels, Arc<BackendMetrics>>,
     routes: std::collections::HashMap<Box<str>, Arc<StatusCounters>>,
+    rollout_steps: std::collections::HashMap<Box<str>, Gauge>,
 }
 
 impl Default for Telemetry {
@@ -131,6 +133,19 @@ impl Telemetry {
         }
     }
 
+    /// `switchyard_rollout_step{route}`: the index into the route's rollout steps, -1 idle.
+    pub fn rollout_step(&self, route: &str) -> Gauge {
+        let mut cache = self.cache.lock().expect("not poisoned");
+        cache
+            .rollout_steps
+            .entry(route.into())
+            .or_insert_with(|| {
+                let labels = vec![Label::new("route", route.to_string())];
+                self.recorder.register_gauge(&Key::from_parts(ROLLOUT_STEP, labels), &METADATA)
+            })
+            .clone()
+    }
+
     /// `switchyard_endpoint_healthy{upstream, endpoint}`.
     pub fn endpoint_healthy(&self, upstream: &str, endpoint: &str) -> Gauge {
         let labels = vec![Label::new("upstream", upstream.to_string()), Label::new("endpoint", endpoint.to_string())];
@@ -174,6 +189,11 @@ fn describe(r: &PrometheusRecorder) {
         ENDPOINT_HEALTHY.into(),
         None,
         "1 when the endpoint passes its health checks (always 1 without checks).".into(),
+    );
+    r.describe_gauge(
+        ROLLOUT_STEP.into(),
+        None,
+        "Current step of the route's rollout (index into steps; -1 when idle).".into(),
     );
     r.describe_counter(RELOADS.into(), None, "Config reloads by result.".into());
     r.describe_gauge(GENERATION.into(), None, "Generation of the live config snapshot (1 = the first).".into());

@@ -52,6 +52,7 @@ async fn counts_per_version_match_requests_sent() {
     assert_eq!(metric_value(&m, r#"switchyard_backend_share{route="shop",upstream="shop-v2",version="v2"}"#), 0.2);
     assert_eq!(metric_value(&m, r#"switchyard_requests_in_flight{route="shop",upstream="shop-v1",version="v1"}"#), 0.0);
     assert_eq!(metric_value(&m, "switchyard_config_generation"), 1.0);
+    assert_eq!(metric_value(&m, r#"switchyard_rollout_step{route="shop"}"#), -1.0);
     assert!(m.contains(r#"switchyard_config_reloads_total{result="ok"} 0"#), "{m}");
     assert!(m.contains(
         r#"switchyard_upstream_errors_total{route="shop",upstream="shop-v2",version="v2",kind="connect"} 0"#
