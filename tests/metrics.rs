@@ -11,21 +11,8 @@ use support::*;
 async fn canary() -> (TestUpstream, TestUpstream, TestProxy) {
     let blue = spawn_upstream("blue").await;
     let green = spawn_upstream("green").await;
-    let cfg = format!(
-        r#"
-[upstreams.shop-v1]
-version = "v1"
-endpoints = ["{}"]
-[upstreams.shop-v2]
-version = "v2"
-endpoints = ["{}"]
-[[routes]]
-name = "shop"
-backends = [{{ upstream = "shop-v1", weight = 80 }}, {{ upstream = "shop-v2", weight = 20 }}]
-"#,
-        blue.addr, green.addr
-    );
-    let proxy = spawn_proxy(&with_listeners(&cfg)).await;
+    let cfg = shop_canary(blue.addr, green.addr, 80.0, 20.0, "");
+    let proxy = spawn_proxy(&cfg).await;
     (blue, green, proxy)
 }
 

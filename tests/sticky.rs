@@ -19,23 +19,7 @@ impl Canary {
 
     /// A route "shop" with the given v1/v2 weights and extra route keys.
     fn config(&self, w1: f64, w2: f64, extra: &str) -> String {
-        with_listeners(&format!(
-            r#"
-[upstreams.shop-v1]
-version = "v1"
-endpoints = ["{}"]
-[upstreams.shop-v2]
-version = "v2"
-endpoints = ["{}"]
-
-[[routes]]
-name = "shop"
-backends = [{{ upstream = "shop-v1", weight = {w1} }}, {{ upstream = "shop-v2", weight = {w2} }}]
-version_header = "x-served-version"
-{extra}
-"#,
-            self.v1.addr, self.v2.addr
-        ))
+        shop_canary(self.v1.addr, self.v2.addr, w1, w2, extra)
     }
 }
 

@@ -37,10 +37,6 @@ impl ResponseBody {
         ResponseBody { kind: Kind::Full(Some(bytes)), log: None }
     }
 
-    pub fn empty() -> Self {
-        ResponseBody { kind: Kind::Full(None), log: None }
-    }
-
     /// Emit `record` (with `bytes_out` filled in) once this body is finished or dropped.
     pub fn log_on_end(&mut self, record: AccessRecord, shared: Arc<Shared>) {
         self.log = Some(Box::new(PendingLog { record, shared }));

@@ -64,7 +64,7 @@ pub async fn handle(
     let start = Instant::now();
     let _active = conn.activity.request();
     let rt = shared.runtime();
-    let log = rt.access_log.then(|| pending_record(&req, &conn, &rt));
+    let log = rt.access_log.then(|| pending_record(&req, &conn));
     let (mut resp, route, backend) = route_and_forward(&shared, &rt, &conn, req, start).await;
     if let Some(mut record) = log {
         record.status = resp.status().as_u16();
@@ -443,14 +443,8 @@ fn classify(e: &hyper_util::client::legacy::Error) -> (UpstreamErrorKind, ProxyE
     (UpstreamErrorKind::Reset, ProxyError::BadUpstreamResponse)
 }
 
-fn pending_record(req: &Request<Incoming>, conn: &ConnInfo, rt: &Runtime) -> AccessRecord {
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| req.headers().get(HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()))
-        .unwrap_or_default();
-    let _ = rt;
+fn pending_record(req: &Request<Incoming>, conn: &ConnInfo) -> AccessRecord {
+    let host = String::from_utf8_lossy(effective_host(req).as_bytes()).into_owned();
     AccessRecord {
         ts: timestamp(SystemTime::now()),
         method: req.method().as_str().to_string(),

@@ -67,10 +67,6 @@ impl Server {
         self.admin.local_addr().expect("bound")
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// Serve until `shutdown` resolves, then drain.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { shared, listeners, admin, reloader } = self;

@@ -171,6 +171,27 @@ pub fn with_listeners(body: &str) -> String {
     format!("[server]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"5s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{body}")
 }
 
+/// A proxy config with route "shop" split between `shop-v1` (version v1, at `v1`) and
+/// `shop-v2` (v2, at `v2`) by the given weights, plus `extra` route keys.
+pub fn shop_canary(v1: SocketAddr, v2: SocketAddr, w1: f64, w2: f64, extra: &str) -> String {
+    with_listeners(&format!(
+        r#"
+[upstreams.shop-v1]
+version = "v1"
+endpoints = ["{v1}"]
+[upstreams.shop-v2]
+version = "v2"
+endpoints = ["{v2}"]
+
+[[routes]]
+name = "shop"
+backends = [{{ upstream = "shop-v1", weight = {w1} }}, {{ upstream = "shop-v2", weight = {w2} }}]
+version_header = "x-served-version"
+{extra}
+"#
+    ))
+}
+
 pub async fn spawn_proxy(config: &str) -> TestProxy {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("switchyard.toml");
