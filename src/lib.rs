@@ -52,4 +52,5 @@ pub mod runtime;
 pub mod sample;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -17,6 +17,8 @@ use super::reader::{expect_str, Node, Table};
 use super::resilience::{decode_health, decode_limits, decode_outlier, decode_retry_on};
 use super::resilience::{FileHealth, FileLimits, FileOutlier, RetryOn};
 use super::route::FileRoute;
+use super::tls::{decode_listeners, decode_upstream_tls, FileTlsListener};
+use crate::tls::ClientTls;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileConfig {
@@ -37,6 +39,8 @@ pub struct FileServer {
     pub access_log: bool,
     pub request_id_header: HeaderName,
     pub limits: FileLimits,
+    /// TLS listeners, each with its certificates.
+    pub tls: Vec<FileTlsListener>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +90,8 @@ pub struct FileUpstream {
     /// With no ready endpoint, hold requests this long (cold starts) before 503.
     pub queue_timeout: Duration,
     pub protocol: Protocol,
+    /// HTTPS toward the endpoints.
+    pub tls: Option<ClientTls>,
 }
 
 /// How the proxy talks to an upstream.
@@ -153,6 +159,15 @@ pub(crate) fn decode(root: &Spanned<DeTable<'_>>, errs: &mut Collector) -> FileC
     FileConfig { server, admin, upstreams, routes }
 }
 
+impl FileConfig {
+    /// Every certificate, key and CA file the config names (listeners and upstreams).
+    pub fn tls_files(&self) -> Vec<PathBuf> {
+        let listeners = self.server.tls.iter().flat_map(|l| l.files());
+        let upstreams = self.upstreams.iter().filter_map(|u| u.tls.as_ref()).flat_map(|t| t.files());
+        listeners.chain(upstreams).cloned().collect()
+    }
+}
+
 fn default_server() -> FileServer {
     FileServer {
         listen: vec![DEFAULT_LISTEN.parse().expect("valid default")],
@@ -161,12 +176,12 @@ fn default_server() -> FileServer {
         access_log: false,
         request_id_header: HeaderName::from_static("x-request-id"),
         limits: FileLimits::default(),
+        tls: Vec::new(),
     }
 }
 
 fn decode_server(mut t: Table<'_, '_>, errs: &mut Collector) -> FileServer {
     let mut server = default_server();
-    t = t.later(&["tls"]);
     if let Some(node) = t.get("listen") {
         let field = t.field("listen");
         let list: Vec<&Node> = match node.get_ref() {
@@ -194,6 +209,9 @@ fn decode_server(mut t: Table<'_, '_>, errs: &mut Collector) -> FileServer {
     }
     if let Some(lt) = t.table("limits", errs) {
         server.limits = decode_limits(lt, errs);
+    }
+    if let Some(items) = t.array("tls", errs) {
+        server.tls = decode_listeners(items, &server.listen, errs);
     }
     t.finish(errs);
     server
@@ -236,7 +254,6 @@ fn decode_admin(mut t: Table<'_, '_>, errs: &mut Collector) -> FileAdmin {
 }
 
 fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, errs: &mut Collector) -> FileUpstream {
-    t = t.later(&["tls"]);
     let version = t.string("version", errs).map_or_else(|| name.to_string(), Spanned::into_inner);
     let mut endpoints = Vec::new();
     match t.string_list("endpoints", errs) {
@@ -297,6 +314,7 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
             }
         },
     };
+    let tls = decode_upstream_tls(&mut t, errs);
     t.finish(errs);
     FileUpstream {
         name: name.to_string(),
@@ -315,10 +333,11 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         dns_refresh: dns_refresh.max(Duration::from_millis(100)),
         queue_timeout,
         protocol,
+        tls,
     }
 }
 
-fn socket_addr(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<SocketAddr> {
+pub(super) fn socket_addr(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<SocketAddr> {
     let s = expect_str(node, field, errs)?;
     match s.get_ref().parse() {
         Ok(a) => Some(a),

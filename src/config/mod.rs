@@ -13,6 +13,7 @@ mod file;
 mod reader;
 mod resilience;
 mod route;
+mod tls;
 mod validate;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use file::{
 };
 pub use resilience::{FileHealth, FileLimits, FileOutlier, RetryOn};
 pub use route::{FileBackend, FileOverride, FileRoute, FileSticky, OverrideOn};
+pub use tls::FileTlsListener;
 
 use error::Collector;
 
@@ -91,12 +93,12 @@ mod tests {
 
     #[test]
     fn every_error_is_reported_with_position_and_field() {
-        let text = "[server]\nlisten = [\"nope\"]\nbogus = 1\n\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\ntls = true\n\n[[routes]]\nname = \"r\"\nbackends = [{ upstream = \"zz\", weight = 0 }]\n\n[[routes]]\nname = \"r\"\nbackends = [{ upstream = \"a\", weight = -1 }, { upstream = \"a\" }]\n";
+        let text = "[server]\nlisten = [\"nope\"]\nbogus = 1\n\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\ntls = { ca_file = \"missing.pem\" }\n\n[[routes]]\nname = \"r\"\nbackends = [{ upstream = \"zz\", weight = 0 }]\n\n[[routes]]\nname = \"r\"\nbackends = [{ upstream = \"a\", weight = -1 }, { upstream = \"a\" }]\n";
         let errs = errors(text);
         let joined = errs.join("\n");
         assert!(joined.contains("t.toml:2:11: server.listen: invalid address"), "{joined}");
         assert!(joined.contains("t.toml:3:1: server.bogus: unknown key"), "{joined}");
-        assert!(joined.contains("t.toml:7:1: upstreams.a.tls: `tls` is not supported yet"), "{joined}");
+        assert!(joined.contains("t.toml:7:19: upstreams.a.tls.ca_file: cannot read missing.pem"), "{joined}");
         assert!(joined.contains("t.toml:11:26: routes[0].backends[0].upstream: unknown upstream \"zz\""), "{joined}");
         assert!(joined.contains("routes[0].backends: every weight is 0"), "{joined}");
         assert!(joined.contains("t.toml:14:8: routes[1].name: duplicate route name"), "{joined}");
