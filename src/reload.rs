@@ -1,12 +1,17 @@
-//! Live reloads: watch the config file's directory, debounce, and reload; SIGHUP does the
-//! same. A file that fails validation changes nothing (see [`Shared::reload`]).
+//! Live reloads: watch the config file's directory (and the directories of the TLS
+//! certificate, key and CA files it names), debounce, and reload; SIGHUP does the same.
+//! A file that fails validation changes nothing (see [`Shared::reload`]).
 //!
-//! The directory is watched rather than the file because editors save by writing a new
+//! Directories are watched rather than files because editors save by writing a new
 //! file and renaming it over the old one, `mv` replaces the inode, and Kubernetes
-//! ConfigMaps swap a `..data` symlink: a watch on the file itself would miss all three.
+//! ConfigMaps and Secrets swap a `..data` symlink: a watch on the file itself would miss
+//! all three. A certificate change reloads the whole config, which re-reads every file:
+//! one path for every change, and a bad certificate is rejected like any bad config.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -24,7 +29,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// does the reloading.
 pub struct Reloader {
     shared: Arc<Shared>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<Watch>,
     tx: mpsc::Sender<()>,
     rx: mpsc::Receiver<()>,
 }
@@ -33,21 +38,23 @@ impl Reloader {
     pub fn new(shared: Arc<Shared>) -> Reloader {
         let path = shared.config_path.clone().expect("reloads need a config file");
         let (tx, rx) = mpsc::channel::<()>(1);
-        let watcher = match watch(&path, tx.clone()) {
-            Ok(w) => Some(w),
+        let watcher = match Watch::new(&path, tx.clone()) {
+            Ok(mut w) => {
+                w.follow(&shared);
+                Some(w)
+            }
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot watch the config file; reload with SIGHUP instead");
                 None
             }
         };
-        Reloader { shared, _watcher: watcher, tx, rx }
+        Reloader { shared, watcher, tx, rx }
     }
 
     /// Reload on every debounced burst of file events or SIGHUP, until aborted.
     pub fn spawn(self) -> JoinHandle<()> {
-        let Reloader { shared, _watcher, tx, mut rx } = self;
+        let Reloader { shared, mut watcher, tx, mut rx } = self;
         tokio::spawn(async move {
-            let _watcher = _watcher;
             let sighup = tokio::spawn(forward_sighup(tx));
             while rx.recv().await.is_some() {
                 // Debounce: wait until events stop arriving for DEBOUNCE.
@@ -58,6 +65,9 @@ impl Reloader {
                     }
                 }
                 let _ = shared.reload().await;
+                if let Some(w) = watcher.as_mut() {
+                    w.follow(&shared);
+                }
             }
             sighup.abort();
         })
@@ -74,28 +84,64 @@ async fn forward_sighup(tx: mpsc::Sender<()>) {
     }
 }
 
-fn watch(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        // Reading the file ourselves produces access events: ignore them, or every
-        // reload would trigger the next.
-        if !matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any) {
-            return;
+/// The notify watcher and the file names whose changes trigger a reload.
+struct Watch {
+    watcher: notify::RecommendedWatcher,
+    dirs: HashSet<PathBuf>,
+    names: Arc<Mutex<HashSet<OsString>>>,
+}
+
+impl Watch {
+    fn new(config: &Path, tx: mpsc::Sender<()>) -> notify::Result<Watch> {
+        let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
+        let relevant = names.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            // Reading the files ourselves produces access events: ignore them, or every
+            // reload would trigger the next.
+            if !matches!(
+                event.kind,
+                EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+            ) {
+                return;
+            }
+            let names = relevant.lock().expect("not poisoned");
+            let hit = event.paths.iter().filter_map(|p| p.file_name()).any(|f| {
+                // `..data` and friends: a Kubernetes ConfigMap or Secret swap.
+                names.contains(f) || f.to_string_lossy().starts_with("..")
+            });
+            if hit {
+                // A full channel already means "reload pending".
+                let _ = tx.try_send(());
+            }
+        })?;
+        let mut w = Watch { watcher, dirs: HashSet::new(), names };
+        w.add(config)?;
+        Ok(w)
+    }
+
+    fn add(&mut self, file: &Path) -> notify::Result<()> {
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if let Some(name) = file.file_name() {
+            self.names.lock().expect("not poisoned").insert(name.to_os_string());
         }
-        let relevant = event
-            .paths
-            .iter()
-            .any(|p| p.file_name().is_some_and(|f| f == name.as_os_str() || f.to_string_lossy().starts_with("..")));
-        if relevant {
-            // A full channel already means "reload pending".
-            let _ = tx.try_send(());
+        if !self.dirs.contains(&dir) {
+            self.watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+            self.dirs.insert(dir);
         }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+        Ok(())
+    }
+
+    /// Watch every TLS file the live config names (a reload may have named new ones).
+    /// Files no longer named stay watched: a spurious reload is harmless.
+    fn follow(&mut self, shared: &Shared) {
+        for file in shared.runtime().file.tls_files() {
+            if let Err(e) = self.add(&file) {
+                tracing::warn!(path = %file.display(), error = %e, "cannot watch a TLS file; reload with SIGHUP after changing it");
+            }
+        }
+    }
 }

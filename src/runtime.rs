@@ -251,8 +251,12 @@ fn no_file() -> ConfigErrors {
 
 /// Settings bound at start (sockets, threads) cannot change in a running process.
 fn warn_static_changes(old: &FileConfig, new: &FileConfig) {
-    if old.server.listen != new.server.listen || old.server.workers != new.server.workers {
-        tracing::warn!("[server] listen/workers changed: they take effect at the next restart");
+    let tls_listen = |c: &FileConfig| c.server.tls.iter().map(|l| l.listen).collect::<Vec<_>>();
+    if old.server.listen != new.server.listen
+        || old.server.workers != new.server.workers
+        || tls_listen(old) != tls_listen(new)
+    {
+        tracing::warn!("[server] listen/workers/tls listen changed: they take effect at the next restart");
     }
     if old.admin != new.admin {
         tracing::warn!("[admin] changed: it takes effect at the next restart");

@@ -1,5 +1,6 @@
-//! One client connection: HTTP/1.1 or h2c (prior knowledge) on the same socket, served
-//! by hyper, watched for slow heads and idleness, and registered for graceful drain.
+//! One client connection: HTTP/1.1 or HTTP/2 (h2c prior knowledge, or ALPN `h2` over
+//! TLS) on the same socket, served by hyper, watched for slow heads and idleness, and
+//! registered for graceful drain.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,8 +8,8 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpStream;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::watched::{Observed, Watched};
@@ -16,7 +17,7 @@ use crate::config::FileLimits;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::Shared;
 
-pub(super) fn builder(limits: &FileLimits) -> auto::Builder<TokioExecutor> {
+fn builder(limits: &FileLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Oversized heads get 431 from hyper when its read buffer fills. Slow heads and idle
     // connections are timed by the connection task (see `Activity`), because hyper's
@@ -36,25 +37,41 @@ pub(super) fn builder(limits: &FileLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-pub(super) fn serve(
-    stream: TcpStream,
+/// What every connection a worker accepts is served with.
+pub(super) struct Serving {
+    pub shared: Arc<Shared>,
+    pub builder: auto::Builder<TokioExecutor>,
+    /// The head limit hyper was built with at start (a reload does not change it).
+    pub max_head: usize,
+}
+
+impl Serving {
+    pub fn new(shared: Arc<Shared>) -> Serving {
+        let limits = shared.runtime().file.server.limits.clone();
+        Serving { builder: builder(&limits), max_head: limits.max_header_bytes, shared }
+    }
+}
+
+/// Serve one accepted connection (for TLS, after the handshake) on its own task.
+pub(super) fn serve<S>(
+    stream: S,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
+    tls: bool,
+    serving: &Serving,
+    graceful: Watcher,
     permit: OwnedSemaphorePermit,
-    max_head: usize,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = &serving.shared;
     let limits = shared.runtime().file.server.limits.clone();
-    let conn_info = Arc::new(ConnInfo::new(peer, false));
+    let conn_info = Arc::new(ConnInfo::new(peer, tls));
     let activity = conn_info.activity.clone();
-    // The head limit hyper was built with at start (a reload does not change it).
-    let io = Watched::new(stream, activity.clone(), max_head);
+    let io = Watched::new(stream, activity.clone(), serving.max_head);
     let counted = shared.clone();
     let shared = shared.clone();
     let service = service_fn(move |req| proxy::handle(shared.clone(), conn_info.clone(), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+    let conn = serving.builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         let _permit = permit;

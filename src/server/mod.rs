@@ -1,5 +1,5 @@
-//! Listeners and connection lifecycle: accept, serve HTTP/1.1 and h2c on the same port,
-//! and drain gracefully on shutdown.
+//! Listeners and connection lifecycle: accept, terminate TLS where configured, serve
+//! HTTP/1.1 and HTTP/2 on the same port, and drain gracefully on shutdown.
 //!
 //! The worker model is nginx's: `workers` threads, each running its own single-threaded
 //! tokio runtime with its own `SO_REUSEPORT` listener per address (the kernel spreads
@@ -24,6 +24,7 @@ use crate::admin;
 
 mod conn;
 mod framing;
+mod tls;
 mod watched;
 pub mod worker;
 
@@ -33,8 +34,9 @@ pub use watched::{Activity, Expired};
 
 pub struct Server {
     shared: Arc<Shared>,
-    /// Per worker, one listener per `listen` address (all bound with `SO_REUSEPORT`).
-    listeners: Vec<Vec<std::net::TcpListener>>,
+    /// Per worker, one listener per `listen` and `[[server.tls]]` address (all bound
+    /// with `SO_REUSEPORT`).
+    listeners: Vec<Vec<worker::Listener>>,
     admin: TcpListener,
     reloader: Option<Reloader>,
 }
@@ -44,14 +46,20 @@ impl Server {
     pub async fn bind(shared: Arc<Shared>) -> io::Result<Server> {
         let file = shared.runtime().file.clone();
         let workers = worker::count(file.server.workers);
-        let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-        for addr in &file.server.listen {
+        let mut listeners: Vec<Vec<worker::Listener>> = (0..workers).map(|_| Vec::new()).collect();
+        let plain = file.server.listen.iter().map(|addr| (*addr, None));
+        let tls = file
+            .server
+            .tls
+            .iter()
+            .map(|l| (l.listen, Some(tls::TlsListener { listen: l.listen, bound_with: l.tls.config() })));
+        for (addr, tls) in plain.chain(tls) {
             // The first bind picks the port (it may be 0); the others share it.
-            let first = bind_reuseport(*addr)?;
+            let first = bind_reuseport(addr)?;
             let actual = first.local_addr()?;
-            listeners[0].push(first);
-            for w in listeners.iter_mut().skip(1) {
-                w.push(bind_reuseport(actual)?);
+            for (i, w) in listeners.iter_mut().enumerate() {
+                let socket = if i == 0 { first.try_clone()? } else { bind_reuseport(actual)? };
+                w.push(worker::Listener { socket, tls: tls.clone() });
             }
         }
         let admin = bind(file.admin.listen).await?;
@@ -59,8 +67,14 @@ impl Server {
         Ok(Server { shared, listeners, admin, reloader })
     }
 
+    /// The plain HTTP listeners' addresses, in `listen` order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners[0].iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners[0].iter().filter(|l| l.tls.is_none()).filter_map(|l| l.socket.local_addr().ok()).collect()
+    }
+
+    /// The TLS listeners' addresses, in `[[server.tls]]` order.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners[0].iter().filter(|l| l.tls.is_some()).filter_map(|l| l.socket.local_addr().ok()).collect()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -78,7 +92,8 @@ impl Server {
         let admin_task = tokio::spawn(admin::serve(admin, shared.clone(), admin_stop));
 
         for l in &listeners[0] {
-            tracing::info!(addr = %l.local_addr().expect("bound"), workers = listeners.len(), "proxy listening");
+            let addr = l.socket.local_addr().expect("bound");
+            tracing::info!(%addr, tls = l.tls.is_some(), workers = listeners.len(), "proxy listening");
         }
         let connections = Arc::new(Semaphore::new(shared.runtime().file.server.limits.max_connections));
         let (stop_tx, stop) = watch::channel(false);

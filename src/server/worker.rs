@@ -10,7 +10,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::conn;
+use super::conn::{self, Serving};
+use super::tls::{self, TlsListener};
 use crate::runtime::Shared;
 
 thread_local! {
@@ -21,6 +22,13 @@ thread_local! {
 /// health checks, tests). Upstream endpoints keep one connection pool per number.
 pub fn current() -> usize {
     WORKER.with(Cell::get)
+}
+
+/// A bound, non-blocking listening socket and what it speaks.
+pub struct Listener {
+    pub socket: std::net::TcpListener,
+    /// For a TLS listener, where its certificates are found.
+    pub tls: Option<TlsListener>,
 }
 
 /// `workers = 0` means one per core.
@@ -36,7 +44,7 @@ pub fn count(configured: usize) -> usize {
 /// config's `drain_timeout` and returns.
 pub fn spawn(
     id: usize,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Listener>,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
@@ -52,22 +60,18 @@ pub fn spawn(
 }
 
 async fn serve(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Listener>,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
+    let serving = Arc::new(Serving::new(shared.clone()));
     let mut accepts = Vec::new();
     for l in listeners {
-        let listener = TcpListener::from_std(l).expect("a non-blocking listener");
-        accepts.push(tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            graceful.clone(),
-            connections.clone(),
-            stop.clone(),
-        )));
+        let socket = TcpListener::from_std(l.socket).expect("a non-blocking listener");
+        let accept = accept_loop(socket, l.tls, serving.clone(), graceful.clone(), connections.clone(), stop.clone());
+        accepts.push(tokio::spawn(accept));
     }
     while !*stop.borrow_and_update() {
         if stop.changed().await.is_err() {
@@ -77,6 +81,8 @@ async fn serve(
     for a in accepts {
         let _ = a.await;
     }
+    // Connections still in a TLS handshake hold a `Watcher`, not the `GracefulShutdown`:
+    // the drain below waits for them too.
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
     let drain_timeout = shared.runtime().file.server.drain_timeout;
     if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
@@ -86,13 +92,12 @@ async fn serve(
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    tls: Option<TlsListener>,
+    serving: Arc<Serving>,
     graceful: Arc<GracefulShutdown>,
     connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limits = shared.runtime().file.server.limits.clone();
-    let builder = Arc::new(conn::builder(&limits));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -115,7 +120,19 @@ async fn accept_loop(
             permit = connections.clone().acquire_owned() => permit.expect("never closed"),
             _ = stop.changed() => break,
         };
-        conn::serve(stream, peer, &shared, &builder, &graceful, permit, limits.max_header_bytes);
+        let _ = stream.set_nodelay(true);
+        match &tls {
+            None => conn::serve(stream, peer, false, &serving, graceful.watcher(), permit),
+            Some(listener) => {
+                let (serving, listener) = (serving.clone(), listener.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    if let Some(stream) = tls::handshake(stream, peer, &listener, &serving.shared).await {
+                        conn::serve(stream, peer, true, &serving, watcher, permit);
+                    }
+                });
+            }
+        }
     }
     // Dropping the listener closes the socket: new connections are refused.
 }
