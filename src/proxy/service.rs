@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::header::{HOST, SET_COOKIE};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
@@ -232,12 +232,12 @@ async fn forward(
             },
         };
         let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(endpoint.scheme.clone())
             .authority(endpoint.authority.clone())
             .path_and_query(path_and_query.clone())
             .build()
             .map_err(|_| ProxyError::BadRequest)?;
-        let version = if endpoint.protocol == Protocol::H2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        let version = if endpoint.transport.protocol == Protocol::H2 { Version::HTTP_2 } else { Version::HTTP_11 };
         let mut head = Request::builder().method(parts.method.clone()).uri(uri).version(version);
         if let Some(h) = head.headers_mut() {
             *h = if attempt == retries || !replayable {

@@ -45,7 +45,7 @@ async fn probe_all(u: &Upstream) {
 
 /// One probe: a 2xx or 3xx answer within the timeout passes.
 async fn probe(e: &Endpoint, health: &FileHealth) -> bool {
-    let uri = format!("http://{}{}", e.authority, health.path);
+    let uri = format!("{}://{}{}", e.scheme, e.authority, health.path);
     let Ok(req) = Request::builder()
         .method(Method::GET)
         .uri(uri)

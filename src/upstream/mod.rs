@@ -1,6 +1,7 @@
 //! Upstream pools: the endpoints that run one version, their clients and live state,
 //! the choice of endpoint per request, health checks, and DNS.
 
+mod client;
 pub mod clock;
 pub mod dns;
 mod health;
@@ -8,6 +9,7 @@ mod pool;
 mod registry;
 mod select;
 
+pub use client::{HttpClient, Transport};
 pub use dns::{Resolver, SystemResolver};
 pub use pool::{Admitted, Endpoint, InFlight, Upstream};
 pub use registry::UpstreamRegistry;

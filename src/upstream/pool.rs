@@ -11,21 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use http::uri::Authority;
+use http::uri::{Authority, Scheme};
 use http::HeaderValue;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use metrics::Gauge;
 
+use super::client::{HttpClient, Transport};
 use super::clock;
-use crate::config::{FileHealth, FileOutlier, FileUpstream, HostHeader, Protocol, RetryOn};
-use crate::proxy::UpstreamBody;
-
-pub type HttpClient = Client<HttpConnector, UpstreamBody>;
-
-/// How long an idle pooled upstream connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
+use crate::config::{FileHealth, FileOutlier, FileUpstream, HostHeader, RetryOn};
 
 pub struct Upstream {
     pub name: Arc<str>,
@@ -65,8 +57,9 @@ pub struct Endpoint {
     /// One pool per worker thread (index 0: background tasks such as health checks), so
     /// a worker never shares a connection, a lock or a wake-up with another.
     clients: Box<[HttpClient]>,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) protocol: Protocol,
+    pub(crate) transport: Transport,
+    /// `http` or `https`, for the upstream request URI.
+    pub scheme: Scheme,
     in_flight: AtomicUsize,
     healthy: AtomicBool,
     /// Has been healthy at least once. An endpoint still starting (never passed a
@@ -87,12 +80,12 @@ impl Endpoint {
     pub(crate) fn new(
         addr: SocketAddr,
         configured_host: &str,
-        connect_timeout: Duration,
+        transport: &Transport,
         healthy: bool,
         health_gauge: Gauge,
         workers: usize,
-        protocol: Protocol,
     ) -> Self {
+        let clients = (0..=workers).map(|_| transport.client(host_only(configured_host))).collect();
         let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         let configured_host = HeaderValue::from_str(configured_host)
             .unwrap_or_else(|_| HeaderValue::from_str(authority.as_str()).expect("valid"));
@@ -101,9 +94,9 @@ impl Endpoint {
             addr,
             authority,
             configured_host,
-            clients: (0..=workers).map(|_| build_client(connect_timeout, protocol)).collect(),
-            protocol,
-            connect_timeout,
+            clients,
+            scheme: transport.scheme(),
+            transport: transport.clone(),
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(healthy),
             ever_healthy: AtomicBool::new(healthy),
@@ -290,17 +283,8 @@ impl Upstream {
     }
 }
 
-/// The pooled client for one endpoint.
-pub(crate) fn build_client(connect_timeout: Duration, protocol: Protocol) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.enforce_http(true);
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder.pool_idle_timeout(POOL_IDLE).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
-    if protocol == Protocol::H2 {
-        // One multiplexed connection per endpoint and worker carries every request.
-        builder.http2_only(true);
-    }
-    builder.build(connector)
+/// `host` of `host:port` (IPv6 literals come bracketed: `[::1]:443` → `::1`).
+fn host_only(host_port: &str) -> &str {
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use tokio::task::AbortHandle;
 
 use super::dns::Resolver;
-use super::{health, Endpoint, Upstream};
+use super::{health, Endpoint, Transport, Upstream};
 use crate::config::FileUpstream;
 use crate::telemetry::Telemetry;
 
@@ -168,16 +168,15 @@ fn rebuild(
     workers: usize,
 ) -> Upstream {
     let checked = source.health.is_some();
+    let transport =
+        Transport { connect_timeout: source.connect_timeout, protocol: source.protocol, tls: source.tls.clone() };
     let endpoints: Vec<Arc<Endpoint>> = addrs
         .iter()
         .map(|(addr, host)| {
             let reusable = old.and_then(|u| {
-                u.endpoints.iter().find(|e| {
-                    e.addr == *addr
-                        && e.configured_host == host.as_str()
-                        && e.connect_timeout == source.connect_timeout
-                        && e.protocol == source.protocol
-                })
+                u.endpoints
+                    .iter()
+                    .find(|e| e.addr == *addr && e.configured_host == host.as_str() && e.transport == transport)
             });
             match reusable {
                 Some(e) => {
@@ -190,11 +189,10 @@ fn rebuild(
                 None => Arc::new(Endpoint::new(
                     *addr,
                     host,
-                    source.connect_timeout,
+                    &transport,
                     !checked,
                     telemetry.endpoint_healthy(&source.name, &addr.to_string()),
                     workers,
-                    source.protocol,
                 )),
             }
         })

@@ -116,15 +116,12 @@ mod tests {
         let endpoints = (0..n)
             .map(|i| {
                 let addr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
-                Arc::new(Endpoint::new(
-                    addr,
-                    "x",
-                    Duration::from_secs(1),
-                    true,
-                    metrics::Gauge::noop(),
-                    1,
-                    crate::config::Protocol::Http1,
-                ))
+                let transport = crate::upstream::Transport {
+                    connect_timeout: Duration::from_secs(1),
+                    protocol: crate::config::Protocol::Http1,
+                    tls: None,
+                };
+                Arc::new(Endpoint::new(addr, "x", &transport, true, metrics::Gauge::noop(), 1))
             })
             .collect();
         Upstream::new(&cfg.upstreams[0], endpoints, vec![])
