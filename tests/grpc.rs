@@ -4,62 +4,13 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, Version};
-use http_body::{Body, Frame};
+use http::{HeaderMap, Request, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use support::*;
 
-/// A body of one data frame followed by trailers.
-struct Trailered {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl Body for Trailered {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(d) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(d))));
-        }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
-    }
-}
-
-/// An h2c-only "gRPC" upstream: answers with its name, the HTTP version it saw, and a
-/// `grpc-status: 0` trailer.
 async fn h2_upstream(name: &'static str) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service = service_fn(move |req: Request<Incoming>| async move {
-                let version = format!("{:?}", req.version());
-                let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                let body = Trailered { data: Some(Bytes::from(format!("{name} {version}"))), trailers: Some(trailers) };
-                let mut resp = Response::new(body);
-                resp.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
-                Ok::<_, Infallible>(resp)
-            });
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .http2_only()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    support::grpc::upstream(name, None).await
 }
 
 async fn call(client: &TestClient, url: &str, te: bool) -> (String, Option<HeaderMap>) {

@@ -3,67 +3,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-/// A minimal WebSocket-ish upstream: answers the handshake with 101 and then echoes every
-/// read prefixed with its name; `/refuse` gets a 200 instead.
-async fn ws_upstream(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                loop {
-                    let Some(head) = read_head(&mut s).await else { return };
-                    if head.contains("/refuse") {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno").await;
-                        continue;
-                    }
-                    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
-                    let _ = s
-                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: test\r\n\r\n")
-                        .await;
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n) = s.read(&mut buf).await {
-                        if n == 0 {
-                            return;
-                        }
-                        let mut out = format!("{name}:").into_bytes();
-                        out.extend_from_slice(&buf[..n]);
-                        if s.write_all(&out).await.is_err() {
-                            return;
-                        }
-                    }
-                    return;
-                }
-            });
-        }
-    });
-    addr
-}
-
-async fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
-fn handshake(path: &str, cookie: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: chat.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: {cookie}\r\n\r\n"
-    )
-}
+use support::ws::{handshake, read_head, ws_upstream};
 
 async fn proxy() -> TestProxy {
     let (v1, v2) = (ws_upstream("v1").await, ws_upstream("v2").await);
@@ -92,18 +36,7 @@ async fn websocket_messages_stay_on_the_version_that_answered() {
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         let lower = head.to_ascii_lowercase();
         assert!(lower.contains("upgrade: websocket") && lower.contains("connection: upgrade"), "{head}");
-        let mut first = None;
-        for i in 0..5 {
-            let msg = format!("message {i}");
-            s.write_all(msg.as_bytes()).await.unwrap();
-            let mut buf = vec![0u8; 256];
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-            let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let (version, echoed) = reply.split_once(':').unwrap();
-            assert_eq!(echoed, msg);
-            assert_eq!(*first.get_or_insert(version.to_string()), version, "a frame switched versions");
-        }
-        versions.insert(first.unwrap());
+        versions.insert(support::ws::echo_on_one_version(&mut s, 5).await);
     }
     assert_eq!(versions.len(), 2, "the sticky 50/50 split spread users over both versions: {versions:?}");
 }

@@ -23,11 +23,16 @@ use tokio::net::TcpListener;
 use switchyard::runtime::Shared;
 use switchyard::server::Server;
 
+pub mod grpc;
+pub mod pki;
+pub mod ws;
+
 /// What an upstream saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
     pub uri: String,
+    pub version: http::Version,
     pub headers: HeaderMap,
 }
 
@@ -45,6 +50,8 @@ pub struct TestUpstream {
     pub body_bytes: Arc<AtomicUsize>,
     pub health: Arc<std::sync::atomic::AtomicU16>,
     pub status: Arc<std::sync::atomic::AtomicU16>,
+    /// HTTPS upstreams: the SNI of each accepted TLS connection.
+    pub sni: Arc<Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -90,6 +97,16 @@ pub async fn spawn_upstream(name: &str) -> TestUpstream {
 
 /// An upstream on a given address (e.g. `127.0.0.2:PORT`, for DNS tests).
 pub async fn spawn_upstream_at(name: &str, addr: &str) -> TestUpstream {
+    spawn_upstream_with(name, addr, None).await
+}
+
+/// An upstream that speaks HTTPS with the given rustls config; the SNI each
+/// connection sent is recorded in `sni`.
+pub async fn spawn_https_upstream(name: &str, tls: rustls::ServerConfig) -> TestUpstream {
+    spawn_upstream_with(name, "127.0.0.1:0", Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))).await
+}
+
+async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> TestUpstream {
     use std::sync::atomic::AtomicU16;
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -100,6 +117,8 @@ pub async fn spawn_upstream_at(name: &str, addr: &str) -> TestUpstream {
     let health = Arc::new(AtomicU16::new(200));
     let status = Arc::new(AtomicU16::new(200));
     let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+    let sni: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let sni_seen = sni.clone();
     let state = (hits.clone(), seen.clone(), body_bytes.clone(), health.clone(), status.clone(), name.to_string());
     let (c, conns2) = (connections.clone(), conns.clone());
     let task = tokio::spawn(async move {
@@ -114,6 +133,7 @@ pub async fn spawn_upstream_at(name: &str, addr: &str) -> TestUpstream {
                     s.lock().unwrap().push(Seen {
                         method: req.method().to_string(),
                         uri: req.uri().to_string(),
+                        version: req.version(),
                         headers: req.headers().clone(),
                     });
                     let query = req.uri().query().unwrap_or("").to_string();
@@ -146,18 +166,32 @@ pub async fn spawn_upstream_at(name: &str, addr: &str) -> TestUpstream {
                     Ok::<_, String>(resp)
                 }
             });
+            let tls = tls.clone();
+            let sni_seen = sni_seen.clone();
             let handle = tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                let server = auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    None => {
+                        let _ = server.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else { return };
+                        sni_seen.lock().unwrap().push(stream.get_ref().1.server_name().map(str::to_string));
+                        let _ = server.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
             });
             conns2.lock().unwrap().push(handle.abort_handle());
         }
     });
-    TestUpstream { name: name.to_string(), addr, hits, connections, seen, body_bytes, health, status, task, conns }
+    TestUpstream { name: name.to_string(), addr, hits, connections, seen, body_bytes, health, status, task, conns, sni }
 }
 
 /// A proxy running in this process from a config file in a temp dir.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// `[[server.tls]]` listeners, in config order.
+    pub tls_addrs: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -345,10 +379,10 @@ pub async fn spawn_proxy_resolving(
     let cfg = switchyard::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     let shared = Shared::with_resolver(cfg, Some(config_path.clone()), resolver).await;
     let server = Server::bind(shared.clone()).await.unwrap();
-    let (addr, admin) = (server.local_addrs()[0], server.admin_addr());
+    let (addr, admin, tls_addrs) = (server.local_addrs()[0], server.admin_addr(), server.tls_addrs());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
-    TestProxy { addr, admin, dir, config_path, shared, stop: Some(stop), task: Some(task) }
+    TestProxy { addr, admin, tls_addrs, dir, config_path, shared, stop: Some(stop), task: Some(task) }
 }
