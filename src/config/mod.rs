@@ -3,10 +3,10 @@
 //!
 //! Decoding reads the spanned tree by hand (see `reader.rs`) instead of deriving serde,
 //! because derive stops at the first problem and operators fixing a file want them all.
-//! Unknown keys are errors; keys that SPEC.md names but this version does not implement
-//! yet are errors that say so. Compiling the accepted file into the live snapshot is
+//! Unknown keys are errors. Compiling the accepted file into the live snapshot is
 //! [`crate::runtime`]'s job.
 
+mod delivery;
 mod duration;
 mod error;
 mod file;
@@ -18,6 +18,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use delivery::{Compare, FileMirror, FileRollout};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{

@@ -20,12 +20,11 @@ pub(crate) struct Table<'a, 'i> {
     pub(crate) span: Range<usize>,
     pub(crate) path: String,
     used: HashSet<&'a str>,
-    later: &'static [&'static str],
 }
 
 impl<'a, 'i> Table<'a, 'i> {
     pub(crate) fn new(table: &'a DeTable<'i>, span: Range<usize>, path: impl Into<String>) -> Self {
-        Table { table, span, path: path.into(), used: HashSet::new(), later: &[] }
+        Table { table, span, path: path.into(), used: HashSet::new() }
     }
 
     /// Read a node as a table, or record that it is not one.
@@ -37,14 +36,6 @@ impl<'a, 'i> Table<'a, 'i> {
                 None
             }
         }
-    }
-
-    /// Keys that exist in SPEC.md but that this version does not implement yet. They are
-    /// refused with a message saying so rather than silently ignored, so nobody believes
-    /// a feature is on when it is not.
-    pub(crate) fn later(mut self, keys: &'static [&'static str]) -> Self {
-        self.later = keys;
-        self
     }
 
     pub(crate) fn field(&self, key: &str) -> String {
@@ -126,19 +117,14 @@ impl<'a, 'i> Table<'a, 'i> {
         Table::from_node(node, self.field(key), errs)
     }
 
-    /// Report every key that was not read: unknown, or known but not implemented yet.
+    /// Report every key that was not read.
     pub(crate) fn finish(self, errs: &mut Collector) {
         for (k, _) in self.table.iter() {
             let name: &str = k.get_ref().as_ref();
             if self.used.contains(name) {
                 continue;
             }
-            let message = if self.later.contains(&name) {
-                format!("`{name}` is not supported yet by this version of switchyard")
-            } else {
-                format!("unknown key `{name}`")
-            };
-            errs.push(k.span(), self.field(name), message);
+            errs.push(k.span(), self.field(name), format!("unknown key `{name}`"));
         }
     }
 }

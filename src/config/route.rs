@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue};
 use toml::de::DeValue;
 use toml::Spanned;
 
+use super::delivery::{decode_mirror, decode_rollout, FileMirror, FileRollout};
 use super::error::Collector;
 use super::file::header_name;
 use super::reader::{expect_number, expect_str, Table};
@@ -28,6 +29,8 @@ pub struct FileRoute {
     pub version_header: Option<HeaderName>,
     pub sticky: Option<FileSticky>,
     pub overrides: Vec<FileOverride>,
+    pub rollout: Option<FileRollout>,
+    pub mirror: Option<FileMirror>,
 }
 
 /// Where a route's sticky key comes from.
@@ -66,7 +69,6 @@ pub struct FileBackend {
 }
 
 pub(super) fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRoute {
-    t = t.later(&["mirror", "rollout"]);
     let span = t.span.clone();
     let (name, name_span) = match t.string("name", errs) {
         Some(n) => (n.get_ref().clone(), n.span()),
@@ -151,6 +153,8 @@ pub(super) fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRo
             }
         }
     }
+    let rollout = t.table("rollout", errs).and_then(|rt| decode_rollout(rt, errs));
+    let mirror = t.table("mirror", errs).and_then(|mt| decode_mirror(mt, errs));
     t.finish(errs);
     FileRoute {
         name,
@@ -164,6 +168,8 @@ pub(super) fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRo
         version_header,
         sticky,
         overrides,
+        rollout,
+        mirror,
     }
 }
 

@@ -56,6 +56,31 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
                 errs.push(o.upstream.span(), format!("{}.upstream", o.field), format!("unknown upstream {name:?}"));
             }
         }
+        if let Some(r) = &route.rollout {
+            let is_backend = |name: &str| route.backends.iter().any(|b| b.upstream.get_ref() == name);
+            for (key, name) in [("canary", &r.canary), ("baseline", &r.baseline)] {
+                if !is_backend(name.get_ref()) {
+                    errs.push(
+                        name.span(),
+                        format!("{}.{key}", r.field),
+                        format!("{:?} is not a backend of this route", name.get_ref()),
+                    );
+                }
+            }
+            if r.canary.get_ref() == r.baseline.get_ref() {
+                errs.push(
+                    r.baseline.span(),
+                    format!("{}.baseline", r.field),
+                    "the baseline must differ from the canary",
+                );
+            }
+        }
+        if let Some(m) = &route.mirror {
+            let name = m.upstream.get_ref();
+            if !upstreams.contains(name.as_str()) {
+                errs.push(m.upstream.span(), format!("{}.upstream", m.field), format!("unknown upstream {name:?}"));
+            }
+        }
         if !route.backends.is_empty() && total <= 0.0 {
             errs.push(
                 route.backends_span.clone(),
