@@ -66,10 +66,14 @@ fn compile_route(
     let admin = admin.for_route(r);
     let sources: Vec<Source> = entries
         .iter_mut()
-        .map(|(name, weight)| match admin.and_then(|a| a.get(*name)) {
-            Some(w) => {
+        .map(|(name, weight)| match admin.and_then(|a| a.weights.get(*name).map(|w| (w, a.by_rollout))) {
+            Some((w, by_rollout)) => {
                 *weight = *w;
-                Source::Admin
+                if by_rollout {
+                    Source::Rollout
+                } else {
+                    Source::Admin
+                }
             }
             None => Source::Config,
         })
@@ -122,5 +126,9 @@ fn compile_route(
         overrides,
         version_header: r.version_header.clone(),
         own_responses: telemetry.route_own(&r.name),
+        mirror: r.mirror.as_ref().map(|m| {
+            let upstream = upstreams[m.upstream.get_ref().as_str()].clone();
+            Arc::new(crate::mirror::Mirror::compile(&r.name, m, upstream, telemetry))
+        }),
     }
 }

@@ -18,11 +18,15 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::{FileConfig, FileRoute};
 
-/// Admin weights per route name.
+/// Runtime weight changes per route name (by the admin API or a rollout), and the
+/// progress of rollouts: what the state file holds.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdminWeights {
     version: u32,
     routes: BTreeMap<String, RouteWeights>,
+    /// Where each route's rollout stands (so a restart resumes it).
+    #[serde(default)]
+    rollouts: BTreeMap<String, SavedRollout>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +35,18 @@ pub struct RouteWeights {
     pub fingerprint: String,
     /// Only the backends the admin set; the others keep the file's weight.
     pub weights: BTreeMap<String, f64>,
+    /// Set by a rollout (every backend's weight given), not by hand.
+    #[serde(default)]
+    pub by_rollout: bool,
+}
+
+/// A rollout's progress as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedRollout {
+    pub fingerprint: String,
+    pub phase: crate::rollout::Phase,
+    pub step: usize,
+    pub reason: String,
 }
 
 const STATE_VERSION: u32 = 1;
@@ -76,30 +92,50 @@ impl AdminWeights {
         std::fs::rename(&tmp, path)
     }
 
-    /// The admin weights that still apply to this route of the file.
-    pub fn for_route(&self, route: &FileRoute) -> Option<&BTreeMap<String, f64>> {
-        self.routes.get(&route.name).filter(|w| w.fingerprint == fingerprint(route)).map(|w| &w.weights)
+    /// The runtime weights that still apply to this route of the file.
+    pub fn for_route(&self, route: &FileRoute) -> Option<&RouteWeights> {
+        self.routes.get(&route.name).filter(|w| w.fingerprint == fingerprint(route))
     }
 
-    /// Drop changes whose route is gone or was changed by the file; returns their names.
+    /// Drop changes and rollout progress whose route is gone or was changed by the file;
+    /// returns the names of routes whose weight changes were dropped.
     pub fn prune(&mut self, cfg: &FileConfig) -> Vec<String> {
+        let current = |name: &str, print: &str| cfg.routes.iter().any(|r| r.name == name && fingerprint(r) == print);
         let mut dropped = Vec::new();
         self.routes.retain(|name, w| {
-            let keep = cfg.routes.iter().any(|r| r.name == *name && fingerprint(r) == w.fingerprint);
+            let keep = current(name, &w.fingerprint);
             if !keep {
                 dropped.push(name.clone());
             }
             keep
         });
+        self.rollouts.retain(|name, r| current(name, &r.fingerprint));
         dropped
+    }
+
+    /// A rollout sets every backend's weight at once.
+    pub fn set_by_rollout(&mut self, route: &FileRoute, weights: BTreeMap<String, f64>) {
+        let print = fingerprint(route);
+        self.routes.insert(route.name.clone(), RouteWeights { fingerprint: print, weights, by_rollout: true });
+    }
+
+    pub fn rollout(&self, route: &FileRoute) -> Option<&SavedRollout> {
+        self.rollouts.get(&route.name).filter(|r| r.fingerprint == fingerprint(route))
+    }
+
+    pub fn save_rollout(&mut self, route: &FileRoute, phase: crate::rollout::Phase, step: usize, reason: &str) {
+        let saved = SavedRollout { fingerprint: fingerprint(route), phase, step, reason: reason.to_string() };
+        self.rollouts.insert(route.name.clone(), saved);
     }
 
     /// Set some backends' weights (merging with earlier admin changes to the route).
     pub fn set(&mut self, route: &FileRoute, changes: &BTreeMap<String, f64>) {
-        let entry = self
-            .routes
-            .entry(route.name.clone())
-            .or_insert_with(|| RouteWeights { fingerprint: fingerprint(route), weights: BTreeMap::new() });
+        let entry = self.routes.entry(route.name.clone()).or_insert_with(|| RouteWeights {
+            fingerprint: fingerprint(route),
+            weights: BTreeMap::new(),
+            by_rollout: false,
+        });
+        entry.by_rollout = false;
         entry.weights.extend(changes.iter().map(|(k, v)| (k.clone(), *v)));
     }
 
@@ -109,7 +145,7 @@ impl AdminWeights {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.routes.is_empty() && self.rollouts.is_empty()
     }
 }
 
@@ -124,6 +160,23 @@ pub fn fingerprint(r: &FileRoute) -> String {
     }
     for o in &r.overrides {
         let _ = write!(s, "o:{:?}={:?}->{}|", o.on, o.value, o.upstream.get_ref());
+    }
+    // A rollout's table defines how the route's weights move; a mirror does not touch
+    // weights, so editing it keeps admin changes.
+    if let Some(ro) = &r.rollout {
+        let _ = write!(
+            s,
+            "r:{}>{}|{:?}|{:?}|{}|{}|{:?}|{:?}|{}",
+            ro.canary.get_ref(),
+            ro.baseline.get_ref(),
+            ro.steps,
+            ro.interval,
+            ro.min_requests,
+            ro.max_error_rate,
+            ro.max_p99,
+            ro.max_error_rate_increase,
+            ro.auto_start
+        );
     }
     format!("{:016x}", xxh3_64(s.as_bytes()))
 }
@@ -208,6 +261,7 @@ impl crate::runtime::Shared {
         let old = self.runtime();
         let file_route =
             old.file.routes.iter().find(|r| r.name == route).ok_or_else(|| ControlError::UnknownRoute(route.into()))?;
+        self.refuse_during_rollout(route)?;
         let compiled = old.table.routes().iter().find(|r| &*r.name == route).expect("compiled from the same file");
         for (name, w) in changes {
             if !compiled.backends.iter().any(|b| &*b.upstream.name == name) {
@@ -264,6 +318,7 @@ impl crate::runtime::Shared {
         if !old.file.routes.iter().any(|r| r.name == route) {
             return Err(ControlError::UnknownRoute(route.into()));
         }
+        self.refuse_during_rollout(route)?;
         let mut admin = writer.admin.clone();
         admin.clear(route);
         self.swap_table(&old, &admin);
@@ -272,9 +327,21 @@ impl crate::runtime::Shared {
         Ok(Applied { warning: self.persist(&writer.admin) })
     }
 
+    /// Weights by hand would fight a running rollout (and skew what it measures).
+    fn refuse_during_rollout(&self, route: &str) -> Result<(), ControlError> {
+        let phase = self.rollouts.phase(route);
+        if phase.is_active() {
+            return Err(ControlError::Conflict(format!(
+                "the rollout of {route:?} is {}: abort it before changing weights by hand",
+                phase.as_str()
+            )));
+        }
+        Ok(())
+    }
+
     /// A snapshot like `old` with its route table recompiled under `admin` (same
     /// upstreams, same file, same generation).
-    fn swap_table(&self, old: &crate::runtime::Runtime, admin: &AdminWeights) {
+    pub(crate) fn swap_table(&self, old: &crate::runtime::Runtime, admin: &AdminWeights) {
         let table = crate::compile::compile_table(&old.file, &old.upstreams, &self.telemetry, admin);
         self.install(crate::runtime::Runtime::with_table(old, table, old.upstreams.clone()), old);
     }

@@ -29,9 +29,11 @@
 //! | [`control`] | weight changes made at runtime (admin API), their persistence |
 //! | [`routing`] | route lookup, path normalization, the weighted split |
 //! | [`upstream`] | endpoints and their per-worker pools, endpoint choice, health, DNS, draining |
+//! | [`mirror`] | shadow traffic: sampling, the bounded copy, comparison with the primary |
 //! | [`proxy`] | the request path: validation, forwarding, retries, upgrades, proxy-made errors |
 //! | [`server`] | workers, listeners, HTTP/1.1 + h2c, framing tracker, timeouts, graceful drain |
 //! | [`reload`] | file watching, debounce, SIGHUP |
+//! | [`rollout`] | automated rollouts: steps, judging, rollback, promotion |
 //! | [`admin`] | the admin listener: control API, auth, status page, `/metrics`, probes |
 //! | [`ctl`] | `switchyard ctl`, the admin API from a terminal |
 //! | [`telemetry`] | Prometheus recorder and pre-resolved metric handles |
@@ -45,8 +47,10 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod mirror;
 pub mod proxy;
 pub mod reload;
+pub mod rollout;
 pub mod routing;
 pub mod runtime;
 pub mod sample;

@@ -71,6 +71,8 @@ pub struct Shared {
     generation: AtomicU64,
     draining: AtomicBool,
     last_reload_error: Mutex<Option<String>>,
+    /// Each route's rollout, driven off the request path.
+    pub(crate) rollouts: crate::rollout::Rollouts,
 }
 
 impl Shared {
@@ -108,7 +110,13 @@ impl Shared {
             generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             last_reload_error: Mutex::new(None),
+            rollouts: Default::default(),
         });
+        {
+            let mut writer = shared.writer.lock().await;
+            let rt = shared.runtime();
+            shared.reconcile_rollouts(&mut writer, &rt.file);
+        }
         shared.publish_gauges(None);
         shared
     }
@@ -121,7 +129,7 @@ impl Shared {
 
     /// Re-read the config file, compile it beside the live snapshot, and swap it in.
     /// On any error the live snapshot keeps serving and the errors are returned.
-    pub async fn reload(&self) -> Result<u64, ConfigErrors> {
+    pub async fn reload(self: &Arc<Self>) -> Result<u64, ConfigErrors> {
         let Some(path) = self.config_path.as_deref() else {
             return Err(no_file());
         };
@@ -137,7 +145,7 @@ impl Shared {
     }
 
     /// Compile and swap in a validated config; returns the new generation.
-    pub async fn apply(&self, cfg: FileConfig) -> u64 {
+    pub async fn apply(self: &Arc<Self>, cfg: FileConfig) -> u64 {
         // Look names up before taking the writer lock: slow DNS must not hold up admin
         // changes.
         let resolver = self.writer.lock().await.registry.resolver();
@@ -154,6 +162,8 @@ impl Shared {
         let Writer { registry, admin } = &mut *writer;
         let runtime = compile(cfg, generation, &self.telemetry, registry, admin).await;
         self.install(runtime, &old);
+        let live = self.runtime();
+        self.reconcile_rollouts(&mut writer, &live.file);
         if !dropped.is_empty() {
             self.persist(&writer.admin);
         }
@@ -219,8 +229,7 @@ impl Shared {
         let rt = self.runtime();
         let mut live = std::collections::HashSet::new();
         for route in rt.table.routes() {
-            // No rollout runs in this version: every route is idle.
-            self.telemetry.rollout_step(&route.name).set(-1.0);
+            self.telemetry.rollout_step(&route.name).set(self.rollouts.step_gauge(&route.name));
             for b in route.backends.iter() {
                 b.metrics.share.set(f64::from(b.share) / f64::from(RESOLUTION));
                 live.insert((route.name.clone(), b.upstream.name.clone()));

@@ -11,6 +11,9 @@ use serde_json::json;
 use super::status::{route_status, status};
 use super::{json_response, AdminResponse};
 use crate::control::{Applied, ControlError};
+use std::sync::Arc;
+
+use crate::rollout::Action;
 use crate::runtime::Shared;
 
 /// Admin request bodies are small JSON documents.
@@ -18,18 +21,18 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// What an `/api/v1/...` path asks for, once its method has been checked.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Call<'p> {
+pub enum Call {
     Status,
     Weights(String),
     Promote(String),
     Rollback(String),
-    Rollout(String, &'p str),
+    Rollout(String, Action),
     Reload,
 }
 
-impl<'p> Call<'p> {
+impl Call {
     /// Parse a path; `None` for unknown paths. Returns the call and its one allowed method.
-    pub fn parse(path: &'p str) -> Option<(Call<'p>, http::Method)> {
+    pub fn parse(path: &str) -> Option<(Call, http::Method)> {
         use http::Method;
         let rest = path.strip_prefix("/api/v1/")?;
         match rest {
@@ -47,10 +50,7 @@ impl<'p> Call<'p> {
             "weights" => Some((Call::Weights(name), Method::PUT)),
             "promote" => Some((Call::Promote(name), Method::POST)),
             "rollback" => Some((Call::Rollback(name), Method::POST)),
-            _ => match action.strip_prefix("rollout/")? {
-                a @ ("start" | "pause" | "resume" | "abort") => Some((Call::Rollout(name, a), Method::POST)),
-                _ => None,
-            },
+            _ => Some((Call::Rollout(name, Action::parse(action.strip_prefix("rollout/")?)?), Method::POST)),
         }
     }
 }
@@ -67,7 +67,7 @@ struct PromoteBody {
     upstream: String,
 }
 
-pub async fn handle(shared: &Shared, call: Call<'_>, body: Bytes) -> AdminResponse {
+pub async fn handle(shared: &Arc<Shared>, call: Call, body: Bytes) -> AdminResponse {
     match call {
         Call::Status => json_response(StatusCode::OK, &status(shared)),
         Call::Weights(route) => match parse::<WeightsBody>(&body) {
@@ -79,12 +79,8 @@ pub async fn handle(shared: &Shared, call: Call<'_>, body: Bytes) -> AdminRespon
             Err(message) => error(StatusCode::BAD_REQUEST, &message),
         },
         Call::Rollback(route) => changed(shared, &route, shared.rollback(&route).await),
-        Call::Rollout(route, _action) => {
-            let result = if shared.runtime().file.routes.iter().any(|r| r.name == route) {
-                Err(ControlError::Conflict(format!("route {route:?} has no rollout configured")))
-            } else {
-                Err(ControlError::UnknownRoute(route.clone()))
-            };
+        Call::Rollout(route, action) => {
+            let result = shared.rollout(&route, action).await.map(|()| Applied::default());
             changed(shared, &route, result)
         }
         Call::Reload => match shared.reload().await {
@@ -109,7 +105,7 @@ fn changed(shared: &Shared, route: &str, result: Result<Applied, ControlError>) 
             let Some(r) = rt.table.routes().iter().find(|r| &*r.name == route) else {
                 return json_response(StatusCode::OK, &json!({ "name": route, "removed_by_reload": true }));
             };
-            let mut doc = serde_json::to_value(route_status(&rt, r)).expect("serializable");
+            let mut doc = serde_json::to_value(route_status(shared, &rt, r)).expect("serializable");
             if let Some(w) = applied.warning {
                 doc["warning"] = json!(w);
             }
@@ -156,7 +152,7 @@ mod tests {
         assert_eq!(Call::parse("/api/v1/routes/a%20b/promote"), Some((Call::Promote("a b".into()), Method::POST)));
         assert_eq!(
             Call::parse("/api/v1/routes/shop/rollout/pause"),
-            Some((Call::Rollout("shop".into(), "pause"), Method::POST))
+            Some((Call::Rollout("shop".into(), Action::Pause), Method::POST))
         );
         assert_eq!(Call::parse("/api/v1/routes/shop/rollout/explode"), None);
         assert_eq!(Call::parse("/api/v1/routes//weights"), None);

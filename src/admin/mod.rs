@@ -53,7 +53,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
-async fn dispatch(shared: &Shared, req: Request<Incoming>) -> AdminResponse {
+async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let token = shared.runtime().file.admin.token.clone();

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::access_log::timestamp;
+use crate::rollout::RolloutView;
 use crate::routing::{Route, Sticky, RESOLUTION};
 use crate::runtime::{Runtime, Shared};
 use crate::upstream::{clock, Endpoint};
@@ -27,7 +28,9 @@ pub struct RouteStatus {
     pub sticky: Option<&'static str>,
     pub backends: Vec<BackendStatus>,
     /// Rollout state; `null` when the route has no rollout.
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<RolloutView>,
+    /// Shadow traffic and its comparison counts; `null` without a mirror.
+    pub mirror: Option<crate::mirror::MirrorView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,12 +96,12 @@ pub fn status(shared: &Shared) -> Status {
         loaded_at: timestamp(rt.loaded_at),
         last_reload_error: shared.last_reload_error(),
         draining: shared.is_draining(),
-        routes: rt.table.routes().iter().map(|r| route_status(&rt, r)).collect(),
+        routes: rt.table.routes().iter().map(|r| route_status(shared, &rt, r)).collect(),
         upstreams,
     }
 }
 
-pub fn route_status(rt: &Runtime, r: &Route) -> RouteStatus {
+pub fn route_status(shared: &Shared, rt: &Runtime, r: &Route) -> RouteStatus {
     let file = rt.file.routes.iter().find(|f| *f.name == *r.name);
     RouteStatus {
         name: r.name.to_string(),
@@ -120,6 +123,13 @@ pub fn route_status(rt: &Runtime, r: &Route) -> RouteStatus {
                 source: b.source.as_str(),
             })
             .collect(),
-        rollout: None,
+        rollout: file.and_then(|f| {
+            let rollout = f.rollout.as_ref()?;
+            let run = shared.rollouts.runs.lock().expect("not poisoned").get(&f.name).cloned();
+            Some(RolloutView::new(rollout, run.as_ref(), shared.live_measurement(f)))
+        }),
+        mirror: file
+            .and_then(|f| f.mirror.as_ref())
+            .map(|m| crate::mirror::MirrorView::new(&r.name, m, &shared.telemetry)),
     }
 }

@@ -36,6 +36,15 @@ pub struct Seen {
     pub headers: HeaderMap,
 }
 
+/// Settings of a running [`TestUpstream`] (not applied to `/healthz`).
+#[derive(Default)]
+pub struct Knobs {
+    /// Delay every answer by this many milliseconds.
+    pub delay_ms: std::sync::atomic::AtomicU64,
+    /// Answer every Nth request with 500 (0: never).
+    pub fail_every: std::sync::atomic::AtomicUsize,
+}
+
 /// An in-process upstream. Every response carries `x-upstream: NAME` and
 /// `x-endpoint: ADDR`, body `NAME` (or the request body echoed). `?delay_ms=N` delays
 /// the response head; `?die=1` drops the connection without answering. `/healthz`
@@ -50,6 +59,8 @@ pub struct TestUpstream {
     pub body_bytes: Arc<AtomicUsize>,
     pub health: Arc<std::sync::atomic::AtomicU16>,
     pub status: Arc<std::sync::atomic::AtomicU16>,
+    /// Behaviour a test can change while the upstream runs.
+    pub knobs: Arc<Knobs>,
     /// HTTPS upstreams: the SNI of each accepted TLS connection.
     pub sni: Arc<Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
@@ -119,7 +130,16 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
     let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
     let sni: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
     let sni_seen = sni.clone();
-    let state = (hits.clone(), seen.clone(), body_bytes.clone(), health.clone(), status.clone(), name.to_string());
+    let knobs = Arc::new(Knobs::default());
+    let state = (
+        hits.clone(),
+        seen.clone(),
+        body_bytes.clone(),
+        health.clone(),
+        status.clone(),
+        name.to_string(),
+        knobs.clone(),
+    );
     let (c, conns2) = (connections.clone(), conns.clone());
     let task = tokio::spawn(async move {
         loop {
@@ -127,9 +147,9 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
             c.fetch_add(1, Ordering::SeqCst);
             let state = state.clone();
             let service = service_fn(move |req: Request<Incoming>| {
-                let (h, s, bb, health, status, n) = state.clone();
+                let (h, s, bb, health, status, n, knobs) = state.clone();
                 async move {
-                    h.fetch_add(1, Ordering::SeqCst);
+                    let nth = h.fetch_add(1, Ordering::SeqCst) + 1;
                     s.lock().unwrap().push(Seen {
                         method: req.method().to_string(),
                         uri: req.uri().to_string(),
@@ -144,7 +164,16 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
                     let code = if req.uri().path() == "/healthz" {
                         health.load(Ordering::SeqCst)
                     } else {
-                        status.load(Ordering::SeqCst)
+                        let delay = knobs.delay_ms.load(Ordering::SeqCst);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        let every = knobs.fail_every.load(Ordering::SeqCst);
+                        if every > 0 && nth % every == 0 {
+                            500
+                        } else {
+                            status.load(Ordering::SeqCst)
+                        }
                     };
                     let mut body = req.into_body();
                     let mut received = Vec::new();
@@ -184,7 +213,20 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
             conns2.lock().unwrap().push(handle.abort_handle());
         }
     });
-    TestUpstream { name: name.to_string(), addr, hits, connections, seen, body_bytes, health, status, task, conns, sni }
+    TestUpstream {
+        name: name.to_string(),
+        addr,
+        hits,
+        connections,
+        seen,
+        body_bytes,
+        health,
+        status,
+        knobs,
+        task,
+        conns,
+        sni,
+    }
 }
 
 /// A proxy running in this process from a config file in a temp dir.
@@ -243,6 +285,14 @@ impl TestProxy {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+    }
+
+    /// Stop (waiting for the drain) and hand back the config directory, so a new proxy
+    /// can start from the same files: a restart.
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.shutdown().await;
+        dir
     }
 
     /// Stop and wait for the drain to finish.

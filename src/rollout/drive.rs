@@ -1,0 +1,356 @@
+//! Driving rollouts: the calls (start, pause, resume, abort), the timer task that judges
+//! each step, and what reloads and restarts do to a running rollout.
+//!
+//! Every transition holds the snapshot writer's lock (so it is ordered with admin
+//! changes and reloads), swaps the route's weights in one snapshot swap, records the
+//! phase and step in the state file, logs, and bumps the run's epoch so a timer task
+//! of an earlier phase exits instead of acting.
+//!
+//! Rules chosen where SPEC.md is silent:
+//! - `resume` opens a fresh window for the current step (the judge never mixes requests
+//!   from before a pause with requests after it).
+//! - A reload that changes a route's rollout table (or anything else defining the
+//!   route) while its rollout runs ends it as `aborted` and the file's weights apply,
+//!   the same rule as for admin weight changes; `auto_start` then starts the new one.
+//! - While a rollout is running or paused, weight changes, promote and rollback by hand
+//!   on that route get 409: abort it first.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use super::{judge, measure, Phase, Run, Verdict, Window};
+use crate::config::{FileConfig, FileRollout, FileRoute};
+use crate::control::{fingerprint, ControlError};
+use crate::runtime::{Shared, Writer};
+
+/// What a rollout call changes; the caller answers with the new status.
+pub type RolloutResult = Result<(), ControlError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Pause,
+    Resume,
+    Abort,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "start" => Action::Start,
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            "abort" => Action::Abort,
+            _ => return None,
+        })
+    }
+}
+
+impl Shared {
+    /// `POST /api/v1/routes/{route}/rollout/{action}`.
+    pub async fn rollout(self: &Arc<Self>, route: &str, action: Action) -> RolloutResult {
+        let mut writer = self.writer.lock().await;
+        let rt = self.runtime();
+        let file_route =
+            rt.file.routes.iter().find(|r| r.name == route).ok_or_else(|| ControlError::UnknownRoute(route.into()))?;
+        let Some(rollout) = &file_route.rollout else {
+            return Err(ControlError::Conflict(format!("route {route:?} has no rollout configured")));
+        };
+        let phase = self.rollouts.phase(route);
+        let refuse = |what: &str| {
+            Err(ControlError::Conflict(format!("cannot {what}: the rollout of {route:?} is {}", phase.as_str())))
+        };
+        match action {
+            Action::Start if phase.is_active() => refuse("start"),
+            Action::Start => {
+                self.begin(&mut writer, file_route, rollout, 0, Phase::Running, "started".into());
+                Ok(())
+            }
+            Action::Pause if phase != Phase::Running => refuse("pause"),
+            Action::Pause => {
+                self.transition(&mut writer, file_route, Phase::Paused, "paused by hand".into(), None);
+                Ok(())
+            }
+            Action::Resume if phase != Phase::Paused => refuse("resume"),
+            Action::Resume => {
+                let step = self.rollouts.runs.lock().expect("not poisoned").get(route).map_or(0, |r| r.step);
+                self.begin(&mut writer, file_route, rollout, step, Phase::Running, "resumed by hand".into());
+                Ok(())
+            }
+            Action::Abort if !phase.is_active() => refuse("abort"),
+            Action::Abort => {
+                self.finish(&mut writer, file_route, rollout, Phase::Aborted, "aborted by hand".into(), None);
+                Ok(())
+            }
+        }
+    }
+
+    /// Enter `step` (setting its weights) as `phase`, with a fresh measurement window;
+    /// when running, arm the timer.
+    fn begin(
+        self: &Arc<Self>,
+        writer: &mut Writer,
+        route: &FileRoute,
+        rollout: &FileRollout,
+        step: usize,
+        phase: Phase,
+        reason: String,
+    ) {
+        self.set_rollout_weights(writer, route, rollout, rollout.steps[step]);
+        let epoch = self.rollouts.next_epoch();
+        let run = Run {
+            phase,
+            step,
+            fingerprint: fingerprint(route),
+            epoch,
+            window: self.open_window(route, rollout),
+            judged: 0,
+            last: None,
+            reason: reason.clone(),
+            changed_at: SystemTime::now(),
+        };
+        self.rollouts.runs.lock().expect("not poisoned").insert(route.name.clone(), run);
+        tracing::info!(route = %route.name, step, canary_percent = rollout.steps[step], state = phase.as_str(), %reason, "rollout step");
+        self.save_rollout(writer, route, phase, step, &reason);
+        self.telemetry.rollout_step(&route.name).set(if phase.is_active() { step as f64 } else { -1.0 });
+        if phase == Phase::Running {
+            tokio::spawn(tick_loop(Arc::downgrade(self), route.name.clone(), epoch, rollout.interval));
+        }
+    }
+
+    /// Change phase without touching weights (pause).
+    fn transition(
+        &self,
+        writer: &mut Writer,
+        route: &FileRoute,
+        phase: Phase,
+        reason: String,
+        last: Option<super::Judgement>,
+    ) {
+        let step = {
+            let mut runs = self.rollouts.runs.lock().expect("not poisoned");
+            let Some(run) = runs.get_mut(&route.name) else { return };
+            run.phase = phase;
+            run.epoch = self.rollouts.next_epoch();
+            run.reason = reason.clone();
+            run.changed_at = SystemTime::now();
+            if last.is_some() {
+                run.last = last;
+            }
+            run.step
+        };
+        tracing::info!(route = %route.name, step, state = phase.as_str(), %reason, "rollout transition");
+        self.save_rollout(writer, route, phase, step, &reason);
+    }
+
+    /// End the rollout: promoted (canary 100) or rolled back / aborted (canary 0), in
+    /// one swap.
+    fn finish(
+        &self,
+        writer: &mut Writer,
+        route: &FileRoute,
+        rollout: &FileRollout,
+        phase: Phase,
+        reason: String,
+        last: Option<super::Judgement>,
+    ) {
+        let canary = if phase == Phase::Promoted { 100.0 } else { 0.0 };
+        self.set_rollout_weights(writer, route, rollout, canary);
+        self.transition(writer, route, phase, reason.clone(), last);
+        let result = match phase {
+            Phase::Promoted => "promoted",
+            Phase::RolledBack => "rolled_back",
+            _ => "aborted",
+        };
+        self.telemetry.rollouts_total(&route.name, result).increment(1);
+        self.telemetry.rollout_step(&route.name).set(-1.0);
+        if phase == Phase::Promoted {
+            tracing::info!(route = %route.name, %reason, "rollout promoted: the canary takes all traffic");
+        } else {
+            tracing::warn!(route = %route.name, result, %reason, "rollout ended: the baseline takes all traffic");
+        }
+    }
+
+    /// Canary at `percent`, baseline the rest, every other backend 0: one snapshot swap.
+    fn set_rollout_weights(&self, writer: &mut Writer, route: &FileRoute, rollout: &FileRollout, percent: f64) {
+        let weights: BTreeMap<String, f64> = route
+            .backends
+            .iter()
+            .map(|b| {
+                let name = b.upstream.get_ref();
+                let w = if name == rollout.canary.get_ref() {
+                    percent
+                } else if name == rollout.baseline.get_ref() {
+                    100.0 - percent
+                } else {
+                    0.0
+                };
+                (name.clone(), w)
+            })
+            .collect();
+        writer.admin.set_by_rollout(route, weights);
+        self.swap_table(&self.runtime(), &writer.admin);
+    }
+
+    fn save_rollout(&self, writer: &mut Writer, route: &FileRoute, phase: Phase, step: usize, reason: &str) {
+        writer.admin.save_rollout(route, phase, step, reason);
+        self.persist(&writer.admin);
+    }
+
+    /// Counts of the canary and the baseline now: a window opens or closes here.
+    fn open_window(&self, route: &FileRoute, rollout: &FileRollout) -> Window {
+        let (canary, baseline) = self.counts(route, rollout);
+        Window { canary, baseline, opened_at: Some(SystemTime::now()) }
+    }
+
+    fn counts(&self, route: &FileRoute, rollout: &FileRollout) -> (crate::telemetry::Counts, crate::telemetry::Counts) {
+        let rt = self.runtime();
+        let of = |upstream: &str| {
+            let version = rt.upstreams.get(upstream).map_or_else(|| upstream.to_string(), |u| u.version.to_string());
+            self.telemetry.backend(&route.name, upstream, &version).tally.snapshot()
+        };
+        (of(rollout.canary.get_ref()), of(rollout.baseline.get_ref()))
+    }
+
+    /// The current step's measurements so far (for status), while a rollout runs.
+    pub(crate) fn live_measurement(&self, route: &FileRoute) -> Option<super::Judgement> {
+        let rollout = route.rollout.as_ref()?;
+        let window = {
+            let runs = self.rollouts.runs.lock().expect("not poisoned");
+            let run = runs.get(&route.name).filter(|r| r.phase == Phase::Running)?;
+            run.window.clone()
+        };
+        let (canary, baseline) = self.counts(route, rollout);
+        Some(measure(&canary.since(&window.canary), &baseline.since(&window.baseline)))
+    }
+
+    /// Judge the current step at the end of an interval. Returns whether the rollout
+    /// is still running (the timer goes on).
+    async fn tick(self: &Arc<Self>, route_name: &str, epoch: u64) -> bool {
+        let mut writer = self.writer.lock().await;
+        let rt = self.runtime();
+        let Some(route) = rt.file.routes.iter().find(|r| r.name == route_name) else { return false };
+        let Some(rollout) = &route.rollout else { return false };
+        let (step, window, judged) = {
+            let mut runs = self.rollouts.runs.lock().expect("not poisoned");
+            let Some(run) = runs.get_mut(route_name).filter(|r| r.epoch == epoch && r.phase == Phase::Running) else {
+                return false;
+            };
+            run.judged += 1;
+            (run.step, run.window.clone(), run.judged)
+        };
+        let (canary, baseline) = self.counts(route, rollout);
+        let j = judge(rollout, &canary.since(&window.canary), &baseline.since(&window.baseline), judged);
+        tracing::info!(route = route_name, step, judged, verdict = ?j.verdict, canary_requests = j.canary_requests, canary_error_rate = j.canary_error_rate, canary_p99_ms = ?j.canary_p99_ms, "rollout step judged");
+        match j.verdict.clone() {
+            Verdict::Wait => {
+                if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
+                    run.last = Some(j);
+                }
+                true
+            }
+            Verdict::Fail(reason) => {
+                let reason = format!("step {step} ({}%) failed: {reason}", rollout.steps[step]);
+                self.finish(&mut writer, route, rollout, Phase::RolledBack, reason, Some(j));
+                false
+            }
+            Verdict::Pass if step + 1 == rollout.steps.len() => {
+                let reason = format!("all {} steps passed", rollout.steps.len());
+                self.finish(&mut writer, route, rollout, Phase::Promoted, reason, Some(j));
+                false
+            }
+            Verdict::Pass => {
+                let reason = format!("step {step} ({}%) passed", rollout.steps[step]);
+                self.begin(&mut writer, route, rollout, step + 1, Phase::Running, reason);
+                if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
+                    run.last = Some(j);
+                }
+                // `begin` armed a new timer with a new epoch; this one stops.
+                false
+            }
+        }
+    }
+
+    /// After the first snapshot or a reload: end rollouts whose route the file changed
+    /// or removed, restore persisted progress (at start), and start `auto_start` ones
+    /// that have not run.
+    pub(crate) fn reconcile_rollouts(self: &Arc<Self>, writer: &mut Writer, cfg: &FileConfig) {
+        let stale: Vec<(String, Phase)> = {
+            let runs = self.rollouts.runs.lock().expect("not poisoned");
+            runs.iter()
+                .filter(|(name, run)| {
+                    !cfg.routes
+                        .iter()
+                        .any(|r| r.name == **name && r.rollout.is_some() && fingerprint(r) == run.fingerprint)
+                })
+                .map(|(name, run)| (name.clone(), run.phase))
+                .collect()
+        };
+        for (name, phase) in stale {
+            self.rollouts.runs.lock().expect("not poisoned").remove(&name);
+            if phase.is_active() {
+                tracing::warn!(route = %name, "the reloaded file changed this route: its rollout is aborted and the file's weights apply");
+                self.telemetry.rollouts_total(&name, "aborted").increment(1);
+            }
+            self.telemetry.rollout_step(&name).set(-1.0);
+        }
+        for route in &cfg.routes {
+            let Some(rollout) = &route.rollout else { continue };
+            if self.rollouts.runs.lock().expect("not poisoned").contains_key(&route.name) {
+                continue;
+            }
+            match writer.admin.rollout(route).cloned() {
+                Some(saved) if saved.step < rollout.steps.len() => {
+                    let reason = format!("restored from the state file ({})", saved.reason);
+                    match saved.phase {
+                        Phase::Running | Phase::Paused => {
+                            self.begin(writer, route, rollout, saved.step, saved.phase, reason);
+                        }
+                        Phase::Idle => {}
+                        finished => self.restore_finished(route, saved.step, finished, reason),
+                    }
+                }
+                _ if rollout.auto_start => {
+                    self.begin(writer, route, rollout, 0, Phase::Running, "auto_start".into());
+                }
+                _ => {
+                    if writer_has_no_state_file(cfg) {
+                        tracing::info!(route = %route.name, "route has a rollout and no [admin] state_file: its progress is not kept across restarts; the config file's weights apply until it starts");
+                    }
+                }
+            }
+        }
+    }
+
+    fn restore_finished(&self, route: &FileRoute, step: usize, phase: Phase, reason: String) {
+        let run = Run {
+            phase,
+            step,
+            fingerprint: fingerprint(route),
+            epoch: self.rollouts.next_epoch(),
+            window: Window::default(),
+            judged: 0,
+            last: None,
+            reason,
+            changed_at: SystemTime::now(),
+        };
+        self.rollouts.runs.lock().expect("not poisoned").insert(route.name.clone(), run);
+    }
+}
+
+fn writer_has_no_state_file(cfg: &FileConfig) -> bool {
+    cfg.admin.state_file.is_none()
+}
+
+/// Judge at the end of every interval until the rollout leaves this epoch's running
+/// state. Holds only a weak reference: a dropped proxy ends its timers.
+async fn tick_loop(shared: Weak<Shared>, route: String, epoch: u64, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(shared) = shared.upgrade() else { return };
+        if !shared.tick(&route, epoch).await {
+            return;
+        }
+    }
+}
