@@ -18,7 +18,8 @@ use super::upgrade;
 use super::upstream_body::{BodyTooLarge, UpstreamBody};
 use super::validate::{self, Rejection};
 use crate::access_log::{timestamp, AccessRecord};
-use crate::config::{HostHeader, Protocol};
+use crate::config::{Compare, HostHeader, Protocol};
+use crate::mirror::{self, Mirror, Primary};
 use crate::routing::path::normalize;
 use crate::routing::{Backend, Route};
 use crate::runtime::{Runtime, Shared};
@@ -28,6 +29,7 @@ use crate::upstream::{Endpoint, Upstream};
 use bytes::Bytes;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
+use tokio::sync::oneshot;
 
 /// What the request path needs to know about the client connection; built once per
 /// connection so per-request work is a refcount bump.
@@ -124,7 +126,18 @@ async fn route_and_forward<'r>(
     let choice = route.select(req.headers(), conn.client.ip(), conn.tls);
     let backend = &route.backends[choice.backend];
     let max_body = rt.file.server.limits.max_body_bytes;
-    let mut resp = match forward(route, backend, conn, req, host, path_and_query, max_body, start).await {
+    // Shadow traffic: sampled after the primary was chosen; comparing needs the
+    // primary's answer, which reaches the copy over a oneshot channel.
+    let mirror = route.mirror.as_ref().filter(|m| m.sample());
+    let (primary_tx, primary_rx) = match mirror {
+        Some(m) if m.compare != Compare::None => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        }
+        _ => (None, None),
+    };
+    let shadow = mirror.map(|m| (m, primary_rx));
+    let mut resp = match forward(route, backend, conn, req, host, path_and_query, max_body, start, shadow).await {
         Ok(resp) => resp,
         Err(e) => {
             // The client's fault (400, 408, 413) is the route's, not the version's; what
@@ -133,11 +146,20 @@ async fn route_and_forward<'r>(
                 ProxyError::BadRequest | ProxyError::BodyTooLarge | ProxyError::ClientTimeout => {
                     route.own_responses.inc(e.status().as_u16())
                 }
-                _ => backend.metrics.requests.inc(e.status().as_u16()),
+                _ => backend.metrics.answered(e.status().as_u16()),
             }
             e.response()
         }
     };
+    if let (Some(tx), Some(m)) = (primary_tx, mirror) {
+        let status = resp.status().as_u16();
+        match m.compare {
+            Compare::Body => resp.body_mut().digest_into(status, tx),
+            _ => {
+                let _ = tx.send(Primary { status, digest: None });
+            }
+        }
+    }
     if let Some(cookie) = choice.set_cookie {
         resp.headers_mut().append(SET_COOKIE, cookie);
     }
@@ -157,6 +179,7 @@ async fn forward(
     path_and_query: PathAndQuery,
     max_body: u64,
     start: Instant,
+    shadow: Option<(&Arc<Mirror>, Option<oneshot::Receiver<Primary>>)>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let upstream = &backend.upstream;
     let declared = declared_length(req.headers());
@@ -178,6 +201,7 @@ async fn forward(
     headers::drop_underscore_names(h);
     headers::append_list(h, &X_FORWARDED_FOR, &conn.client_ip);
     h.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
+    let client_host = shadow.is_some().then(|| host.clone());
     h.insert(X_FORWARDED_HOST.clone(), host);
     headers::add_via(h);
     if client_upgrade.is_some() {
@@ -190,7 +214,7 @@ async fn forward(
     let retries = if upstream.endpoints.len() > 1 && client_upgrade.is_none() { upstream.retries } else { 0 };
     let mut payload = if incoming.is_end_stream() {
         Payload::Replay(Bytes::new())
-    } else if retries > 0 && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {
+    } else if (retries > 0 || shadow.is_some()) && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {
         // A client that stalls mid-body must not hold the request forever.
         let body = tokio::time::timeout(upstream.request_timeout, Limited::new(incoming, REPLAY_BUFFER).collect());
         match body.await {
@@ -202,6 +226,23 @@ async fn forward(
         Payload::Stream(Some(UpstreamBody::stream(incoming, max_body)))
     };
     let replayable = matches!(payload, Payload::Replay(_));
+    // Upgrades are never mirrored.
+    if let (Some((m, primary)), Some(host), None) = (shadow, client_host, &client_upgrade) {
+        match &payload {
+            Payload::Replay(body) => {
+                let copy = mirror::Copy {
+                    method: parts.method.clone(),
+                    path_and_query: path_and_query.clone(),
+                    headers: parts.headers.clone(),
+                    host,
+                    body: body.clone(),
+                };
+                mirror::spawn(m, copy, primary);
+            }
+            // Over 64 KiB, or of unknown length: not copied.
+            Payload::Stream(_) => m.metrics.count(mirror::Outcome::Dropped),
+        }
+    }
     let idempotent = is_idempotent(&parts.method);
     // Counted from here on, once the body (if buffered) is in hand.
     let _admitted = upstream.admit().ok_or(ProxyError::OverCapacity)?;
@@ -262,8 +303,8 @@ async fn forward(
             }
             Ok(Ok(mut resp)) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some() => {
                 upstream.record(endpoint, false);
-                metrics.duration.record(start.elapsed().as_secs_f64());
-                metrics.requests.inc(101);
+                metrics.timed(start.elapsed());
+                metrics.answered(101);
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 conn.activity.mark_upgraded();
                 upgrade::tunnel(client_upgrade.expect("checked"), upstream_upgrade, route.name.clone());
@@ -279,8 +320,8 @@ async fn forward(
                     retryable = Some(resp);
                     continue;
                 }
-                metrics.duration.record(start.elapsed().as_secs_f64());
-                metrics.requests.inc(status);
+                metrics.timed(start.elapsed());
+                metrics.answered(status);
                 return Ok(finish_response(resp, route, upstream));
             }
             Ok(Err(e)) => {
@@ -312,10 +353,10 @@ async fn forward(
             }
         }
     }
-    metrics.duration.record(start.elapsed().as_secs_f64());
+    metrics.timed(start.elapsed());
     match retryable {
         Some(resp) => {
-            metrics.requests.inc(resp.status().as_u16());
+            metrics.answered(resp.status().as_u16());
             Ok(finish_response(resp, route, upstream))
         }
         None => Err(last_error),

@@ -25,6 +25,8 @@ pub struct Route {
     pub version_header: Option<HeaderName>,
     /// Responses the proxy makes itself on this route (no upstream answered).
     pub own_responses: Arc<StatusCounters>,
+    /// Shadow traffic, when configured.
+    pub mirror: Option<Arc<crate::mirror::Mirror>>,
 }
 
 /// An upstream inside a route, with its resolved share and pre-resolved metric handles.
