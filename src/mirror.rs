@@ -149,7 +149,7 @@ async fn run(mirror: &Mirror, copy: Copy, primary: Option<oneshot::Receiver<Prim
     let Some(endpoint) = upstream.select(&[]).cloned() else { return Outcome::Error };
     let Ok(uri) = Uri::builder()
         .scheme(endpoint.scheme.clone())
-        .authority(endpoint.authority.clone())
+        .authority(endpoint.request_authority(&copy.host))
         .path_and_query(copy.path_and_query)
         .build()
     else {

@@ -135,13 +135,22 @@ impl Watch {
         Ok(())
     }
 
-    /// Watch every TLS file the live config names (a reload may have named new ones).
-    /// Files no longer named stay watched: a spurious reload is harmless.
+    /// Watch every TLS file the live config names (a reload may have named new ones),
+    /// and where a file is a symlink, its target too (a target rewritten in place in
+    /// another directory changes nothing in the link's). Files no longer named stay
+    /// watched: a spurious reload is harmless.
     fn follow(&mut self, shared: &Shared) {
-        for file in shared.runtime().file.tls_files() {
-            if let Err(e) = self.add(&file) {
-                tracing::warn!(path = %file.display(), error = %e, "cannot watch a TLS file; reload with SIGHUP after changing it");
+        for named in shared.runtime().file.tls_files() {
+            let target = std::fs::canonicalize(&named).ok().filter(|t| *t != named);
+            for file in std::iter::once(named).chain(target) {
+                self.watch_file(&file);
             }
+        }
+    }
+
+    fn watch_file(&mut self, file: &Path) {
+        if let Err(e) = self.add(file) {
+            tracing::warn!(path = %file.display(), error = %e, "cannot watch a TLS file; reload with SIGHUP after changing it");
         }
     }
 }

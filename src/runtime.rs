@@ -265,7 +265,9 @@ fn warn_static_changes(old: &FileConfig, new: &FileConfig) {
         || old.server.workers != new.server.workers
         || tls_listen(old) != tls_listen(new)
     {
-        tracing::warn!("[server] listen/workers/tls listen changed: they take effect at the next restart");
+        tracing::warn!(
+            "[server] listen/workers/tls listen changed: they take effect at the next restart; until then a TLS listener whose entry moved keeps the certificates it started with"
+        );
     }
     if old.admin != new.admin {
         tracing::warn!("[admin] changed: it takes effect at the next restart");

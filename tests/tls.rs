@@ -50,7 +50,8 @@ async fn sni_picks_the_certificate_for_each_hostname_and_requests_are_proxied_as
     let app = spawn_upstream("app").await;
     let ca = TestCa::new("test ca");
     let (a, b) = (ca.leaf(&["a.test"]), ca.leaf(&["*.b.test"]));
-    let proxy = tls_proxy(&[&a, &b], &one_route(app.addr, "")).await;
+    // `b` first: it is the default, so `a` being served proves the SNI lookup.
+    let proxy = tls_proxy(&[&b, &a], &one_route(app.addr, "")).await;
     let tls = proxy.tls_addrs[0];
 
     let conn = pki::connect(tls, "a.test", &ca, &[b"http/1.1"]).await;
@@ -64,6 +65,11 @@ async fn sni_picks_the_certificate_for_each_hostname_and_requests_are_proxied_as
 
     let conn = pki::connect(tls, "api.b.test", &ca, &[b"http/1.1"]).await;
     assert_eq!(pki::presented(&conn), b.der, "wildcard SAN match");
+    assert_eq!(pki::presented_unverified(tls, Some("A.TEST")).await, a.der, "SNI is case-insensitive");
+    // No SNI, a name nobody covers, or a wildcard one label too deep: the first certificate.
+    assert_eq!(pki::presented_unverified(tls, None).await, b.der);
+    assert_eq!(pki::presented_unverified(tls, Some("c.test")).await, b.der);
+    assert_eq!(pki::presented_unverified(tls, Some("x.a.test")).await, b.der);
 
     // The plain listener still speaks plain HTTP, and says so upstream.
     let (status, _, _) = get(&proxy.url("/"), &[]).await;
@@ -432,4 +438,179 @@ sticky = {{ cookie = "sy_chat" }}
         )
     };
     assert_eq!(count("v1") + count("v2"), 8.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn two_tls_listeners_serve_their_own_certificates_and_a_tls_only_proxy_works() {
+    let app = spawn_upstream("app").await;
+    let ca = TestCa::new("test ca");
+    let (one, two) = (ca.leaf(&["one.test"]), ca.leaf(&["two.test"]));
+    let dir = tempfile::tempdir().unwrap();
+    one.write(dir.path(), "one");
+    two.write(dir.path(), "two");
+    let config = format!(
+        "[server]\nlisten = []\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\ncerts = [{{ cert = \"one.pem\", key = \"one-key.pem\" }}]\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\ncerts = [{{ cert = \"two.pem\", key = \"two-key.pem\" }}]\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        one_route(app.addr, "")
+    );
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    let proxy = spawn_proxy_file(path, dir).await;
+    assert_eq!(proxy.tls_addrs.len(), 2);
+    assert_eq!(pki::presented_unverified(proxy.tls_addrs[0], None).await, one.der);
+    assert_eq!(pki::presented_unverified(proxy.tls_addrs[1], None).await, two.der);
+    let mut h1 = pki::http1(pki::connect(proxy.tls_addrs[1], "two.test", &ca, &[]).await).await;
+    assert_eq!(h1.send_request(pki::get_request("two.test", "/")).await.unwrap().status(), StatusCode::OK);
+}
+
+#[test]
+fn listeners_sharing_a_port_are_refused() {
+    let ca = TestCa::new("test ca");
+    let dir = tempfile::tempdir().unwrap();
+    ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let config = "[server]\nlisten = [\"0.0.0.0:18443\"]\n[[server.tls]]\nlisten = \"127.0.0.1:18443\"\ncerts = [{ cert = \"a.pem\", key = \"a-key.pem\" }]\n";
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    let errors = switchyard::config::load(&path).unwrap_err().to_string();
+    assert!(errors.contains("server.tls[0].listen: 127.0.0.1:18443 shares a port with another listener"), "{errors}");
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_upstream("app").await;
+    let ca = TestCa::new("test ca");
+    let leaf = ca.leaf(&["a.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    leaf.write(dir.path(), "a");
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[server.limits]\nheader_read_timeout = \"300ms\"\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\ncerts = [{{ cert = \"a.pem\", key = \"a-key.pem\" }}]\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        one_route(app.addr, "")
+    );
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    let proxy = spawn_proxy_file(path, dir).await;
+    let mut silent = tokio::net::TcpStream::connect(proxy.tls_addrs[0]).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the proxy closed the silent connection: {read:?}");
+}
+
+#[tokio::test]
+async fn https_health_checks_and_a_rotated_ca_keep_the_endpoint_healthy() {
+    let ca = TestCa::new("private ca");
+    let leaf = ca.leaf(&["fn.test"]);
+    let function = spawn_https_upstream("fn", TestCa::server_config(&leaf, None, &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_ca(dir.path(), &ca);
+    let port = function.addr.port();
+    let proxy = proxy_with_loopback_dns(
+        dir,
+        &format!(
+            r#"[upstreams.fn]
+endpoints = ["fn.test:{port}"]
+tls = {{ ca_file = "ca.pem" }}
+health = {{ path = "/healthz", interval = "100ms", healthy = 1, unhealthy = 2 }}
+[[routes]]
+name = "fn"
+backends = [{{ upstream = "fn" }}]
+"#
+        ),
+    )
+    .await;
+    // Probed over HTTPS: the endpoint becomes healthy and serves.
+    let began = std::time::Instant::now();
+    while get(&proxy.url("/"), &[]).await.0 != StatusCode::OK {
+        assert!(began.elapsed() < Duration::from_secs(5), "never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(function.seen.lock().unwrap().iter().any(|s| s.uri == "/healthz"));
+    // The same CA written again (a rotation that changes the file's bytes): the
+    // endpoint is rebuilt for the new trust but keeps its health; no request fails.
+    let pem = format!("{}\n", ca.pem());
+    std::fs::write(proxy.dir.path().join("ca.pem"), pem).unwrap();
+    proxy.shared.reload().await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/"), &[]).await.0, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn ip_endpoints_are_verified_against_ip_sans() {
+    let ca = TestCa::new("private ca");
+    let by_ip = spawn_https_upstream("by-ip", TestCa::server_config(&ca.leaf(&["127.0.0.1"]), None, &[])).await;
+    let by_name = spawn_https_upstream("by-name", TestCa::server_config(&ca.leaf(&["fn.test"]), None, &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_ca(dir.path(), &ca);
+    let proxy = proxy_with_loopback_dns(
+        dir,
+        &format!(
+            r#"[upstreams.ip]
+endpoints = ["{}"]
+tls = {{ ca_file = "ca.pem" }}
+[upstreams.name-only]
+endpoints = ["{}"]
+tls = {{ ca_file = "ca.pem" }}
+retries = 0
+[[routes]]
+name = "ip"
+path_prefix = "/ip"
+backends = [{{ upstream = "ip" }}]
+[[routes]]
+name = "name"
+path_prefix = "/name"
+backends = [{{ upstream = "name-only" }}]
+"#,
+            by_ip.addr, by_name.addr
+        ),
+    )
+    .await;
+    assert_eq!(get(&proxy.url("/ip"), &[]).await.0, StatusCode::OK);
+    // A certificate for fn.test does not cover 127.0.0.1.
+    assert_eq!(get(&proxy.url("/name"), &[]).await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(by_name.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_handshake_is_a_connect_failure_within_connect_timeout() {
+    // Accepts TCP and never says a word: the TLS handshake never completes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let proxy = proxy_with_loopback_dns(
+        tempfile::tempdir().unwrap(),
+        &format!(
+            "[upstreams.fn]\nendpoints = [\"{addr}\"]\ntls = true\nconnect_timeout = \"300ms\"\nrequest_timeout = \"30s\"\n[[routes]]\nname = \"fn\"\nbackends = [{{ upstream = \"fn\" }}]\n"
+        ),
+    )
+    .await;
+    let (status, headers, _) = get(&proxy.url("/"), &[]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers["x-switchyard-error"], "upstream-connect", "not a 504 after request_timeout");
+    held.abort();
+}
+
+#[tokio::test]
+async fn h2_upstreams_get_the_host_as_authority() {
+    let ca = TestCa::new("private ca");
+    let leaf = ca.leaf(&["fn.test"]);
+    let function = spawn_https_upstream("fn", TestCa::server_config(&leaf, None, &[b"h2"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_ca(dir.path(), &ca);
+    let port = function.addr.port();
+    let proxy = proxy_with_loopback_dns(
+        dir,
+        &format!(
+            "[upstreams.fn]\nendpoints = [\"fn.test:{port}\"]\nprotocol = \"h2\"\ntls = {{ ca_file = \"ca.pem\" }}\nhost_header = \"endpoint\"\n[[routes]]\nname = \"fn\"\nbackends = [{{ upstream = \"fn\" }}]\n"
+        ),
+    )
+    .await;
+    assert_eq!(get(&proxy.url("/call"), &[]).await.0, StatusCode::OK);
+    let seen = function.last_seen();
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(seen.uri, format!("https://fn.test:{port}/call"), ":authority is the endpoint's host, not its IP");
 }

@@ -189,8 +189,8 @@ fn decode_server(mut t: Table<'_, '_>, errs: &mut Collector) -> FileServer {
             _ => vec![node],
         };
         server.listen = list.iter().filter_map(|n| socket_addr(n, &field, errs)).collect();
-        if server.listen.is_empty() && list.is_empty() {
-            errs.push(node.span(), field, "at least one listen address is needed");
+        if list.is_empty() && t.get("tls").is_none() {
+            errs.push(node.span(), field, "at least one listen address is needed (or a [[server.tls]] listener)");
         }
     }
     if let Some(w) = t.uint("workers", errs) {

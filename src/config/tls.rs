@@ -33,10 +33,9 @@ pub(crate) fn decode_listeners(items: &[Node<'_>], plain: &[SocketAddr], errs: &
         let Some(mut t) = Table::from_node(node, format!("server.tls[{i}]"), errs) else { continue };
         let listen = match t.get("listen") {
             Some(n) => socket_addr(n, &t.field("listen"), errs).filter(|addr| {
-                // Port 0 (pick one) never collides.
-                let taken = addr.port() != 0 && (plain.contains(addr) || listeners.iter().any(|l| l.listen == *addr));
+                let taken = plain.iter().chain(listeners.iter().map(|l| &l.listen)).any(|other| clash(addr, other));
                 if taken {
-                    errs.push(n.span(), t.field("listen"), format!("{addr} is already a listen address"));
+                    errs.push(n.span(), t.field("listen"), format!("{addr} shares a port with another listener"));
                 }
                 !taken
             }),
@@ -52,6 +51,13 @@ pub(crate) fn decode_listeners(items: &[Node<'_>], plain: &[SocketAddr], errs: &
         }
     }
     listeners
+}
+
+/// Two listeners clash when they would share a port on some address: the same port on
+/// the same IP, or on any IP when either is unspecified (`0.0.0.0`, `[::]`). Port 0
+/// (the kernel picks one) never clashes.
+fn clash(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn decode_certs(t: &mut Table<'_, '_>, errs: &mut Collector) -> Option<ServerTls> {

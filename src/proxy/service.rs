@@ -272,9 +272,10 @@ async fn forward(
                 None => break,
             },
         };
+        let upstream_host = upstream_host.clone().unwrap_or_else(|| endpoint.configured_host.clone());
         let uri = Uri::builder()
             .scheme(endpoint.scheme.clone())
-            .authority(endpoint.authority.clone())
+            .authority(endpoint.request_authority(&upstream_host))
             .path_and_query(path_and_query.clone())
             .build()
             .map_err(|_| ProxyError::BadRequest)?;
@@ -286,7 +287,7 @@ async fn forward(
             } else {
                 parts.headers.clone()
             };
-            h.insert(HOST, upstream_host.clone().unwrap_or_else(|| endpoint.configured_host.clone()));
+            h.insert(HOST, upstream_host);
         }
         let upstream_req = head.body(attempt_body).map_err(|_| ProxyError::BadRequest)?;
         let left = attempt < retries;

@@ -48,11 +48,9 @@ impl Server {
         let workers = worker::count(file.server.workers);
         let mut listeners: Vec<Vec<worker::Listener>> = (0..workers).map(|_| Vec::new()).collect();
         let plain = file.server.listen.iter().map(|addr| (*addr, None));
-        let tls = file
-            .server
-            .tls
-            .iter()
-            .map(|l| (l.listen, Some(tls::TlsListener { listen: l.listen, bound_with: l.tls.config() })));
+        let tls = file.server.tls.iter().enumerate().map(|(index, l)| {
+            (l.listen, Some(tls::TlsListener { index, listen: l.listen, bound_with: l.tls.config() }))
+        });
         for (addr, tls) in plain.chain(tls) {
             // The first bind picks the port (it may be 0); the others share it.
             let first = bind_reuseport(addr)?;

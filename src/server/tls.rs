@@ -12,11 +12,13 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::runtime::Shared;
 
-/// A TLS listener: its address as configured (the key to its certificates in the live
-/// config) and the certificates it was bound with, used if a reload drops the entry
-/// (listeners change only at restart).
+/// A TLS listener: which `[[server.tls]]` entry it is (index and address as
+/// configured: the key to its certificates in the live config) and the certificates it
+/// was bound with, used if a reload moved or dropped the entry (listeners change only
+/// at restart).
 #[derive(Clone)]
 pub struct TlsListener {
+    pub index: usize,
     pub listen: SocketAddr,
     pub bound_with: Arc<ServerConfig>,
 }
@@ -30,7 +32,7 @@ pub(super) async fn handshake(
     shared: &Arc<Shared>,
 ) -> Option<TlsStream<TcpStream>> {
     let runtime = shared.runtime();
-    let live = runtime.file.server.tls.iter().find(|l| l.listen == listener.listen);
+    let live = runtime.file.server.tls.get(listener.index).filter(|l| l.listen == listener.listen);
     let config = live.map_or_else(|| listener.bound_with.clone(), |l| l.tls.config());
     let acceptor = TlsAcceptor::from(config);
     let timeout = runtime.file.server.limits.header_read_timeout;

@@ -1,19 +1,31 @@
 //! How the proxy connects to an endpoint: plain TCP or TLS (hyper-rustls over the
 //! upstream's rustls config), HTTP/1.1 or HTTP/2, and the keep-alive pool around it.
+//!
+//! Every pool connects to its endpoint's address whatever the request URI's authority
+//! says (so an HTTP/2 request can carry the `:authority` the upstream routes on), and
+//! `connect_timeout` bounds the TCP connect and the TLS handshake together (a server
+//! that accepts and then stalls the handshake is a connect failure, retried elsewhere).
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::uri::Scheme;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tower_service::Service;
 
 use crate::config::Protocol;
 use crate::proxy::UpstreamBody;
 use crate::tls::ClientTls;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub type HttpClient = Client<EndpointConnector, UpstreamBody>;
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -37,9 +49,9 @@ impl Transport {
         }
     }
 
-    /// A pooled client for one endpoint. `host` is the endpoint's host as written in the
-    /// config: the TLS server name unless the upstream sets `sni`.
-    pub fn client(&self, host: &str) -> HttpClient {
+    /// A pooled client for the endpoint at `addr`. `host` is the endpoint's host as
+    /// written in the config: the TLS server name unless the upstream sets `sni`.
+    pub fn client(&self, host: &str, addr: SocketAddr) -> HttpClient {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(self.connect_timeout));
@@ -77,7 +89,41 @@ impl Transport {
             // One multiplexed connection per endpoint and worker carries every request.
             builder.http2_only(true);
         }
-        builder.build(connector)
+        let addr = Authority::try_from(addr.to_string()).expect("a socket address is an authority");
+        builder.build(EndpointConnector { inner: connector, addr, timeout: self.connect_timeout })
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Connects to one endpoint's address (see the module docs).
+#[derive(Clone)]
+pub struct EndpointConnector {
+    inner: HttpsConnector<HttpConnector>,
+    addr: Authority,
+    timeout: Duration,
+}
+
+impl Service<Uri> for EndpointConnector {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let target = Uri::builder().scheme(scheme).authority(self.addr.clone()).path_and_query("/").build();
+        let connecting = target.map(|t| self.inner.call(t));
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting?).await {
+                Ok(connected) => connected,
+                Err(_) => Err(format!("connect (TCP and TLS) took longer than connect_timeout {timeout:?}").into()),
+            }
+        })
     }
 }
 

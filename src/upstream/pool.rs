@@ -85,7 +85,7 @@ impl Endpoint {
         health_gauge: Gauge,
         workers: usize,
     ) -> Self {
-        let clients = (0..=workers).map(|_| transport.client(host_only(configured_host))).collect();
+        let clients = (0..=workers).map(|_| transport.client(host_only(configured_host), addr)).collect();
         let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         let configured_host = HeaderValue::from_str(configured_host)
             .unwrap_or_else(|_| HeaderValue::from_str(authority.as_str()).expect("valid"));
@@ -142,6 +142,33 @@ impl Endpoint {
     /// Healthy and not ejected.
     pub fn is_available(&self, now_ms: u64) -> bool {
         self.is_healthy() && !self.is_ejected(now_ms)
+    }
+
+    /// The request URI's authority for a request sending `host` as its Host. HTTP/2
+    /// carries it as `:authority`, which HTTP/2 servers route on, so there it is the
+    /// host; for HTTP/1.1 (which sends `Host` itself) it stays the address, keeping one
+    /// pool key per endpoint. Connections go to `addr` either way.
+    pub fn request_authority(&self, host: &HeaderValue) -> Authority {
+        match self.transport.protocol {
+            crate::config::Protocol::H2 => {
+                Authority::try_from(host.as_bytes()).unwrap_or_else(|_| self.authority.clone())
+            }
+            crate::config::Protocol::Http1 => self.authority.clone(),
+        }
+    }
+
+    /// Take over the live state of the endpoint this one replaces (same address, new
+    /// transport: e.g. a rotated CA or client certificate), so the replacement does not
+    /// start unhealthy, ramp up again, or forget an ejection.
+    pub(crate) fn inherit(mut self, old: &Endpoint) -> Self {
+        self.set_healthy(old.is_healthy());
+        self.ever_healthy.store(old.has_been_healthy(), Ordering::Relaxed);
+        self.ejected_until.store(old.ejected_until.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.consecutive_failures.store(old.consecutive_failures.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.probe_passes.store(old.probe_passes.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.probe_failures.store(old.probe_failures.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.added_at = old.added_at;
+        self
     }
 
     /// Count a request against this endpoint until the guard drops.

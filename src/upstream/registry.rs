@@ -173,27 +173,32 @@ fn rebuild(
     let endpoints: Vec<Arc<Endpoint>> = addrs
         .iter()
         .map(|(addr, host)| {
-            let reusable = old.and_then(|u| {
-                u.endpoints
-                    .iter()
-                    .find(|e| e.addr == *addr && e.configured_host == host.as_str() && e.transport == transport)
-            });
-            match reusable {
-                Some(e) => {
+            let same_place =
+                old.and_then(|u| u.endpoints.iter().find(|e| e.addr == *addr && e.configured_host == host.as_str()));
+            match same_place {
+                Some(e) if e.transport == transport => {
                     if !checked {
                         e.set_healthy(true);
                     }
                     e.clone()
                 }
-                // With health checks a new endpoint waits for its first passes.
-                None => Arc::new(Endpoint::new(
-                    *addr,
-                    host,
-                    &transport,
-                    !checked,
-                    telemetry.endpoint_healthy(&source.name, &addr.to_string()),
-                    workers,
-                )),
+                _ => {
+                    // With health checks a new endpoint waits for its first passes; one
+                    // whose transport alone changed (a rotated CA or client certificate)
+                    // keeps the state of the one it replaces.
+                    let new = Endpoint::new(
+                        *addr,
+                        host,
+                        &transport,
+                        !checked,
+                        telemetry.endpoint_healthy(&source.name, &addr.to_string()),
+                        workers,
+                    );
+                    Arc::new(match same_place {
+                        Some(previous) => new.inherit(previous),
+                        None => new,
+                    })
+                }
             }
         })
         .collect();
