@@ -130,6 +130,14 @@ fn status_table(doc: &Value) -> String {
         rows.extend(backend_rows(r, true));
     }
     out += &table(&rows);
+    for r in doc["routes"].as_array().into_iter().flatten() {
+        if let Some(line) = rollout_line(r) {
+            let _ = write!(out, "\n{line}");
+        }
+        if let Some(line) = mirror_line(r) {
+            let _ = write!(out, "\n{line}");
+        }
+    }
     if let Some(e) = doc["last_reload_error"].as_str() {
         let _ = write!(out, "\nlast reload failed (the previous config is serving):\n{e}\n");
     }
@@ -137,6 +145,49 @@ fn status_table(doc: &Value) -> String {
         out += "\ndraining: shutting down\n";
     }
     out
+}
+
+/// `rollout shop: running, step 2/5 (canary 25%); this step: canary 812 requests, error
+/// rate 0.0012, p99 41.0 ms; started`
+fn rollout_line(route: &Value) -> Option<String> {
+    let r = route.get("rollout").filter(|r| !r.is_null())?;
+    let steps = r["steps"].as_array().map_or(0, Vec::len);
+    let mut line = format!("rollout {}: {}", route["name"].as_str().unwrap_or("?"), r["state"].as_str().unwrap_or("?"));
+    if let Some(step) = r["step"].as_u64() {
+        let _ = write!(line, ", step {}/{steps}", step + 1);
+    }
+    if let Some(p) = r["canary_percent"].as_f64() {
+        let _ = write!(line, " (canary {p}%)");
+    }
+    let m = &r["measured"];
+    if !m.is_null() {
+        let p99 = m["canary_p99_ms"].as_f64().map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
+        let _ = write!(
+            line,
+            "; canary {} requests, error rate {:.4}, p99 {p99}; baseline error rate {:.4}",
+            m["canary_requests"],
+            m["canary_error_rate"].as_f64().unwrap_or(0.0),
+            m["baseline_error_rate"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let _ = write!(line, "; {}", r["reason"].as_str().unwrap_or(""));
+    Some(line)
+}
+
+/// `mirror shop -> shop-v3 (5%, compare status): 120 match, 3 mismatch, 0 error, 0 dropped`
+fn mirror_line(route: &Value) -> Option<String> {
+    let m = route.get("mirror").filter(|m| !m.is_null())?;
+    Some(format!(
+        "mirror {} -> {} ({}%, compare {}): {} match, {} mismatch, {} error, {} dropped",
+        route["name"].as_str().unwrap_or("?"),
+        m["upstream"].as_str().unwrap_or("?"),
+        m["percent"],
+        m["compare"].as_str().unwrap_or("?"),
+        m["matched"],
+        m["mismatched"],
+        m["errors"],
+        m["dropped"]
+    ))
 }
 
 fn backends_table(route: &Value, with_route: bool) -> String {

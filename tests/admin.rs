@@ -426,22 +426,3 @@ async fn ctl_drives_a_live_proxy() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot reach the admin API"), "{err}");
 }
-
-/// Run `switchyard ctl --admin ADMIN ARGS...` off the async runtime.
-async fn run_ctl(admin: String, args: Vec<String>) -> (Option<i32>, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["ctl", "--admin", &admin])
-            .args(&args)
-            .env_remove("SWITCHYARD_ADMIN_TOKEN")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}

@@ -391,3 +391,25 @@ async fn sticky_users_only_move_onto_the_canary_as_it_grows_and_all_return_on_ro
     let after = versions(users).await;
     assert!(after.iter().all(|v| v == "v1"), "every user is back on the baseline");
 }
+
+#[tokio::test]
+async fn ctl_drives_a_rollout_and_status_shows_it() {
+    let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
+    let proxy = canary_proxy(v1.addr, v2.addr, "steps = [10, 100]\ninterval = \"1h\"\nmax_p99 = \"250ms\"").await;
+    let admin = format!("http://{}", proxy.admin);
+    let ctl = |args: &[&str]| run_ctl(admin.clone(), args.iter().map(|s| s.to_string()).collect());
+    let (code, _, err) = ctl(&["rollout", "start", "shop"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    for _ in 0..10 {
+        get(&proxy.url("/"), &[]).await;
+    }
+    let (code, out, _) = ctl(&["status"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("rollout shop: running, step 1/2 (canary 10%); canary "), "{out}");
+    let (code, _, err) = ctl(&["rollout", "resume", "shop"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot resume: the rollout of \"shop\" is running (HTTP 409)"), "{err}");
+    // The page at / shows it too.
+    let (_, _, page) = get(&format!("{admin}/"), &[]).await;
+    assert!(page.contains("<h2>Rollouts</h2>") && page.contains("running"), "{page}");
+}

@@ -44,7 +44,28 @@ pub fn render(s: &Status) -> String {
             );
         }
     }
-    h.push_str("</table><h2>Upstreams</h2><table><tr><th>upstream</th><th>version</th><th>endpoint</th><th>healthy</th><th>in flight</th></tr>");
+    h.push_str("</table>");
+    let rollouts: Vec<_> = s.routes.iter().filter_map(|r| r.rollout.as_ref().map(|ro| (r, ro))).collect();
+    if !rollouts.is_empty() {
+        h.push_str("<h2>Rollouts</h2><table><tr><th>route</th><th>state</th><th>step</th><th>canary share</th><th>canary requests</th><th>error rate</th><th>p99</th><th>reason</th></tr>");
+        for (r, ro) in rollouts {
+            let m = ro.measured.as_ref();
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.name),
+                ro.state,
+                ro.step.map_or_else(|| "-".to_string(), |s| format!("{}/{}", s + 1, ro.steps.len())),
+                ro.canary_percent.map_or_else(|| "-".to_string(), |p| format!("{p}%")),
+                m.map_or(0, |m| m.canary_requests),
+                m.map_or_else(|| "-".to_string(), |m| format!("{:.4}", m.canary_error_rate)),
+                m.and_then(|m| m.canary_p99_ms).map_or_else(|| "-".to_string(), |p| format!("{p:.1} ms")),
+                esc(&ro.reason)
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Upstreams</h2><table><tr><th>upstream</th><th>version</th><th>endpoint</th><th>healthy</th><th>in flight</th></tr>");
     for u in &s.upstreams {
         for e in &u.endpoints {
             let _ = write!(

@@ -429,10 +429,31 @@ pub async fn spawn_proxy_resolving(
     let cfg = switchyard::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     let shared = Shared::with_resolver(cfg, Some(config_path.clone()), resolver).await;
     let server = Server::bind(shared.clone()).await.unwrap();
-    let (addr, admin, tls_addrs) = (server.local_addrs()[0], server.admin_addr(), server.tls_addrs());
+    let tls_addrs = server.tls_addrs();
+    let addr = server.local_addrs().first().copied().unwrap_or_else(|| tls_addrs[0]);
+    let admin = server.admin_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
     TestProxy { addr, admin, tls_addrs, dir, config_path, shared, stop: Some(stop), task: Some(task) }
+}
+
+/// Run `switchyard ctl --admin ADMIN ARGS...` off the async runtime.
+pub async fn run_ctl(admin: String, args: Vec<String>) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["ctl", "--admin", &admin])
+            .args(&args)
+            .env_remove("SWITCHYARD_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
 }
