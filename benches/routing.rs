@@ -109,5 +109,19 @@ fn reload_10k_routes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route_lookup, split_pick, sticky_pick, path_normalize, reload_10k_routes);
+/// What the request path adds per response for rollout judging: two or three relaxed
+/// atomic adds on the backend's tally.
+fn tally_record(c: &mut Criterion) {
+    let tally = switchyard::telemetry::Tally::default();
+    let mut i = 0u64;
+    c.bench_function("tally: answered + timed", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(7919);
+            tally.answered(if i % 100 == 0 { 503 } else { 200 });
+            tally.timed(std::time::Duration::from_micros(i % 50_000));
+        })
+    });
+}
+
+criterion_group!(benches, route_lookup, split_pick, sticky_pick, path_normalize, reload_10k_routes, tally_record);
 criterion_main!(benches);
