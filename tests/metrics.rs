@@ -48,19 +48,8 @@ async fn counts_per_version_match_requests_sent() {
 
 #[tokio::test]
 async fn exposition_passes_promtool() {
-    // Every family present: a mirror and a finished rollout too.
-    let (blue, green) = (spawn_upstream("blue").await, spawn_upstream("green").await);
-    let extra = "mirror = { upstream = \"shop-v2\", percent = 50.0, compare = \"status\" }\n[routes.rollout]\ncanary = \"shop-v2\"\nbaseline = \"shop-v1\"\ninterval = \"1h\"\n";
-    let proxy = spawn_proxy(&shop_canary(blue.addr, green.addr, 80.0, 20.0, extra)).await;
-    for action in ["start", "abort"] {
-        let url = format!("http://{}/api/v1/routes/shop/rollout/{action}", proxy.admin);
-        assert_eq!(send(&client(), "POST", &url, &[], "").await.0, 200);
-    }
-    for _ in 0..20 {
-        get(&proxy.url("/"), &[]).await;
-    }
+    let (_blue, _green, proxy) = every_family().await;
     get(&proxy.url("/"), &[("host", "x")]).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let text = proxy.metrics().await;
     for family in ["switchyard_mirror_requests_total{", "switchyard_rollouts_total{", "switchyard_rollout_step{"] {
         assert!(text.contains(family), "{family} missing:\n{text}");

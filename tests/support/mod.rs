@@ -457,3 +457,21 @@ pub async fn run_ctl(admin: String, args: Vec<String>) -> (Option<i32>, String, 
     .await
     .unwrap()
 }
+
+/// A shop canary with every metric family live: traffic on both versions, a mirror
+/// (compare = status) with counted copies, and a rollout started and aborted.
+pub async fn every_family() -> (TestUpstream, TestUpstream, TestProxy) {
+    let (blue, green) = (spawn_upstream("blue").await, spawn_upstream("green").await);
+    let extra = "mirror = { upstream = \"shop-v2\", percent = 100.0, compare = \"status\" }\n[routes.rollout]\ncanary = \"shop-v2\"\nbaseline = \"shop-v1\"\ninterval = \"1h\"\n";
+    let proxy = spawn_proxy(&shop_canary(blue.addr, green.addr, 80.0, 20.0, extra)).await;
+    for action in ["start", "abort"] {
+        let url = format!("http://{}/api/v1/routes/shop/rollout/{action}", proxy.admin);
+        assert_eq!(send(&client(), "POST", &url, &[], "").await.0, 200);
+    }
+    for _ in 0..20 {
+        get(&proxy.url("/"), &[]).await;
+    }
+    // Mirror copies are counted when they finish, off the request path.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (blue, green, proxy)
+}

@@ -1,0 +1,28 @@
+# Switchyard's container image: built in a full Rust image, shipped in a distroless one
+# (glibc and CA-free: the binary carries the webpki roots it needs), as a non-root user.
+#   docker build -t switchyard .
+#   docker run -p 8080:8080 -v "$PWD/config:/etc/switchyard" switchyard run -c /etc/switchyard/switchyard.toml
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+# Dependencies first, so a source change does not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && printf 'fn main() {}\n' > benches/routing.rs \
+    && cargo build --release --locked --bin switchyard \
+    && rm -rf src benches
+COPY src ./src
+COPY benches ./benches
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin switchyard \
+    && strip target/release/switchyard
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
+# 65532: distroless' `nonroot` user.
+USER 65532:65532
+EXPOSE 8080 8443 9901
+# `ctl health` asks the admin listener's /healthz: no shell or curl needed.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/switchyard", "ctl", "--admin", "http://127.0.0.1:9901", "health"]
+ENTRYPOINT ["/usr/local/bin/switchyard"]
+CMD ["demo", "--listen", "0.0.0.0:8080", "--admin", "127.0.0.1:9901"]

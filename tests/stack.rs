@@ -1,0 +1,134 @@
+//! The docker-compose stack, checked without a Docker engine: the compose file parses
+//! (`docker-compose config -q`), the Prometheus config passes `promtool check config`,
+//! the stack's Switchyard config passes `switchyard check`, every metric the Grafana
+//! dashboard queries exists in a live exposition, and the image's health check command
+//! works against a live admin listener. Tools that are missing are reported as skipped
+//! (`.ci/run` installs them).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Run a tool; `None` when it is not installed.
+fn tool(program: &str, args: &[&str]) -> Option<std::process::Output> {
+    match Command::new(program).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output() {
+        Ok(out) => Some(out),
+        Err(_) => {
+            eprintln!("SKIPPED: {program} not found; .ci/run installs it");
+            None
+        }
+    }
+}
+
+fn assert_success(what: &str, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_compose_file_parses() {
+    if let Some(out) = tool("docker-compose", &["-f", "docker-compose.yml", "config", "-q"]) {
+        assert_success("docker-compose config -q", &out);
+    }
+    let compose = std::fs::read_to_string(repo("docker-compose.yml")).unwrap();
+    // The config is a directory mount, so edits on the host reach the watcher.
+    assert!(compose.contains("./config:/etc/switchyard"), "{compose}");
+}
+
+#[test]
+fn the_prometheus_config_passes_promtool() {
+    if let Some(out) = tool("promtool", &["check", "config", "config/prometheus/prometheus.yml"]) {
+        assert_success("promtool check config", &out);
+    }
+}
+
+#[test]
+fn the_stack_config_passes_check() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "-c"])
+        .arg(repo("config/docker-compose.toml"))
+        .env("SWITCHYARD_ADMIN_TOKEN", "test-token")
+        .output()
+        .unwrap();
+    assert_success("switchyard check -c config/docker-compose.toml", &out);
+}
+
+#[test]
+fn the_image_is_multi_stage_non_root_and_health_checked() {
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    assert_eq!(dockerfile.lines().filter(|l| l.starts_with("FROM ")).count(), 2, "build and runtime stages");
+    assert!(dockerfile.lines().any(|l| l.starts_with("USER ") && !l.contains("root:") && !l.ends_with(" root")));
+    assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("\"health\"]"), "{dockerfile}");
+}
+
+#[tokio::test]
+async fn the_health_check_command_asks_the_admin_listener() {
+    let app = spawn_upstream("app").await;
+    let proxy = spawn_proxy(&with_listeners(&format!(
+        "[upstreams.app]\nendpoints = [\"{}\"]\n[[routes]]\nname = \"app\"\nbackends = [{{ upstream = \"app\" }}]\n",
+        app.addr
+    )))
+    .await;
+    let (code, out, _) = run_ctl(format!("http://{}", proxy.admin), vec!["health".into()]).await;
+    assert_eq!((code, out.trim()), (Some(0), "healthy"));
+    let (code, _, err) = run_ctl("http://127.0.0.1:1".into(), vec!["health".into()]).await;
+    assert_eq!(code, Some(1), "{err}");
+}
+
+/// `switchyard_...` names in PromQL, with histogram suffixes folded into the family.
+fn queried_metrics(dashboard: &serde_json::Value) -> BTreeSet<String> {
+    let mut exprs = Vec::new();
+    fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_str()) {
+                        ("expr" | "query" | "definition", Some(s)) => out.push(s),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(dashboard, &mut exprs);
+    let mut names = BTreeSet::new();
+    for e in exprs {
+        for (i, _) in e.match_indices("switchyard_") {
+            let name: String = e[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let family = ["_bucket", "_sum", "_count"].iter().fold(name.clone(), |n, s| {
+                n.strip_suffix(s).filter(|base| base.ends_with("_seconds")).map_or(n.clone(), str::to_string)
+            });
+            names.insert(family);
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_queries_exists() {
+    let text = std::fs::read_to_string(repo("config/grafana/dashboards/switchyard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert!(dashboard["templating"]["list"].as_array().unwrap().iter().any(|v| v["name"] == "version"));
+    let wanted = queried_metrics(&dashboard);
+    assert!(wanted.len() >= 10, "{wanted:?}");
+
+    let (_blue, _green, proxy) = every_family().await;
+    let exposition = proxy.metrics().await;
+    for name in &wanted {
+        assert!(exposition.contains(&format!("# TYPE {name} ")), "the dashboard queries {name}, which is not exported");
+    }
+}
