@@ -96,6 +96,18 @@ enum CtlArgs {
     },
     /// Reload the config file now.
     Reload,
+    /// Exit 0 when the admin listener answers `/healthz` (container health checks).
+    Health,
+    /// Live per-version share, request rate, errors and p99, redrawn every interval
+    /// (plain frames, one after another, when not on a terminal).
+    Watch {
+        /// Seconds between frames (decimals allowed).
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many frames.
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 impl CtlArgs {
@@ -108,6 +120,8 @@ impl CtlArgs {
             CtlArgs::Rollback { route } => C::Rollback { route },
             CtlArgs::Rollout { action, route } => C::Rollout { action, route },
             CtlArgs::Reload => C::Reload,
+            CtlArgs::Health => C::Health,
+            CtlArgs::Watch { .. } => unreachable!("watch is not a single call"),
         }
     }
 }
@@ -121,6 +135,13 @@ fn main() -> ExitCode {
         Command::Demo { listen, admin } => {
             tokio_runtime().and_then(|rt| rt.block_on(switchyard::demo::run(listen, admin, shutdown_signal())))
         }
+        Command::Ctl { admin, token, command: CtlArgs::Watch { interval, count } } => tokio_runtime().and_then(|rt| {
+            let redraw = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let interval = std::time::Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
+            let opts = switchyard::ctl::WatchOptions { interval, count, redraw };
+            rt.block_on(switchyard::ctl::watch(&admin, token.as_deref(), &opts, &mut std::io::stdout().lock()))?;
+            Ok(())
+        }),
         Command::Ctl { admin, token, command } => tokio_runtime().and_then(|rt| {
             let out = rt.block_on(switchyard::ctl::run(&admin, token.as_deref(), &command.into_command()))?;
             print!("{out}");

@@ -426,3 +426,27 @@ async fn ctl_drives_a_live_proxy() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot reach the admin API"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_watch_prints_plain_frames_when_not_a_terminal() {
+    let (blue, green) = (spawn_upstream("blue").await, spawn_upstream("green").await);
+    let proxy = spawn_proxy(&shop_canary(blue.addr, green.addr, 50.0, 50.0, "")).await;
+    let url = proxy.url("/");
+    let traffic = tokio::spawn(async move {
+        for _ in 0..400 {
+            get(&url, &[]).await;
+        }
+    });
+    let args = ["watch", "--count", "3", "--interval", "0.3"].map(String::from).to_vec();
+    let (code, out, err) = run_ctl(format!("http://{}", proxy.admin), args).await;
+    traffic.abort();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains('\x1b'), "no terminal escapes in a pipe: {out:?}");
+    assert_eq!(out.matches("switchyard: config generation 1").count(), 3, "{out}");
+    assert!(out.contains("REQ/S") && out.contains("P99") && out.contains("50.00%"), "{out}");
+    // Frames after the first show a measured rate for the versions under traffic.
+    let last = out.rsplit("switchyard: config generation").next().unwrap();
+    let shop_v1 = last.lines().find(|l| l.contains("shop-v1")).unwrap();
+    let rate: f64 = shop_v1.split_whitespace().nth(4).unwrap().parse().unwrap_or(0.0);
+    assert!(rate > 0.0, "{shop_v1}");
+}

@@ -41,6 +41,13 @@ pub struct BackendStatus {
     /// The live share, 0..1.
     pub share: f64,
     pub source: &'static str,
+    /// Responses sent for this backend since the process started.
+    pub requests: u64,
+    /// Of which 5xx (upstream errors included).
+    pub errors: u64,
+    /// Time to response head, as cumulative (upper bound ms, count) buckets (non-empty
+    /// ones only); viewers diff two polls for a window's p99.
+    pub latency_ms_buckets: Vec<(f64, u64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -115,12 +122,18 @@ pub fn route_status(shared: &Shared, rt: &Runtime, r: &Route) -> RouteStatus {
         backends: r
             .backends
             .iter()
-            .map(|b| BackendStatus {
-                upstream: b.upstream.name.to_string(),
-                version: b.upstream.version.to_string(),
-                weight: b.weight,
-                share: f64::from(b.share) / f64::from(RESOLUTION),
-                source: b.source.as_str(),
+            .map(|b| {
+                let counts = b.metrics.tally.snapshot();
+                BackendStatus {
+                    upstream: b.upstream.name.to_string(),
+                    version: b.upstream.version.to_string(),
+                    weight: b.weight,
+                    share: f64::from(b.share) / f64::from(RESOLUTION),
+                    source: b.source.as_str(),
+                    requests: counts.requests,
+                    errors: counts.errors,
+                    latency_ms_buckets: counts.buckets_ms(),
+                }
             })
             .collect(),
         rollout: file.and_then(|f| {

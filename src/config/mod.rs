@@ -24,6 +24,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use file::{
     FileAdmin, FileConfig, FileEndpoint, FileServer, FileUpstream, HostHeader, Protocol, Secret, DEFAULT_TOKEN_ENV,
 };
+pub use reader::keys_asked;
 pub use resilience::{FileHealth, FileLimits, FileOutlier, RetryOn};
 pub use route::{FileBackend, FileOverride, FileRoute, FileSticky, OverrideOn};
 pub use tls::FileTlsListener;

@@ -89,6 +89,18 @@ impl Counts {
         }
     }
 
+    /// Non-empty latency buckets as (upper bound in ms, count), in increasing order:
+    /// what `status` publishes so a viewer can take differences and compute a window's
+    /// quantiles itself.
+    pub fn buckets_ms(&self) -> Vec<(f64, u64)> {
+        self.latency
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (bounds(i).1 as f64 / 1000.0, *n))
+            .collect()
+    }
+
     /// The `q` quantile of the timed requests, interpolated within its bucket (as
     /// Prometheus' `histogram_quantile` does); `None` with no timed requests.
     pub fn quantile(&self, q: f64) -> Option<Duration> {

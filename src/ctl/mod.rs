@@ -2,6 +2,8 @@
 //! output is a readable table (or the raw JSON with `--json`), and an API error is a
 //! clear message and exit status 1.
 
+mod watch;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -13,15 +15,32 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
+pub use watch::{watch, WatchOptions};
+
 /// One `ctl` invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CtlCommand {
-    Status { json: bool },
-    Weights { route: String, weights: BTreeMap<String, f64> },
-    Promote { route: String, upstream: String },
-    Rollback { route: String },
-    Rollout { action: String, route: String },
+    Status {
+        json: bool,
+    },
+    Weights {
+        route: String,
+        weights: BTreeMap<String, f64>,
+    },
+    Promote {
+        route: String,
+        upstream: String,
+    },
+    Rollback {
+        route: String,
+    },
+    Rollout {
+        action: String,
+        route: String,
+    },
     Reload,
+    /// `GET /healthz` (for container health checks: no curl needed).
+    Health,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,12 +81,14 @@ pub async fn run(admin: &str, token: Option<&str>, cmd: &CtlCommand) -> Result<S
         CtlCommand::Rollback { route } => (Method::POST, route_path(route, "rollback"), None),
         CtlCommand::Rollout { action, route } => (Method::POST, route_path(route, &format!("rollout/{action}")), None),
         CtlCommand::Reload => (Method::POST, "/api/v1/reload".to_string(), None),
+        CtlCommand::Health => (Method::GET, "/healthz".to_string(), None),
     };
     let doc = call(base, token, method, &path, body).await?;
     Ok(match cmd {
         CtlCommand::Status { json: true } => serde_json::to_string_pretty(&doc).unwrap_or_default(),
         CtlCommand::Status { json: false } => status_table(&doc),
         CtlCommand::Reload => format!("reloaded: config generation {}", doc["generation"]),
+        CtlCommand::Health => "healthy".to_string(),
         _ => {
             let mut out = format!("route {}:\n", doc["name"].as_str().unwrap_or("?"));
             out += &backends_table(&doc, false);
@@ -79,7 +100,7 @@ pub async fn run(admin: &str, token: Option<&str>, cmd: &CtlCommand) -> Result<S
     })
 }
 
-async fn call(
+pub(crate) async fn call(
     base: &str,
     token: Option<&str>,
     method: Method,
@@ -149,7 +170,7 @@ fn status_table(doc: &Value) -> String {
 
 /// `rollout shop: running, step 2/5 (canary 25%); this step: canary 812 requests, error
 /// rate 0.0012, p99 41.0 ms; started`
-fn rollout_line(route: &Value) -> Option<String> {
+pub(crate) fn rollout_line(route: &Value) -> Option<String> {
     let r = route.get("rollout").filter(|r| !r.is_null())?;
     let steps = r["steps"].as_array().map_or(0, Vec::len);
     let mut line = format!("rollout {}: {}", route["name"].as_str().unwrap_or("?"), r["state"].as_str().unwrap_or("?"));
@@ -175,7 +196,7 @@ fn rollout_line(route: &Value) -> Option<String> {
 }
 
 /// `mirror shop -> shop-v3 (5%, compare status): 120 match, 3 mismatch, 0 error, 0 dropped`
-fn mirror_line(route: &Value) -> Option<String> {
+pub(crate) fn mirror_line(route: &Value) -> Option<String> {
     let m = route.get("mirror").filter(|m| !m.is_null())?;
     Some(format!(
         "mirror {} -> {} ({}%, compare {}): {} match, {} mismatch, {} error, {} dropped",
@@ -227,7 +248,7 @@ fn number(v: &Value) -> String {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> =
         (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();

@@ -1,0 +1,83 @@
+//! The status page in a real browser: headless Chromium loads `GET /` from a live proxy,
+//! runs the page's script (which polls `/api/v1/status` and redraws), and the rendered
+//! DOM shows the routes, live shares and per-version rates; after a promote, the share
+//! the script renders changes. Skipped (with a message) where Chromium is not installed;
+//! `.ci/run` installs Debian's `chromium`.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The DOM after the page's scripts ran for a few (virtual) seconds.
+async fn rendered_dom(url: String) -> String {
+    tokio::task::spawn_blocking(move || {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(&url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium starts");
+        // Bounded: a hung browser fails the test instead of hanging it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("chromium did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_renders_live_shares_and_follows_a_promote() {
+    if !std::path::Path::new(CHROMIUM).exists() {
+        eprintln!("SKIPPED: {CHROMIUM} not found (apt-get install chromium); .ci/run installs it");
+        return;
+    }
+    let (blue, green) = (spawn_upstream("blue").await, spawn_upstream("green").await);
+    let proxy = spawn_proxy(&shop_canary(blue.addr, green.addr, 90.0, 10.0, "")).await;
+    tally(&proxy.url("/"), 50, 2).await;
+    let page = format!("http://{}/", proxy.admin);
+
+    let dom = rendered_dom(page.clone()).await;
+    // Only the script writes these cells (the server-rendered fallback has no data-* cells).
+    let share = |upstream: &str, value: &str| {
+        format!(r#"class="share" data-route="shop" data-upstream="{upstream}">{value}</td>"#)
+    };
+    assert!(dom.contains(&share("shop-v1", "90.00%")), "{dom}");
+    assert!(dom.contains(&share("shop-v2", "10.00%")), "{dom}");
+    assert!(dom.contains(r#"class="rate" data-route="shop" data-upstream="shop-v1""#), "{dom}");
+    assert!(dom.contains("data-generation=\"1\""), "the script ran and recorded the generation: {dom}");
+    assert!(dom.contains("<option>shop</option>"), "the change forms list the routes: {dom}");
+
+    let url = format!("http://{}/api/v1/routes/shop/promote", proxy.admin);
+    let (status, _, body) = send(&client(), "POST", &url, &[], r#"{"upstream": "shop-v2"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let dom = rendered_dom(page).await;
+    assert!(dom.contains(&share("shop-v2", "100.00%")), "{dom}");
+    assert!(dom.contains(&share("shop-v1", "0.00%")), "{dom}");
+}
