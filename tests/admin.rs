@@ -97,7 +97,8 @@ async fn status_document() {
     assert_eq!(shop["rollout"], Value::Null);
     assert_eq!(
         shop["backends"][0],
-        json!({"upstream": "shop-blue", "version": "v1", "weight": 90.0, "share": 0.9, "source": "config"})
+        json!({"upstream": "shop-blue", "version": "v1", "weight": 90.0, "share": 0.9, "source": "config",
+               "requests": 0, "errors": 0, "latency_ms_buckets": []})
     );
     let blue = doc["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "shop-blue").unwrap();
     assert_eq!(
