@@ -4,10 +4,11 @@
 //!
 //! The request path only samples (a thread-local random draw), takes a slot (a
 //! non-blocking semaphore acquire: the bound on mirror work) and spawns the copy; it
-//! never waits for the mirror. A full mirror (no slot), a body over 64 KiB or a body of
-//! unknown length, and a comparison that cannot be made are counted as `dropped`.
-//! Copies carry `x-switchyard-mirror: 1` and the client's Host; they are never retried
-//! and never upgraded.
+//! never waits for the mirror. A request body is copied as it streams to the primary
+//! (up to 64 KiB) and the copy is sent when the body has ended, so the primary is never
+//! held up by the mirror. A full mirror (no slot), a body over 64 KiB, and a comparison
+//! that cannot be made are counted as `dropped`. Copies carry `x-switchyard-mirror: 1`
+//! and the client's Host; they are never retried and never upgraded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
 use metrics::Counter;
 use serde::Serialize;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Compare, FileMirror, Protocol};
 use crate::proxy::UpstreamBody;
@@ -31,14 +32,17 @@ pub static X_SWITCHYARD_MIRROR: HeaderName = HeaderName::from_static("x-switchya
 /// Draws are out of this many: percent 0.0001 is the finest share.
 const SAMPLE_SCALE: u32 = 1_000_000;
 
+/// The largest request body copied to a mirror.
+pub const MAX_COPY: usize = 64 * 1024;
+
 /// A route's mirror, compiled.
 pub struct Mirror {
     pub upstream: Arc<Upstream>,
     /// Copy when a draw in `0..SAMPLE_SCALE` falls below this.
     threshold: u32,
     pub compare: Compare,
-    /// Copies in flight; a copy that finds none free is dropped.
-    slots: Arc<Semaphore>,
+    /// Counters and the slots copies take (long-lived: a snapshot swap does not reset
+    /// the bound).
     pub metrics: Arc<MirrorMetrics>,
 }
 
@@ -69,16 +73,50 @@ impl Outcome {
     }
 }
 
-/// The counters of one route's mirror, readable for `status`; long-lived (cached in
-/// [`Telemetry`]) so counts survive reloads.
+/// The counters of one route's mirror, readable for `status`, and the slots that bound
+/// its copies in flight; long-lived (cached in [`Telemetry`]) so neither counts nor the
+/// bound reset when a snapshot is swapped.
 pub struct MirrorMetrics {
     counters: [Counter; 4],
     counts: [AtomicU64; 4],
+    slots: Arc<Semaphore>,
+    /// The `max_in_flight` the slots were sized for.
+    capacity: std::sync::Mutex<usize>,
 }
 
 impl MirrorMetrics {
     pub fn new(counters: [Counter; 4]) -> Self {
-        MirrorMetrics { counters, counts: std::array::from_fn(|_| AtomicU64::new(0)) }
+        MirrorMetrics {
+            counters,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            slots: Arc::new(Semaphore::new(0)),
+            capacity: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Size the slots for `max_in_flight` (at compile time; a smaller bound takes effect
+    /// as copies in flight finish).
+    fn resize(&self, max_in_flight: usize) {
+        let mut cap = self.capacity.lock().expect("not poisoned");
+        if max_in_flight > *cap {
+            self.slots.add_permits(max_in_flight - *cap);
+        } else if max_in_flight < *cap {
+            let owed = *cap - max_in_flight;
+            let forgotten = self.slots.forget_permits(owed);
+            // Permits held by copies in flight: retire them as they come back.
+            if forgotten < owed {
+                let slots = self.slots.clone();
+                let rest = u32::try_from(owed - forgotten).unwrap_or(u32::MAX);
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Ok(p) = slots.acquire_many(rest).await {
+                            p.forget();
+                        }
+                    });
+                }
+            }
+        }
+        *cap = max_in_flight;
     }
 
     pub fn count(&self, outcome: Outcome) {
@@ -93,13 +131,23 @@ impl MirrorMetrics {
 
 impl Mirror {
     pub fn compile(route: &str, m: &FileMirror, upstream: Arc<Upstream>, telemetry: &Telemetry) -> Mirror {
+        let metrics = telemetry.mirror(route, &upstream.name, &upstream.version);
+        metrics.resize(m.max_in_flight);
         Mirror {
-            metrics: telemetry.mirror(route, &upstream.name, &upstream.version),
+            metrics,
             upstream,
             threshold: (m.percent / 100.0 * f64::from(SAMPLE_SCALE)).round() as u32,
             compare: m.compare,
-            slots: Arc::new(Semaphore::new(m.max_in_flight)),
         }
+    }
+
+    /// A slot for one copy, or `None` (counted as dropped) when the mirror is full.
+    pub fn reserve(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.metrics.slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.metrics.count(Outcome::Dropped);
+        }
+        slot
     }
 
     /// Whether this request is one of the copied share.
@@ -125,27 +173,47 @@ pub struct Copy {
     pub headers: HeaderMap,
     /// The client's Host.
     pub host: HeaderValue,
-    pub body: Bytes,
+    pub body: CopyBody,
 }
 
-/// Send `copy` to the mirror in the background, unless the mirror is full. The primary's
-/// answer arrives on `primary` when comparing.
-pub fn spawn(mirror: &Arc<Mirror>, copy: Copy, primary: Option<oneshot::Receiver<Primary>>) {
-    let Ok(slot) = mirror.slots.clone().try_acquire_owned() else {
-        mirror.metrics.count(Outcome::Dropped);
-        return;
-    };
+/// The copy's body: known now, or arriving when the primary has read it (nothing
+/// arrives when it was over [`MAX_COPY`] or failed).
+pub enum CopyBody {
+    Ready(Bytes),
+    Teed(oneshot::Receiver<Bytes>),
+}
+
+/// Send `copy` to the mirror in the background, holding `slot` until it is done. The
+/// primary's answer arrives on `primary` when comparing.
+pub fn spawn(
+    mirror: &Arc<Mirror>,
+    slot: OwnedSemaphorePermit,
+    copy: Copy,
+    primary: Option<oneshot::Receiver<Primary>>,
+) {
     let mirror = mirror.clone();
     tokio::spawn(async move {
-        let _slot = slot;
-        let outcome = run(&mirror, copy, primary).await;
+        let outcome = run(&mirror, slot, copy, primary).await;
         mirror.metrics.count(outcome);
     });
 }
 
-async fn run(mirror: &Mirror, copy: Copy, primary: Option<oneshot::Receiver<Primary>>) -> Outcome {
+async fn run(
+    mirror: &Mirror,
+    slot: OwnedSemaphorePermit,
+    copy: Copy,
+    primary: Option<oneshot::Receiver<Primary>>,
+) -> Outcome {
     let upstream = &mirror.upstream;
-    let Some(_admitted) = upstream.admit() else { return Outcome::Dropped };
+    let body = match copy.body {
+        CopyBody::Ready(b) => b,
+        // The client's body is read by the primary; a stalled client must not hold the slot.
+        CopyBody::Teed(rx) => match tokio::time::timeout(upstream.request_timeout, rx).await {
+            Ok(Ok(b)) => b,
+            _ => return Outcome::Dropped,
+        },
+    };
+    let Some(admitted) = upstream.admit() else { return Outcome::Dropped };
     let Some(endpoint) = upstream.select(&[]).cloned() else { return Outcome::Error };
     let Ok(uri) = Uri::builder()
         .scheme(endpoint.scheme.clone())
@@ -162,8 +230,8 @@ async fn run(mirror: &Mirror, copy: Copy, primary: Option<oneshot::Receiver<Prim
         h.insert(HOST, copy.host);
         h.insert(X_SWITCHYARD_MIRROR.clone(), HeaderValue::from_static("1"));
     }
-    let Ok(req) = req.body(UpstreamBody::full(copy.body)) else { return Outcome::Error };
-    let _flight = endpoint.start();
+    let Ok(req) = req.body(UpstreamBody::full(body)) else { return Outcome::Error };
+    let flight = endpoint.start();
     let exchange = async {
         let resp = endpoint.client().request(req).await.map_err(|_| ())?;
         let status = resp.status().as_u16();
@@ -190,14 +258,21 @@ async fn run(mirror: &Mirror, copy: Copy, primary: Option<oneshot::Receiver<Prim
             return Outcome::Error;
         }
     };
+    // The mirror's part is done: free its capacity before waiting on the primary, whose
+    // body may stream for a long time.
+    drop((flight, admitted, slot));
     let Some(primary) = primary else { return Outcome::Match };
-    match primary.await {
-        Ok(p) if p == mirrored => Outcome::Match,
-        Ok(_) => Outcome::Mismatch,
-        // The primary's answer never completed: nothing to compare with.
-        Err(_) => Outcome::Dropped,
+    match tokio::time::timeout(COMPARE_WAIT, primary).await {
+        Ok(Ok(p)) if p == mirrored => Outcome::Match,
+        Ok(Ok(_)) => Outcome::Mismatch,
+        // The primary's answer never completed (or is still streaming): nothing to
+        // compare with.
+        _ => Outcome::Dropped,
     }
 }
+
+/// How long a finished copy waits for the primary's answer to compare with.
+const COMPARE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 async fn digest_body(mut body: hyper::body::Incoming) -> Result<u64, ()> {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();

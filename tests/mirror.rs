@@ -161,3 +161,37 @@ async fn percent_sets_the_mirrored_share() {
     // 25% of 800 = 200; a binomial spread of ±4σ is about ±50.
     assert!((150..=250).contains(&copies), "{copies} of 800 mirrored");
 }
+
+#[tokio::test]
+async fn a_chunked_body_is_copied_as_it_streams_to_the_primary() {
+    let (app, shadow) = (spawn_upstream("app").await, spawn_upstream("shadow").await);
+    let proxy = mirrored(app.addr, shadow.addr, "percent = 100.0, compare = \"body\"").await;
+    let request = b"POST /in HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let response = raw(proxy.addr, request).await;
+    assert!(response.starts_with("HTTP/1.1 200") && response.ends_with("hello world"), "{response}");
+    eventually("the copy arrives", || shadow.hits() == 1).await;
+    assert_eq!(shadow.body_bytes.load(Ordering::SeqCst), 11);
+    // Both echoed the same body: the digests agree.
+    let began = Instant::now();
+    while mirror_count(&proxy, "match").await < 1.0 {
+        assert!(began.elapsed() < Duration::from_secs(5), "{}", proxy.metrics().await);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_mirror_bound_holds_across_snapshot_swaps() {
+    let (app, shadow) = (spawn_upstream("app").await, spawn_upstream("shadow").await);
+    shadow.knobs.delay_ms.store(2000, Ordering::SeqCst);
+    let proxy = mirrored(app.addr, shadow.addr, "percent = 100.0, max_in_flight = 2").await;
+    for _ in 0..2 {
+        get(&proxy.url("/"), &[]).await;
+    }
+    // Two copies in flight. A weight change recompiles the route (a new snapshot).
+    let url = format!("http://{}/api/v1/routes/app/weights", proxy.admin);
+    assert_eq!(send(&client(), "PUT", &url, &[], r#"{"weights": {"app": 2}}"#).await.0, StatusCode::OK);
+    for _ in 0..5 {
+        get(&proxy.url("/"), &[]).await;
+    }
+    assert_eq!(mirror_count(&proxy, "dropped").await, 5.0, "the new snapshot shares the old one's slots");
+}

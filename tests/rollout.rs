@@ -413,3 +413,65 @@ async fn ctl_drives_a_rollout_and_status_shows_it() {
     let (_, _, page) = get(&format!("{admin}/"), &[]).await;
     assert!(page.contains("<h2>Rollouts</h2>") && page.contains("running"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rollout_stays_on_its_step_and_resume_goes_on() {
+    let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
+    let proxy = canary_proxy(v1.addr, v2.addr, "steps = [10, 50, 100]\ninterval = \"200ms\"\nmin_requests = 1").await;
+    let _traffic = Traffic::start(proxy.url("/"), 2);
+    call(&proxy, "start").await;
+    assert_eq!(call(&proxy, "pause").await.0, StatusCode::OK);
+    let step = rollout(&proxy).await["step"].as_u64().unwrap();
+    // Several intervals pass with traffic: a paused rollout is not judged.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = rollout(&proxy).await;
+    assert_eq!((r["state"].as_str(), r["step"].as_u64()), (Some("paused"), Some(step)), "{r:#}");
+    assert_eq!(call(&proxy, "resume").await.0, StatusCode::OK);
+    wait_state(&proxy, "promoted", Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_running_rollout_keeps_going() {
+    let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
+    let dir = tempfile::tempdir().unwrap();
+    let path = stateful_config(
+        dir.path(),
+        v1.addr,
+        v2.addr,
+        "steps = [10, 30, 100]\ninterval = \"300ms\"\nmin_requests = 1",
+        true,
+    );
+    let proxy = spawn_proxy_file(path.clone(), dir).await;
+    {
+        let _traffic = Traffic::start(proxy.url("/"), 2);
+        call(&proxy, "start").await;
+        let began = Instant::now();
+        while rollout(&proxy).await["step"] != 1 {
+            assert!(began.elapsed() < Duration::from_secs(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let dir = proxy.stop_keeping_dir().await;
+    let restarted = spawn_proxy_file(path, dir).await;
+    let r = rollout(&restarted).await;
+    assert_eq!(r["state"], "running", "{r:#}");
+    assert!(r["step"].as_u64().unwrap() >= 1, "resumed where it was: {r:#}");
+    let _traffic = Traffic::start(restarted.url("/"), 2);
+    wait_state(&restarted, "promoted", Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_the_route_ends_its_rollout() {
+    let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
+    let proxy = canary_proxy(v1.addr, v2.addr, "steps = [10, 100]\ninterval = \"1h\"").await;
+    call(&proxy, "start").await;
+    let text = std::fs::read_to_string(&proxy.config_path).unwrap().replace("name = \"shop\"", "name = \"store\"");
+    let text = text.replace("[routes.rollout]", "[routes.unused]").split("[routes.unused]").next().unwrap().to_string();
+    std::fs::write(&proxy.config_path, text).unwrap();
+    proxy.shared.reload().await.unwrap();
+    assert_eq!(proxy.metric(r#"switchyard_rollouts_total{route="shop",result="aborted"}"#).await, 1.0);
+    assert_eq!(proxy.metric(r#"switchyard_rollout_step{route="shop"}"#).await, -1.0);
+    let s = status(&proxy).await;
+    assert_eq!(s["routes"][0]["name"], "store");
+    assert_eq!(s["routes"][0]["rollout"], Value::Null);
+}

@@ -56,6 +56,7 @@ pub struct FileMirror {
 
 pub(crate) const DEFAULT_STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
 pub(crate) const DEFAULT_MIRROR_IN_FLIGHT: usize = 128;
+const MAX_MIRROR_IN_FLIGHT: u64 = 65_536;
 
 pub(crate) fn decode_rollout(mut t: Table<'_, '_>, errs: &mut Collector) -> Option<FileRollout> {
     let span = t.span.clone();
@@ -165,11 +166,12 @@ pub(crate) fn decode_mirror(mut t: Table<'_, '_>, errs: &mut Collector) -> Optio
         },
     };
     let max_in_flight = match t.uint("max_in_flight", errs) {
-        Some(0) => {
-            errs.push(t.span.clone(), t.field("max_in_flight"), "must be at least 1");
+        Some(n @ 1..=MAX_MIRROR_IN_FLIGHT) => n as usize,
+        Some(_) => {
+            // Each copy may hold a 64 KiB body: the bound is a memory bound too.
+            errs.push(t.span.clone(), t.field("max_in_flight"), format!("must be 1 to {MAX_MIRROR_IN_FLIGHT}"));
             DEFAULT_MIRROR_IN_FLIGHT
         }
-        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => DEFAULT_MIRROR_IN_FLIGHT,
     };
     t.finish(errs);

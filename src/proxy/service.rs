@@ -214,7 +214,7 @@ async fn forward(
     let retries = if upstream.endpoints.len() > 1 && client_upgrade.is_none() { upstream.retries } else { 0 };
     let mut payload = if incoming.is_end_stream() {
         Payload::Replay(Bytes::new())
-    } else if (retries > 0 || shadow.is_some()) && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {
+    } else if retries > 0 && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {
         // A client that stalls mid-body must not hold the request forever.
         let body = tokio::time::timeout(upstream.request_timeout, Limited::new(incoming, REPLAY_BUFFER).collect());
         match body.await {
@@ -226,21 +226,33 @@ async fn forward(
         Payload::Stream(Some(UpstreamBody::stream(incoming, max_body)))
     };
     let replayable = matches!(payload, Payload::Replay(_));
-    // Upgrades are never mirrored.
+    // Upgrades are never mirrored. The copy's body is the buffered one, or a tee of the
+    // streamed one that reaches the mirror when the primary has read it; bodies declared
+    // over the copy limit are not copied.
     if let (Some((m, primary)), Some(host), None) = (shadow, client_host, &client_upgrade) {
-        match &payload {
-            Payload::Replay(body) => {
+        let too_large = declared.is_some_and(|n| n > mirror::MAX_COPY as u64);
+        if too_large {
+            m.metrics.count(mirror::Outcome::Dropped);
+        } else if let Some(slot) = m.reserve() {
+            let body = match &mut payload {
+                Payload::Replay(body) => Some(mirror::CopyBody::Ready(body.clone())),
+                Payload::Stream(Some(stream)) => {
+                    let (tx, rx) = oneshot::channel();
+                    stream.tee(mirror::MAX_COPY, tx);
+                    Some(mirror::CopyBody::Teed(rx))
+                }
+                Payload::Stream(None) => None,
+            };
+            if let Some(body) = body {
                 let copy = mirror::Copy {
                     method: parts.method.clone(),
                     path_and_query: path_and_query.clone(),
                     headers: parts.headers.clone(),
                     host,
-                    body: body.clone(),
+                    body,
                 };
-                mirror::spawn(m, copy, primary);
+                mirror::spawn(m, slot, copy, primary);
             }
-            // Over 64 KiB, or of unknown length: not copied.
-            Payload::Stream(_) => m.metrics.count(mirror::Outcome::Dropped),
         }
     }
     let idempotent = is_idempotent(&parts.method);

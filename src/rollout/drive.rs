@@ -23,6 +23,7 @@ use super::{judge, measure, Phase, Run, Verdict, Window};
 use crate::config::{FileConfig, FileRollout, FileRoute};
 use crate::control::{fingerprint, ControlError};
 use crate::runtime::{Shared, Writer};
+use crate::telemetry::Counts;
 
 /// What a rollout call changes; the caller answers with the new status.
 pub type RolloutResult = Result<(), ControlError>;
@@ -200,17 +201,19 @@ impl Shared {
 
     /// Counts of the canary and the baseline now: a window opens or closes here.
     fn open_window(&self, route: &FileRoute, rollout: &FileRollout) -> Window {
-        let (canary, baseline) = self.counts(route, rollout);
-        Window { canary, baseline, opened_at: Some(SystemTime::now()) }
+        let (canary, baseline, versions) = self.counts(route, rollout);
+        Window { canary, baseline, opened_at: Some(SystemTime::now()), versions }
     }
 
-    fn counts(&self, route: &FileRoute, rollout: &FileRollout) -> (crate::telemetry::Counts, crate::telemetry::Counts) {
+    /// The canary's and baseline's counts now, and the versions they are counted under.
+    fn counts(&self, route: &FileRoute, rollout: &FileRollout) -> (Counts, Counts, (String, String)) {
         let rt = self.runtime();
-        let of = |upstream: &str| {
-            let version = rt.upstreams.get(upstream).map_or_else(|| upstream.to_string(), |u| u.version.to_string());
-            self.telemetry.backend(&route.name, upstream, &version).tally.snapshot()
-        };
-        (of(rollout.canary.get_ref()), of(rollout.baseline.get_ref()))
+        let version =
+            |upstream: &str| rt.upstreams.get(upstream).map_or_else(|| upstream.to_string(), |u| u.version.to_string());
+        let versions = (version(rollout.canary.get_ref()), version(rollout.baseline.get_ref()));
+        let of =
+            |upstream: &str, version: &str| self.telemetry.backend(&route.name, upstream, version).tally.snapshot();
+        (of(rollout.canary.get_ref(), &versions.0), of(rollout.baseline.get_ref(), &versions.1), versions)
     }
 
     /// The current step's measurements so far (for status), while a rollout runs.
@@ -221,7 +224,10 @@ impl Shared {
             let run = runs.get(&route.name).filter(|r| r.phase == Phase::Running)?;
             run.window.clone()
         };
-        let (canary, baseline) = self.counts(route, rollout);
+        let (canary, baseline, versions) = self.counts(route, rollout);
+        if versions != window.versions {
+            return None;
+        }
         Some(measure(&canary.since(&window.canary), &baseline.since(&window.baseline)))
     }
 
@@ -240,7 +246,20 @@ impl Shared {
             run.judged += 1;
             (run.step, run.window.clone(), run.judged)
         };
-        let (canary, baseline) = self.counts(route, rollout);
+        let (canary, baseline, versions) = self.counts(route, rollout);
+        if versions != window.versions {
+            tracing::info!(
+                route = route_name,
+                step,
+                "a reload changed the canary's or baseline's version: the step's window starts again"
+            );
+            let fresh = self.open_window(route, rollout);
+            if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
+                run.window = fresh;
+                run.judged = 0;
+            }
+            return true;
+        }
         let j = judge(rollout, &canary.since(&window.canary), &baseline.since(&window.baseline), judged);
         tracing::info!(route = route_name, step, judged, verdict = ?j.verdict, canary_requests = j.canary_requests, canary_error_rate = j.canary_error_rate, canary_p99_ms = ?j.canary_p99_ms, "rollout step judged");
         match j.verdict.clone() {
@@ -302,7 +321,9 @@ impl Shared {
             }
             match writer.admin.rollout(route).cloned() {
                 Some(saved) if saved.step < rollout.steps.len() => {
-                    let reason = format!("restored from the state file ({})", saved.reason);
+                    let first =
+                        saved.reason.strip_prefix("restored from the state file (").and_then(|r| r.strip_suffix(')'));
+                    let reason = format!("restored from the state file ({})", first.unwrap_or(&saved.reason));
                     match saved.phase {
                         Phase::Running | Phase::Paused => {
                             self.begin(writer, route, rollout, saved.step, saved.phase, reason);

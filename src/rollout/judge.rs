@@ -78,7 +78,9 @@ fn verdict(r: &FileRollout, j: &Judgement, judged: u32) -> Verdict {
             return Verdict::Fail(format!("canary p99 {p99:.1} ms > max_p99 {max_ms:.1} ms"));
         }
     }
-    if let Some(max) = r.max_error_rate_increase {
+    // Compared only with a baseline that had traffic of its own in the step (at a 100%
+    // step it has none, and an empty baseline's 0% would judge the canary against nothing).
+    if let Some(max) = r.max_error_rate_increase.filter(|_| j.baseline_requests >= r.min_requests.max(1)) {
         let increase = j.canary_error_rate - j.baseline_error_rate;
         if increase > max {
             return Verdict::Fail(format!(
@@ -153,6 +155,8 @@ mod tests {
         assert!(reason.contains("max_error_rate_increase"), "{reason}");
         // The same canary beside an equally bad baseline passes.
         assert_eq!(judge(&r, &window(1000, 40, FAST), &window(1000, 35, FAST), 1).verdict, Verdict::Pass);
+        // A baseline without traffic (the 100% step) is no comparison.
+        assert_eq!(judge(&r, &window(1000, 40, FAST), &Counts::default(), 1).verdict, Verdict::Pass);
     }
 
     #[test]

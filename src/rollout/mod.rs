@@ -88,6 +88,9 @@ pub(crate) struct Window {
     pub canary: Counts,
     pub baseline: Counts,
     pub opened_at: Option<SystemTime>,
+    /// The canary's and baseline's versions: their counts are per version, so a reload
+    /// that renames one opens a new window instead of comparing unrelated counters.
+    pub versions: (String, String),
 }
 
 /// Every route's rollout run; never touched by the request path.
