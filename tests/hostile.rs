@@ -44,6 +44,9 @@ async fn ambiguous_requests_are_refused_before_the_upstream() {
         (b"GET a.test:443 HTTP/1.1\r\nHost: a\r\n\r\n", "400", "malformed-request"),
         (b"GET ftp://a.test/x HTTP/1.1\r\nHost: a\r\n\r\n", "400", "malformed-request"),
         (b"GET / HTTP/1.1\r\n\r\n", "400", "malformed-request"),
+        // A stray `%` whose decoding would build a new escape the upstream decodes again.
+        (b"GET /%6%31dmin HTTP/1.1\r\nHost: a\r\n\r\n", "400", "malformed-request"),
+        (b"GET /x% HTTP/1.1\r\nHost: a\r\n\r\n", "400", "malformed-request"),
         (b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n", "405", "connect-not-supported"),
     ];
     for (request, status, cause) in cases {
