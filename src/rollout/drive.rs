@@ -336,7 +336,7 @@ impl Shared {
                     self.begin(writer, route, rollout, 0, Phase::Running, "auto_start".into());
                 }
                 _ => {
-                    if writer_has_no_state_file(cfg) {
+                    if cfg.admin.state_file.is_none() {
                         tracing::info!(route = %route.name, "route has a rollout and no [admin] state_file: its progress is not kept across restarts; the config file's weights apply until it starts");
                     }
                 }
@@ -358,10 +358,6 @@ impl Shared {
         };
         self.rollouts.runs.lock().expect("not poisoned").insert(route.name.clone(), run);
     }
-}
-
-fn writer_has_no_state_file(cfg: &FileConfig) -> bool {
-    cfg.admin.state_file.is_none()
 }
 
 /// Judge at the end of every interval until the rollout leaves this epoch's running
