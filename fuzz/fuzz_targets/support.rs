@@ -38,15 +38,17 @@ sticky = { header = "x-user" }
 "#;
 
 pub fn runtime() -> Arc<Runtime> {
+    // Both live in statics for the whole run (reachable, so LeakSanitizer does not report
+    // them at exit); nothing in the snapshot needs the runtime to be read.
+    static TOKIO: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
     SHARED
         .get_or_init(|| {
             let cfg = switchyard::config::parse(std::path::Path::new("fuzz.toml"), CONFIG).expect("valid");
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            let shared = rt.block_on(Shared::new(cfg, None));
-            // The snapshot outlives the runtime: nothing in it needs the runtime to be read.
-            std::mem::forget(rt);
-            shared
+            let rt = TOKIO.get_or_init(|| {
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+            });
+            rt.block_on(Shared::new(cfg, None))
         })
         .runtime()
 }
