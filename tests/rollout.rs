@@ -70,6 +70,15 @@ async fn wait_state(proxy: &TestProxy, want: &str, within: Duration) -> Value {
     }
 }
 
+/// Poll (bounded) until the rollout is at `step`.
+async fn wait_step(proxy: &TestProxy, step: u64) {
+    let began = Instant::now();
+    while rollout(proxy).await["step"] != step {
+        assert!(began.elapsed() < Duration::from_secs(20), "step {step} never came: {:#}", rollout(proxy).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn weights(status: &Value) -> HashMap<String, (f64, String)> {
     status["routes"][0]["backends"]
         .as_array()
@@ -151,11 +160,7 @@ async fn a_canary_that_starts_failing_is_rolled_back_at_that_step() {
     let _traffic = Traffic::start(proxy.url("/"), 4);
     call(&proxy, "start").await;
     // Step 0 passes; as step 1 begins, the canary starts answering 20% 500s.
-    let began = Instant::now();
-    while rollout(&proxy).await["step"] != 1 {
-        assert!(began.elapsed() < Duration::from_secs(20), "{:#}", rollout(&proxy).await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_step(&proxy, 1).await;
     v2.knobs.fail_every.store(5, Ordering::SeqCst);
     let r = wait_state(&proxy, "rolled_back", Duration::from_secs(20)).await;
     // Judged at the end of the step where it failed: it never reached step 2.
@@ -285,11 +290,7 @@ async fn a_restart_mid_rollout_resumes_at_the_same_step_with_a_state_file() {
     {
         let _traffic = Traffic::start(proxy.url("/"), 2);
         call(&proxy, "start").await;
-        let began = Instant::now();
-        while rollout(&proxy).await["step"] != 1 {
-            assert!(began.elapsed() < Duration::from_secs(20));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_step(&proxy, 1).await;
         assert_eq!(call(&proxy, "pause").await.0, StatusCode::OK);
     }
     let dir = proxy.stop_keeping_dir().await;
@@ -369,11 +370,7 @@ async fn sticky_users_only_move_onto_the_canary_as_it_grows_and_all_return_on_ro
     let mut previous: Option<Vec<String>> = None;
     for step in 0..3u64 {
         // Freeze the step, look at every user, then let it go on.
-        let began = Instant::now();
-        while rollout(&proxy).await["step"] != step {
-            assert!(began.elapsed() < Duration::from_secs(20), "{:#}", rollout(&proxy).await);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_step(&proxy, step).await;
         call(&proxy, "pause").await;
         let now = versions(users.clone()).await;
         let on_canary = now.iter().filter(|v| *v == "v2").count();
@@ -445,11 +442,7 @@ async fn a_restored_running_rollout_keeps_going() {
     {
         let _traffic = Traffic::start(proxy.url("/"), 2);
         call(&proxy, "start").await;
-        let began = Instant::now();
-        while rollout(&proxy).await["step"] != 1 {
-            assert!(began.elapsed() < Duration::from_secs(20));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_step(&proxy, 1).await;
     }
     let dir = proxy.stop_keeping_dir().await;
     let restarted = spawn_proxy_file(path, dir).await;
