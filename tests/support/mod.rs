@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use switchyard::runtime::Shared;
 use switchyard::server::Server;
 
+pub mod devtools;
 pub mod grpc;
 pub mod pki;
 pub mod ws;
