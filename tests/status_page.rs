@@ -13,25 +13,15 @@ use std::time::Duration;
 
 use support::*;
 
-use support::devtools::{Browser, CHROMIUM};
+use support::devtools::{Browser, CHROMIUM, HEADLESS};
 
 /// The DOM after the page's scripts ran for a few (virtual) seconds.
 async fn rendered_dom(url: String) -> String {
     tokio::task::spawn_blocking(move || {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-            ])
+            .args(HEADLESS)
+            .args(["--virtual-time-budget=5000", "--dump-dom"])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(&url)
             .stdout(Stdio::piped())
