@@ -254,4 +254,18 @@ async fn access_log_writes_one_json_line_per_request_on_stdout() {
     let line = log_rx.recv_timeout(Duration::from_secs(10)).expect("a second line");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!((v["status"].as_u64(), v["route"].as_str(), v["upstream"].as_str()), (Some(404), Some(""), Some("")));
+
+    // A client that hangs up before the (slow) answer is logged as 499, on the route.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /app/slow?delay_ms=500 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = log_rx.recv_timeout(Duration::from_secs(10)).expect("a line for the abandoned request");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["route"].as_str(), v["path"].as_str()),
+        (Some(499), Some("r"), Some("/app/slow"))
+    );
 }

@@ -1,7 +1,8 @@
-//! The response body type: the upstream's streamed body or a small body the proxy made,
-//! optionally counting bytes for the access log (which is written when the body ends,
-//! or is dropped because the client went away), and optionally digesting what the client
-//! receives for a mirror's `compare = "body"`.
+//! The response body type: the upstream's streamed body or a small body the proxy made.
+//! It settles the request's accounting when it ends: `switchyard_requests_total` with the
+//! status sent, or with 499 when it is dropped first (the client went away mid-response),
+//! and the access log line (bytes counted as they go). Optionally it digests what the
+//! client receives for a mirror's `compare = "body"`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,12 +12,16 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::error::CLIENT_CLOSED;
 use crate::access_log::AccessRecord;
 use crate::mirror::Primary;
 use crate::runtime::Shared;
+use crate::telemetry::StatusCounters;
 
 pub struct ResponseBody {
     kind: Kind,
+    /// The counters to count the status on when the body ends (499 if it is dropped).
+    settle: Option<(Arc<StatusCounters>, u16)>,
     log: Option<Box<PendingLog>>,
     digest: Option<Box<DigestTap>>,
 }
@@ -41,18 +46,28 @@ struct PendingLog {
 
 impl ResponseBody {
     pub fn upstream(body: Incoming) -> Self {
-        ResponseBody { kind: Kind::Upstream(body), log: None, digest: None }
+        ResponseBody { kind: Kind::Upstream(body), settle: None, log: None, digest: None }
     }
 
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody { kind: Kind::Full(Some(bytes)), log: None, digest: None }
+        ResponseBody { kind: Kind::Full(Some(bytes)), settle: None, log: None, digest: None }
     }
 
-    /// Emit `record` (with `bytes_out` filled in) once this body is finished or dropped.
-    pub fn log_on_end(&mut self, record: AccessRecord, shared: Arc<Shared>) {
-        self.log = Some(Box::new(PendingLog { record, shared }));
-        if self.is_end_stream() {
-            self.flush_log();
+    /// Count `status` on `counters` and emit `log` (with `bytes_out` filled in) when this
+    /// body has been sent to its end; if it is dropped before, the client went away:
+    /// count and log 499 instead. `sent_whole` says no body will be sent (a HEAD request,
+    /// or a status without a body): settle now.
+    pub fn settle_on_end(
+        &mut self,
+        counters: Arc<StatusCounters>,
+        status: u16,
+        log: Option<(AccessRecord, Arc<Shared>)>,
+        sent_whole: bool,
+    ) {
+        self.settle = Some((counters, status));
+        self.log = log.map(|(record, shared)| Box::new(PendingLog { record, shared }));
+        if sent_whole || self.is_end_stream() {
+            self.finish(None);
         }
     }
 
@@ -72,8 +87,15 @@ impl ResponseBody {
         }
     }
 
-    fn flush_log(&mut self) {
-        if let Some(p) = self.log.take() {
+    /// Count and log the request once: with the status sent, or `instead` (499).
+    fn finish(&mut self, instead: Option<u16>) {
+        if let Some((counters, status)) = self.settle.take() {
+            counters.inc(instead.unwrap_or(status));
+        }
+        if let Some(mut p) = self.log.take() {
+            if let Some(status) = instead {
+                p.record.status = status;
+            }
             p.shared.access_log.send(p.record);
         }
     }
@@ -106,16 +128,17 @@ impl Body for ResponseBody {
                 Poll::Pending => {}
             }
         }
-        if let Some(log) = this.log.as_mut() {
-            match &polled {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(d) = frame.data_ref() {
-                        log.record.bytes_out += d.len() as u64;
-                    }
-                }
-                Poll::Ready(_) => this.flush_log(),
-                Poll::Pending => {}
+        if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (this.log.as_mut(), &polled) {
+            if let Some(d) = frame.data_ref() {
+                log.record.bytes_out += d.len() as u64;
             }
+        }
+        match &polled {
+            // hyper stops polling a body that says it has ended. An error from the
+            // upstream's body ends the response too: what was sent stands.
+            Poll::Ready(None | Some(Err(_))) => this.finish(None),
+            Poll::Ready(Some(Ok(_))) if this.kind.is_end_stream() => this.finish(None),
+            _ => {}
         }
         polled
     }
@@ -142,7 +165,8 @@ impl Kind {
 }
 
 impl Drop for ResponseBody {
+    /// Dropped before its end: the client is gone (nginx's 499).
     fn drop(&mut self) {
-        self.flush_log();
+        self.finish(Some(CLIENT_CLOSED));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod error;
+mod forward;
 pub mod headers;
 mod service;
 pub mod upgrade;
@@ -10,6 +11,6 @@ mod upstream_body;
 pub mod validate;
 
 pub use body::ResponseBody;
-pub use error::{ProxyError, ERROR_HEADER};
+pub use error::{Blame, ProxyError, CLIENT_CLOSED, ERROR_HEADER};
 pub use service::{handle, ConnInfo};
-pub use upstream_body::{BodyTooLarge, UpstreamBody};
+pub use upstream_body::{ClientBodyError, UpstreamBody};

@@ -3,8 +3,16 @@
 //! upstream never receives more than the limit. A streamed body can also be teed: a copy
 //! of up to a bound is kept as it flows to the upstream and handed over when the body
 //! ends (a mirror's copy: the primary is never held up waiting for the body).
+//!
+//! A streamed body is where a client's fault shows up while the upstream exchange is
+//! under way: its errors are wrapped in [`ClientBodyError`], which carries the client's
+//! blame through the HTTP client's error to the classification, and it records whether
+//! the exchange is waiting on the client, so a timeout can tell a stalled client (408)
+//! from a stalled upstream (504).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -13,16 +21,43 @@ use hyper::body::Incoming;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The client sent more than `max_body_bytes`.
+use super::error::ProxyError;
+
+/// The client's request body failed: malformed (400), cut short by the client closing
+/// its side (400, counted 499), over `max_body_bytes` (413), or the client went away
+/// (499). Found in an upstream
+/// exchange's error chain, it means the client is to blame, not the upstream.
 #[derive(Debug, thiserror::Error)]
-#[error("request body exceeds max_body_bytes")]
-pub struct BodyTooLarge;
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyError(pub ProxyError);
+
+impl ClientBodyError {
+    /// What a failure of the client's body stream says about the client.
+    pub(super) fn from_incoming(e: &hyper::Error) -> Self {
+        use std::io::ErrorKind;
+        if e.is_incomplete_message() {
+            return ClientBodyError(ProxyError::BodyCutShort);
+        }
+        if e.is_parse() {
+            return ClientBodyError(ProxyError::BadRequest);
+        }
+        let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        match io.map(std::io::Error::kind) {
+            // Bad chunk framing.
+            Some(ErrorKind::InvalidData | ErrorKind::InvalidInput) => ClientBodyError(ProxyError::BadRequest),
+            // The stream ended before the body did: the client closed its side.
+            Some(ErrorKind::UnexpectedEof) => ClientBodyError(ProxyError::BodyCutShort),
+            // A reset connection or stream: nobody is left to answer.
+            _ => ClientBodyError(ProxyError::ClientGone),
+        }
+    }
+}
 
 pub struct UpstreamBody(Kind);
 
 enum Kind {
     Full(Option<Bytes>),
-    Stream { inner: Incoming, limit: u64, seen: u64, tee: Option<Box<Tee>> },
+    Stream { inner: Incoming, limit: u64, seen: u64, tee: Option<Box<Tee>>, waiting: Arc<AtomicBool> },
 }
 
 /// The copy being kept of a streamed body.
@@ -42,8 +77,10 @@ impl UpstreamBody {
     }
 
     /// Stream `inner`, failing once more than `limit` bytes (0 = no limit) went through.
-    pub fn stream(inner: Incoming, limit: u64) -> Self {
-        UpstreamBody(Kind::Stream { inner, limit, seen: 0, tee: None })
+    /// `waiting` is kept true while the last read of the client's body found nothing to
+    /// send (the exchange is waiting on the client, not on the upstream).
+    pub fn stream(inner: Incoming, limit: u64, waiting: Arc<AtomicBool>) -> Self {
+        UpstreamBody(Kind::Stream { inner, limit, seen: 0, tee: None, waiting })
     }
 
     /// Keep a copy of this body (up to `max` bytes) and send it to `to` when the body has
@@ -92,19 +129,21 @@ impl Body for UpstreamBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.0 {
             Kind::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Stream { inner, limit, seen, tee } => {
-                let polled: Option<Result<Frame<Bytes>, BoxError>> = match Pin::new(&mut *inner).poll_frame(cx) {
+            Kind::Stream { inner, limit, seen, tee, waiting } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                waiting.store(polled.is_pending(), Ordering::Relaxed);
+                let polled: Option<Result<Frame<Bytes>, BoxError>> = match polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
                             *seen += d.len() as u64;
                         }
                         if *limit != 0 && *seen > *limit {
-                            Some(Err(Box::new(BodyTooLarge)))
+                            Some(Err(Box::new(ClientBodyError(ProxyError::BodyTooLarge))))
                         } else {
                             Some(Ok(frame))
                         }
                     }
-                    Poll::Ready(Some(Err(e))) => Some(Err(Box::new(e))),
+                    Poll::Ready(Some(Err(e))) => Some(Err(Box::new(ClientBodyError::from_incoming(&e)))),
                     Poll::Ready(None) => None,
                     Poll::Pending => return Poll::Pending,
                 };

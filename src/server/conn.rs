@@ -19,10 +19,16 @@ use crate::runtime::Shared;
 
 fn builder(limits: &FileLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Oversized heads get 431 from hyper when its read buffer fills. Slow heads and idle
-    // connections are timed by the connection task (see `Activity`), because hyper's
-    // header timer also runs while a keep-alive connection is idle.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(limits.max_header_bytes);
+    // The framing tracker refuses oversized heads (431 with its cause) before hyper sees
+    // them, and only hands hyper complete heads, so hyper's own buffer limit is set above
+    // it and never answers first. Slow heads and idle connections are timed by the
+    // connection task (see `Activity`), because hyper's header timer also runs while a
+    // keep-alive connection is idle.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.saturating_add(16 * 1024));
     // HTTP/2 limits, stated rather than inherited: concurrent streams per connection, the
     // header list (as for HTTP/1.1 heads), and the h2 crate's defences against rapid
     // reset (CVE-2023-44487) and streams reset by our own errors: past them the
@@ -87,8 +93,9 @@ pub(super) fn serve<S>(
                 result = &mut conn => {
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        // hyper answers unparseable heads itself (400, or 431 when too
-                        // large); count them with the other responses made before routing.
+                        // The framing tracker refuses what hyper's parser would; should
+                        // hyper still answer a head itself (a rule the tracker lacks),
+                        // count it with the other responses made before routing.
                         if let Some(status) = parser_rejection(&*e) {
                             counted.telemetry.unrouted.inc(status);
                         }

@@ -1,14 +1,37 @@
 //! A second, independent reading of HTTP/1.1 request framing, run over the bytes the
-//! server reads. hyper resolves a request with both `Content-Length` and
-//! `Transfer-Encoding` by dropping the length (RFC 9112 §6.3 allows it), which leaves no
-//! trace the service could check; SPEC.md wants such requests refused, because a
-//! front proxy that picked the other header would see a different request boundary
-//! (request smuggling). This tracker follows message boundaries (heads, fixed-length
-//! and chunked bodies) just far enough to see every head as sent, and also tells the
-//! connection when a head is being read (for `header_read_timeout`).
+//! server reads before hyper sees them. It does three things hyper cannot be asked to:
 //!
-//! It never changes a byte; when it cannot follow the stream (an upgrade, HTTP/2, a
-//! head hyper will reject anyway) it stops looking.
+//! - **Refuse what hyper would answer bare.** A head hyper's parser rejects (bad bytes,
+//!   `HTTP/1.2`, an invalid or differing `Content-Length`, a `Transfer-Encoding` that does
+//!   not end in `chunked`) or one over `max_header_bytes` would get hyper's own 400/431
+//!   with no body and no `x-switchyard-error`. The tracker refuses such a head itself,
+//!   with the same rules, and hands hyper a fixed stand-in head instead ([`STAND_IN`]);
+//!   the request path answers that request from the connection's verdict, so the
+//!   response carries its cause and comes after every response before it (pipelining
+//!   keeps its order).
+//! - **Refuse ambiguous framing.** hyper resolves a head with both `Content-Length` and
+//!   `Transfer-Encoding` by dropping the length (RFC 9112 §6.3 allows it); SPEC.md wants
+//!   it refused, since a front proxy that picked the other header would see another
+//!   request boundary (request smuggling).
+//! - **Time heads.** It tells the connection when a head is being read (for
+//!   `header_read_timeout`).
+//!
+//! To refuse a head before hyper sees any of it, a head that spans reads is held back
+//! until it is complete (it is copied anyway, to be parsed); bodies, and heads that
+//! arrive whole, pass through untouched. It follows message boundaries (heads,
+//! fixed-length and chunked bodies) only far enough to find every head; when it cannot
+//! follow the stream (an upgrade, HTTP/2, a chunked body hyper will fail) it stops
+//! looking and passes everything through.
+
+use crate::proxy::ProxyError;
+
+/// What hyper is given in place of a refused head: a request it parses without
+/// complaint, which the request path never forwards (it answers from the verdict).
+pub const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: refused.invalid\r\n\r\n";
+
+/// hyper's own limits, mirrored so a head it would refuse is refused here first.
+const MAX_HEADERS: usize = 100;
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
 /// What one `feed` saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -17,12 +40,28 @@ pub struct Seen {
     pub head_started: bool,
     /// A request head ended.
     pub head_done: bool,
-    /// That head stated its length ambiguously.
-    pub ambiguous: bool,
-    /// Heads completed in this read.
+    /// Heads completed in this read (a refused one included).
     pub heads: u32,
-    /// Of those, the first (0-based) that stated its length ambiguously.
-    pub first_ambiguous: Option<u32>,
+    /// A head was refused: its index among this read's heads, and the answer it gets.
+    pub refused: Option<(u32, ProxyError)>,
+    /// What to hand hyper from this read.
+    pub pass: Pass,
+}
+
+/// What of a read goes on to hyper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// The read's first N bytes, as they are (the rest is part of a head held back).
+    Direct(usize),
+    /// The bytes from [`Framing::take_out`] instead of the read (a held head completed,
+    /// or a head was refused).
+    Rebuilt,
+}
+
+impl Default for Pass {
+    fn default() -> Self {
+        Pass::Direct(0)
+    }
 }
 
 #[derive(Debug)]
@@ -33,6 +72,8 @@ pub struct Framing {
     /// time limit, so a client cannot hold a connection by trickling CRLFs).
     leading: bool,
     max_head: usize,
+    /// Bytes for hyper when a read could not be passed as it was.
+    out: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +93,23 @@ enum State {
     ChunkEnd(u8),
     /// Trailer section: length of the current line (without CR).
     Trailer(usize),
-    /// Not HTTP/1 request framing any more (upgrade, h2, or hyper rejects it).
+    /// Not HTTP/1 request framing any more (upgrade, h2, or a body hyper will fail):
+    /// everything passes.
     Off,
+    /// A head was refused: nothing after it reaches hyper.
+    Refused,
+}
+
+/// Where one `feed` stands: how much of the read is cleared for hyper, and whether
+/// what is cleared is being assembled in `out` rather than passed in place.
+struct Cursor {
+    cleared: usize,
+    rebuilt: bool,
 }
 
 impl Framing {
     pub fn new(max_head: usize) -> Self {
-        Framing { state: State::Head, head: Vec::new(), leading: false, max_head }
+        Framing { state: State::Head, head: Vec::new(), leading: false, max_head, out: Vec::new() }
     }
 
     /// True while part of a head has been read.
@@ -68,9 +119,23 @@ impl Framing {
 
     /// Stop following the stream (it is not HTTP/1 any more, e.g. after a 101).
     pub fn stop(&mut self) {
-        self.state = State::Off;
+        if self.state != State::Refused {
+            self.state = State::Off;
+        }
         self.head = Vec::new();
         self.leading = false;
+    }
+
+    /// True once a head was refused: nothing more is passed on.
+    pub fn refused(&self) -> bool {
+        self.state == State::Refused
+    }
+
+    /// The bytes to hand hyper after a feed that returned [`Pass::Rebuilt`], swapped
+    /// into `into` (whose buffer this keeps for next time: no allocation per read).
+    pub fn take_out(&mut self, into: &mut Vec<u8>) {
+        into.clear();
+        std::mem::swap(into, &mut self.out);
     }
 
     /// True between messages (nothing of the next head read yet).
@@ -79,21 +144,29 @@ impl Framing {
         (self.state == State::Head && self.head.is_empty()) || self.state == State::Off
     }
 
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Seen {
+    pub fn feed(&mut self, input: &[u8]) -> Seen {
         let mut seen = Seen::default();
-        while !bytes.is_empty() {
+        let mut at = 0;
+        let mut cur = Cursor { cleared: 0, rebuilt: false };
+        while at < input.len() {
             match self.state {
-                State::Off => break,
+                State::Refused => break,
+                State::Off => {
+                    at = input.len();
+                    self.clear_to(input, &mut cur, at);
+                }
                 State::Head => {
-                    if self.head.is_empty() {
+                    let held = self.head.len();
+                    if held == 0 {
                         // Empty lines before a request line are allowed (RFC 9112 §2.2).
-                        let skip = bytes.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                        let skip = input[at..].iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
                         if skip > 0 && !self.leading {
                             self.leading = true;
                             seen.head_started = true;
                         }
-                        bytes = &bytes[skip..];
-                        if bytes.is_empty() {
+                        at += skip;
+                        self.clear_to(input, &mut cur, at);
+                        if at == input.len() {
                             break;
                         }
                         if !self.leading {
@@ -101,42 +174,47 @@ impl Framing {
                         }
                         self.leading = false;
                     }
-                    let before = self.head.len();
-                    self.head.extend_from_slice(bytes);
-                    match find_head_end(&self.head, before) {
-                        Some(end) => {
-                            let rest = self.head.len() - end;
-                            let consumed = bytes.len() - rest;
-                            bytes = &bytes[consumed..];
-                            self.head.truncate(end);
-                            let (next, ambiguous) = classify(&self.head);
-                            seen.head_done = true;
-                            self.leading = false;
-                            if ambiguous && seen.first_ambiguous.is_none() {
-                                seen.first_ambiguous = Some(seen.heads);
-                            }
-                            seen.heads += 1;
-                            seen.ambiguous |= ambiguous;
-                            self.head.clear();
-                            self.state = next;
+                    self.head.extend_from_slice(&input[at..]);
+                    let Some(end) = find_head_end(&self.head, held) else {
+                        if self.head.len() > self.max_head {
+                            self.refuse(input, &mut cur, &mut seen, ProxyError::HeaderTooLarge);
                         }
-                        None => {
-                            if self.head.len() > self.max_head {
-                                self.head = Vec::new();
-                                self.state = State::Off;
+                        break;
+                    };
+                    self.head.truncate(end);
+                    let head_end = at + (end - held);
+                    seen.head_done = true;
+                    let verdict =
+                        if end > self.max_head { Err(ProxyError::HeaderTooLarge) } else { classify(&self.head) };
+                    match verdict {
+                        Ok(next) => {
+                            if held > 0 {
+                                // The head began in an earlier read and was held back:
+                                // it goes first, then the rest of this read.
+                                self.rebuild(input, &mut cur);
+                                self.out.extend_from_slice(&self.head[..held]);
                             }
+                            self.clear_to(input, &mut cur, head_end);
+                            seen.heads += 1;
+                            self.state = next;
+                            self.head.clear();
+                            at = head_end;
+                        }
+                        Err(refusal) => {
+                            self.refuse(input, &mut cur, &mut seen, refusal);
                             break;
                         }
                     }
                 }
                 State::Body(n) => {
-                    let take = n.min(bytes.len() as u64);
-                    bytes = &bytes[take as usize..];
+                    let take = n.min((input.len() - at) as u64);
+                    at += take as usize;
                     self.state = if n == take { State::Head } else { State::Body(n - take) };
+                    self.clear_to(input, &mut cur, at);
                 }
                 State::ChunkSize { size, digits, ext } => {
-                    let b = bytes[0];
-                    bytes = &bytes[1..];
+                    let b = input[at];
+                    at += 1;
                     self.state = match b {
                         b'\n' if !digits => State::Off,
                         b'\n' if size == 0 => State::Trailer(0),
@@ -151,34 +229,68 @@ impl Framing {
                             _ => State::Off,
                         },
                     };
+                    self.clear_to(input, &mut cur, at);
                 }
                 State::ChunkData(n) => {
-                    let take = n.min(bytes.len() as u64);
-                    bytes = &bytes[take as usize..];
+                    let take = n.min((input.len() - at) as u64);
+                    at += take as usize;
                     self.state = if n == take { State::ChunkEnd(2) } else { State::ChunkData(n - take) };
+                    self.clear_to(input, &mut cur, at);
                 }
                 State::ChunkEnd(left) => {
-                    let b = bytes[0];
-                    bytes = &bytes[1..];
+                    let b = input[at];
+                    at += 1;
                     self.state = match (left, b) {
                         (_, b'\n') => State::ChunkSize { size: 0, digits: false, ext: false },
                         (2, b'\r') => State::ChunkEnd(1),
                         _ => State::Off,
                     };
+                    self.clear_to(input, &mut cur, at);
                 }
                 State::Trailer(len) => {
-                    let b = bytes[0];
-                    bytes = &bytes[1..];
+                    let b = input[at];
+                    at += 1;
                     self.state = match b {
                         b'\n' if len == 0 => State::Head,
                         b'\n' => State::Trailer(0),
                         b'\r' => State::Trailer(len),
                         _ => State::Trailer(len + 1),
                     };
+                    self.clear_to(input, &mut cur, at);
                 }
             }
         }
+        seen.pass = if cur.rebuilt { Pass::Rebuilt } else { Pass::Direct(cur.cleared) };
         seen
+    }
+
+    /// Everything of `input` up to `to` goes to hyper.
+    fn clear_to(&mut self, input: &[u8], cur: &mut Cursor, to: usize) {
+        if cur.rebuilt {
+            self.out.extend_from_slice(&input[cur.cleared..to]);
+        }
+        cur.cleared = to;
+    }
+
+    /// From here on this read is assembled in `out` (what was cleared so far first).
+    fn rebuild(&mut self, input: &[u8], cur: &mut Cursor) {
+        if !cur.rebuilt {
+            self.out.extend_from_slice(&input[..cur.cleared]);
+            cur.rebuilt = true;
+        }
+    }
+
+    /// The head being read is refused: hyper gets what was cleared before it, then the
+    /// stand-in, and nothing after.
+    fn refuse(&mut self, input: &[u8], cur: &mut Cursor, seen: &mut Seen, refusal: ProxyError) {
+        self.rebuild(input, cur);
+        self.out.extend_from_slice(STAND_IN);
+        seen.refused = Some((seen.heads, refusal));
+        seen.heads += 1;
+        seen.head_done = true;
+        self.state = State::Refused;
+        self.head = Vec::new();
+        self.leading = false;
     }
 }
 
@@ -200,48 +312,74 @@ fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// What follows a complete head, and whether the head states its length twice.
-fn classify(head: &[u8]) -> (State, bool) {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
+/// What follows a complete head, or why it is refused: hyper's parsing rules (the same
+/// httparse call, its header count, URI and length checks), plus no head that states
+/// its length twice.
+fn classify(head: &[u8]) -> Result<State, ProxyError> {
+    // HTTP/2 with prior knowledge: its preface reads like a head, and is hyper's.
+    if head.starts_with(b"PRI * HTTP/2.0\r\n") {
+        return Ok(State::Off);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        // hyper will reject this head itself; nothing to follow afterwards.
-        _ => return (State::Off, false),
+        Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeaderTooLarge),
+        // A complete head (it ends in a blank line) that does not parse.
+        _ => return Err(ProxyError::BadRequest),
     }
-    if req.method == Some("CONNECT") || req.method == Some("PRI") {
-        return (State::Off, false);
+    let path = req.path.unwrap_or("");
+    if path.len() > MAX_URI_LEN {
+        return Err(ProxyError::UriTooLong);
+    }
+    if http::Uri::try_from(path).is_err() {
+        return Err(ProxyError::BadRequest);
+    }
+    if req.method == Some("CONNECT") {
+        return Ok(State::Off);
     }
     // An `Upgrade` request is framed like any other: only an accepted upgrade (a 101,
     // signalled by the request path) turns the stream into something else.
     let mut te: Option<&[u8]> = None;
-    let mut cl: Option<&[u8]> = None;
+    let mut length: Option<u64> = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            cl = Some(h.value);
+            let n = content_length(h.value).ok_or(ProxyError::BadRequest)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ProxyError::BadRequest);
+            }
+            length = Some(n);
         }
     }
-    let ambiguous = te.is_some() && cl.is_some();
-    let next = if let Some(te) = te {
-        let chunked =
-            te.rsplit(|b| *b == b',').next().is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if chunked {
-            State::ChunkSize { size: 0, digits: false, ext: false }
-        } else {
-            State::Off
+    match (te, length) {
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest),
+        (Some(_), None) if req.version != Some(1) => Err(ProxyError::BadRequest),
+        (Some(te), None) => {
+            let chunked =
+                te.rsplit(|b| *b == b',').next().is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if chunked {
+                Ok(State::ChunkSize { size: 0, digits: false, ext: false })
+            } else {
+                Err(ProxyError::BadRequest)
+            }
         }
-    } else if let Some(cl) = cl {
-        match std::str::from_utf8(cl).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-            Some(0) => State::Head,
-            Some(n) => State::Body(n),
-            None => State::Off,
-        }
-    } else {
-        State::Head
-    };
-    (next, ambiguous)
+        (None, Some(0) | None) => Ok(State::Head),
+        (None, Some(n)) => Ok(State::Body(n)),
+    }
+}
+
+/// A `Content-Length` value as hyper reads it: decimal digits only, no overflow.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -254,26 +392,102 @@ mod tests {
         (seen, f)
     }
 
+    /// Feed `chunks` as reads and collect what hyper would be handed.
+    fn passed(f: &mut Framing, chunks: &[&[u8]]) -> (Vec<u8>, Vec<Seen>) {
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for c in chunks {
+            let s = f.feed(c);
+            match s.pass {
+                Pass::Direct(n) => out.extend_from_slice(&c[..n]),
+                Pass::Rebuilt => {
+                    let mut v = Vec::new();
+                    f.take_out(&mut v);
+                    out.extend(v);
+                }
+            }
+            seen.push(s);
+        }
+        (out, seen)
+    }
+
     #[test]
     fn follows_keep_alive_requests_with_bodies() {
         let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
 POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nworld\r\n0\r\nX-T: 1\r\n\r\n\
 GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let valid = &stream[..stream.iter().position(|b| *b == b'G').unwrap()];
         // Byte by byte, so every state boundary is crossed mid-read.
         let mut f = Framing::new(65_536);
-        let mut heads = 0;
-        let mut ambiguous = 0;
-        for b in stream {
-            let s = f.feed(std::slice::from_ref(b));
-            heads += usize::from(s.head_done);
-            ambiguous += usize::from(s.ambiguous);
-        }
-        assert_eq!((heads, ambiguous), (3, 1));
-        assert!(f.idle());
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        let (out, seen) = passed(&mut f, &chunks);
+        let heads: u32 = seen.iter().map(|s| s.heads).sum();
+        assert_eq!(heads, 3);
+        assert_eq!(seen.iter().filter_map(|s| s.refused).collect::<Vec<_>>(), vec![(0, ProxyError::BadRequest)]);
+        assert_eq!(out, [valid, STAND_IN].concat(), "the two valid requests, then the stand-in");
+        assert!(f.refused());
         // And all at once.
-        let (seen, f) = feed_all(&[stream]);
-        assert!(seen[0].ambiguous && seen[0].head_done);
+        let mut f = Framing::new(65_536);
+        let (out, seen) = passed(&mut f, &[stream]);
+        assert_eq!(seen[0].refused, Some((2, ProxyError::BadRequest)));
+        assert_eq!(out, [valid, STAND_IN].concat());
+    }
+
+    #[test]
+    fn a_head_split_across_reads_reaches_hyper_whole() {
+        let mut f = Framing::new(65_536);
+        let (out, seen) = passed(&mut f, &[b"GET / HT", b"TP/1.1\r\nHost: a\r\n", b"\r\nGET /2 HTTP/1.1\r"]);
+        assert_eq!(seen[0].pass, Pass::Direct(0), "nothing of an unfinished head is passed");
+        assert_eq!(seen[1].pass, Pass::Direct(0));
+        assert_eq!(seen[2].pass, Pass::Rebuilt);
+        assert_eq!(out, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let (out, _) = passed(&mut f, &[b"\nHost: a\r\n\r\n"]);
+        assert_eq!(out, b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(f.idle());
+    }
+
+    #[test]
+    fn refuses_what_hyper_would_answer_bare() {
+        let cases: &[(&[u8], ProxyError)] = &[
+            (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", ProxyError::BadRequest),
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", ProxyError::BadRequest),
+            (b"GET / HTTP/1.1\r\nBad Name: a\r\n\r\n", ProxyError::BadRequest),
+            (b"GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n", ProxyError::BadRequest),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", ProxyError::BadRequest),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ProxyError::BadRequest),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", ProxyError::BadRequest),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", ProxyError::BadRequest),
+        ];
+        for (head, why) in cases {
+            let mut f = Framing::new(65_536);
+            let (out, seen) = passed(&mut f, &[head]);
+            assert_eq!(seen[0].refused, Some((0, *why)), "{}", String::from_utf8_lossy(head));
+            assert_eq!(out, STAND_IN);
+            // Nothing after a refusal reaches hyper.
+            let (out, _) = passed(&mut f, &[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]);
+            assert!(out.is_empty());
+        }
+        let many: String = (0..101).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let (_, seen) = passed(&mut Framing::new(65_536), &[format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()]);
+        assert_eq!(seen[0].refused, Some((0, ProxyError::HeaderTooLarge)));
+        // Equal duplicates are fine, as for hyper.
+        let (_, seen) =
+            passed(&mut Framing::new(65_536), &[b"POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"]);
+        assert_eq!(seen[0].refused, None);
+    }
+
+    #[test]
+    fn heads_over_the_limit_are_refused_whole_or_in_pieces() {
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        let (out, seen) = passed(&mut Framing::new(8192), &[big.as_bytes()]);
+        assert_eq!(seen[0].refused, Some((0, ProxyError::HeaderTooLarge)));
+        assert_eq!(out, STAND_IN);
+        // Trickled: refused as soon as the limit is crossed, before the head ends.
+        let mut f = Framing::new(8192);
+        let chunks: Vec<&[u8]> = big.as_bytes()[..8300].chunks(1000).collect();
+        let (out, seen) = passed(&mut f, &chunks);
+        assert_eq!(seen.iter().filter_map(|s| s.refused).count(), 1);
+        assert_eq!(out, STAND_IN);
     }
 
     #[test]
@@ -282,7 +496,8 @@ GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 59\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n",
         ]);
-        assert!(!seen[0].ambiguous && !seen[1].ambiguous && !seen[1].head_started);
+        assert!(seen[0].refused.is_none() && seen[1].refused.is_none() && !seen[1].head_started);
+        assert_eq!(seen[1].pass, Pass::Direct(59));
     }
 
     #[test]
@@ -302,10 +517,12 @@ GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
         ]);
-        assert!(seen[1].ambiguous);
-        assert_ne!(f.state, State::Off);
-        let (_, f) = feed_all(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
+        assert!(seen[1].refused.is_some());
+        assert!(f.refused());
+        let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00";
+        let (seen, f) = feed_all(&[preface]);
         assert_eq!(f.state, State::Off);
+        assert_eq!(seen[0].pass, Pass::Direct(preface.len()));
     }
 
     #[test]
@@ -371,21 +588,25 @@ GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\
             #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
             /// Valid keep-alive traffic, cut into reads anywhere, is followed exactly:
-            /// every head is seen, none is flagged, and the stream ends between messages.
+            /// every head is seen, none is refused, hyper is handed every byte in
+            /// order, and the stream ends between messages.
             #[test]
             fn valid_streams_are_followed_exactly(reqs in proptest::collection::vec(req(), 1..6), cuts in proptest::collection::vec(1usize..64, 1..40)) {
                 let bytes = encode(&reqs);
                 let mut f = Framing::new(65_536);
                 let (mut at, mut heads, mut i) = (0, 0u32, 0);
+                let mut out = Vec::new();
                 while at < bytes.len() {
                     let n = cuts[i % cuts.len()].min(bytes.len() - at);
-                    let seen = f.feed(&bytes[at..at + n]);
-                    prop_assert!(!seen.ambiguous);
-                    heads += seen.heads;
+                    let (passed, seen) = passed(&mut f, &[&bytes[at..at + n]]);
+                    prop_assert!(seen[0].refused.is_none());
+                    out.extend(passed);
+                    heads += seen[0].heads;
                     at += n;
                     i += 1;
                 }
                 prop_assert_eq!(heads as usize, reqs.len());
+                prop_assert!(out == bytes, "hyper is handed exactly the bytes sent");
                 prop_assert!(f.idle() && !f.in_head());
             }
         }

@@ -1,18 +1,20 @@
 //! The client connection's byte stream, watched: every read and write marks activity,
-//! and request heads are followed by [`Framing`] so the connection task knows when a
-//! head is in progress (slowloris cut-off) or the connection is idle, and the request
-//! path knows when a head stated its length ambiguously.
+//! and request heads are followed by [`Framing`] before hyper reads them, so the
+//! connection task knows when a head is in progress (slowloris cut-off) or the
+//! connection is idle, and the request path knows which request stands in for a head
+//! the tracker refused (and why).
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::framing::Framing;
+use super::framing::{Framing, Pass};
+use crate::proxy::ProxyError;
 
 /// Connection state shared by the stream wrapper, the connection task and the request
 /// path. The I/O path only bumps counters (no clock reads); the connection task turns
@@ -30,8 +32,10 @@ pub struct Activity {
     active: AtomicUsize,
     /// Request heads read so far on this connection.
     heads_done: AtomicU64,
-    /// Index of the first head that stated its length twice (`u64::MAX`: none).
-    first_ambiguous: AtomicU64,
+    /// Index of the request standing in for a refused head (`u64::MAX`: none), and why
+    /// it was refused (see [`refusal_code`]).
+    refused_at: AtomicU64,
+    refusal: AtomicU8,
     /// Requests the request path has started (HTTP/1 answers them in order).
     requests: AtomicU64,
     /// The request path accepted an upgrade (101): the stream is no longer HTTP/1.
@@ -73,15 +77,23 @@ impl Default for Observed {
 impl Activity {
     pub fn new() -> Self {
         let a = Activity::default();
-        a.first_ambiguous.store(u64::MAX, Ordering::Relaxed);
+        a.refused_at.store(u64::MAX, Ordering::Relaxed);
         a
     }
 
-    /// Called once per request, in order: did this request's head (or an earlier one on
-    /// the connection) state its length twice? Requests before it are unaffected.
-    pub fn next_request_ambiguous(&self) -> bool {
+    /// Called once per request, in order: is this request the stand-in for a head the
+    /// framing tracker refused, and with what answer? Requests before it are unaffected.
+    pub fn next_request_refusal(&self) -> Option<ProxyError> {
         let index = self.requests.fetch_add(1, Ordering::Relaxed);
-        index >= self.first_ambiguous.load(Ordering::Relaxed)
+        if index < self.refused_at.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(refusal_from_code(self.refusal.load(Ordering::Relaxed)))
+    }
+
+    fn refuse(&self, index: u64, why: ProxyError) {
+        self.refusal.store(refusal_code(why), Ordering::Relaxed);
+        self.refused_at.store(index, Ordering::Relaxed);
     }
 
     /// The connection switched protocols; stop following HTTP/1 framing.
@@ -139,50 +151,114 @@ impl Drop for ActiveRequest<'_> {
     }
 }
 
-/// An I/O stream whose traffic updates an [`Activity`].
+/// A refusal as stored in [`Activity`] (only the answers the tracker gives).
+fn refusal_code(why: ProxyError) -> u8 {
+    match why {
+        ProxyError::HeaderTooLarge => 1,
+        ProxyError::UriTooLong => 2,
+        _ => 0,
+    }
+}
+
+fn refusal_from_code(code: u8) -> ProxyError {
+    match code {
+        1 => ProxyError::HeaderTooLarge,
+        2 => ProxyError::UriTooLong,
+        _ => ProxyError::BadRequest,
+    }
+}
+
+/// An I/O stream whose traffic updates an [`Activity`], and whose reads reach hyper
+/// only through the framing tracker.
 pub struct Watched<IO> {
     inner: IO,
     framing: Framing,
     activity: Arc<Activity>,
+    /// Bytes cleared for hyper that did not fit its buffer yet (a held head that
+    /// completed, or the stand-in for a refused one), and how far they were handed over.
+    pending: Vec<u8>,
+    handed: usize,
 }
 
 impl<IO> Watched<IO> {
     pub fn new(inner: IO, activity: Arc<Activity>, max_head: usize) -> Self {
-        Watched { inner, framing: Framing::new(max_head), activity }
+        Watched { inner, framing: Framing::new(max_head), activity, pending: Vec::new(), handed: 0 }
+    }
+
+    /// Hand over what is pending, as much as fits.
+    fn hand_pending(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = (self.pending.len() - self.handed).min(buf.remaining());
+        buf.put_slice(&self.pending[self.handed..self.handed + n]);
+        self.handed += n;
+        if self.handed == self.pending.len() {
+            self.pending.clear();
+            self.handed = 0;
+        }
+    }
+
+    /// Follow the bytes just read and update the connection's state; returns what of
+    /// them hyper may see.
+    fn follow(&mut self, new: &[u8]) -> Pass {
+        let a = &self.activity;
+        if a.upgraded.load(Ordering::Relaxed) {
+            self.framing.stop();
+        }
+        let seen = self.framing.feed(new);
+        if seen.heads > 0 {
+            let before = a.heads_done.fetch_add(u64::from(seen.heads), Ordering::Relaxed);
+            if let Some((i, why)) = seen.refused {
+                a.refuse(before + u64::from(i), why);
+            }
+        }
+        let in_head = self.framing.in_head();
+        if in_head && (seen.head_started || seen.head_done) {
+            // A new head began in this read (possibly right after another ended).
+            a.heads.fetch_add(1, Ordering::Relaxed);
+            a.in_head.store(true, Ordering::Relaxed);
+            a.head_started.notify_one();
+        } else if !in_head && a.in_head.load(Ordering::Relaxed) {
+            a.in_head.store(false, Ordering::Relaxed);
+        }
+        seen.pass
     }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let new = &buf.filled()[before..];
-            if !new.is_empty() {
-                let this = &mut *self;
-                let a = &this.activity;
-                if a.upgraded.load(Ordering::Relaxed) {
-                    this.framing.stop();
+        let this = &mut *self;
+        loop {
+            if !this.pending.is_empty() {
+                this.hand_pending(buf);
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            let read = buf.filled().len() - before;
+            if read == 0 {
+                if this.framing.refused() {
+                    // The client finished sending after a refused head. hyper is
+                    // answering the stand-in; an end of stream now would make it drop
+                    // that answer, and it closes the connection once it is written.
+                    return Poll::Pending;
                 }
-                let seen = this.framing.feed(new);
-                if seen.heads > 0 {
-                    let before = a.heads_done.fetch_add(u64::from(seen.heads), Ordering::Relaxed);
-                    if let Some(i) = seen.first_ambiguous {
-                        a.first_ambiguous.fetch_min(before + u64::from(i), Ordering::Relaxed);
+                return Poll::Ready(Ok(()));
+            }
+            match this.follow(&buf.filled()[before..]) {
+                Pass::Direct(n) => {
+                    buf.set_filled(before + n);
+                    if n > 0 {
+                        return Poll::Ready(Ok(()));
                     }
+                    // All of it is held (part of a head) or discarded (after a refusal):
+                    // read on, so hyper is not woken for nothing nor told the stream ended.
                 }
-                let in_head = this.framing.in_head();
-                if in_head && (seen.head_started || seen.head_done) {
-                    // A new head began in this read (possibly right after another ended).
-                    a.heads.fetch_add(1, Ordering::Relaxed);
-                    a.in_head.store(true, Ordering::Relaxed);
-                    a.head_started.notify_one();
-                } else if !in_head && a.in_head.load(Ordering::Relaxed) {
-                    a.in_head.store(false, Ordering::Relaxed);
+                Pass::Rebuilt => {
+                    buf.set_filled(before);
+                    this.framing.take_out(&mut this.pending);
+                    this.handed = 0;
                 }
             }
         }
-        polled
     }
 }
 

@@ -59,7 +59,7 @@ pub struct Telemetry {
     pub reloads_error: Counter,
     pub generation: Gauge,
     /// Responses made before any route was found (404 no-route, 400, 431, ...).
-    pub unrouted: StatusCounters,
+    pub unrouted: Arc<StatusCounters>,
     /// Handles already registered, so a reload of 10,000 routes reuses them instead of
     /// registering (and allocating labels for) every one again. Only compilation
     /// touches this lock; the request path holds `Arc`s to the handles.
@@ -98,7 +98,7 @@ impl Telemetry {
         let reloads_error =
             recorder.register_counter(&Key::from_parts(RELOADS, vec![Label::new("result", "error")]), &METADATA);
         let generation = recorder.register_gauge(&Key::from_name(GENERATION), &METADATA);
-        let unrouted = StatusCounters::new(recorder.clone(), "", "", "");
+        let unrouted = Arc::new(StatusCounters::new(recorder.clone(), "", "", ""));
         Telemetry { recorder, handle, reloads_ok, reloads_error, generation, unrouted, cache: Default::default() }
     }
 
@@ -133,7 +133,7 @@ impl Telemetry {
             r.register_counter(&Key::from_parts(UPSTREAM_ERRORS, l), &METADATA)
         };
         BackendMetrics {
-            requests: StatusCounters::new(r.clone(), route, upstream, version),
+            requests: Arc::new(StatusCounters::new(r.clone(), route, upstream, version)),
             duration: r.register_histogram(&Key::from_parts(DURATION, labels.clone()), &METADATA),
             in_flight: r.register_gauge(&Key::from_parts(IN_FLIGHT, labels.clone()), &METADATA),
             share: r.register_gauge(&Key::from_parts(SHARE, labels.clone()), &METADATA),
@@ -249,7 +249,9 @@ fn describe(r: &PrometheusRecorder) {
 
 /// Handles for one backend of one route.
 pub struct BackendMetrics {
-    requests: StatusCounters,
+    /// `switchyard_requests_total` for responses this version gave (counted when the
+    /// response ends, so a client that leaves mid-response counts as 499).
+    pub requests: Arc<StatusCounters>,
     duration: Histogram,
     pub in_flight: Gauge,
     pub share: Gauge,
@@ -259,17 +261,13 @@ pub struct BackendMetrics {
 }
 
 impl BackendMetrics {
-    /// A response with this status was sent for this backend.
+    /// The version's answer to one request: its own status, or the 5xx the proxy sent
+    /// for its failure, after `elapsed` (until the response head). Feeds the duration
+    /// histogram and the rollout tally; only outcomes charged to the version come here.
     #[inline]
-    pub fn answered(&self, status: u16) {
-        self.requests.inc(status);
-        self.tally.answered(status);
-    }
-
-    /// The time from request start until the response head.
-    #[inline]
-    pub fn timed(&self, elapsed: Duration) {
+    pub fn judged(&self, status: u16, elapsed: Duration) {
         self.duration.record(elapsed.as_secs_f64());
+        self.tally.answered(status);
         self.tally.timed(elapsed);
     }
 

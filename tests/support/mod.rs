@@ -58,6 +58,8 @@ pub struct TestUpstream {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Request body bytes received, over all requests (including cut-off bodies).
     pub body_bytes: Arc<AtomicUsize>,
+    /// Requests whose body arrived whole (ended without an error), empty ones included.
+    pub complete_bodies: Arc<AtomicUsize>,
     pub health: Arc<std::sync::atomic::AtomicU16>,
     pub status: Arc<std::sync::atomic::AtomicU16>,
     /// Behaviour a test can change while the upstream runs.
@@ -126,6 +128,7 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
     let connections = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let body_bytes = Arc::new(AtomicUsize::new(0));
+    let complete_bodies = Arc::new(AtomicUsize::new(0));
     let health = Arc::new(AtomicU16::new(200));
     let status = Arc::new(AtomicU16::new(200));
     let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
@@ -135,7 +138,7 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
     let state = (
         hits.clone(),
         seen.clone(),
-        body_bytes.clone(),
+        (body_bytes.clone(), complete_bodies.clone()),
         health.clone(),
         status.clone(),
         name.to_string(),
@@ -148,7 +151,7 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
             c.fetch_add(1, Ordering::SeqCst);
             let state = state.clone();
             let service = service_fn(move |req: Request<Incoming>| {
-                let (h, s, bb, health, status, n, knobs) = state.clone();
+                let (h, s, (bb, whole), health, status, n, knobs) = state.clone();
                 async move {
                     let nth = h.fetch_add(1, Ordering::SeqCst) + 1;
                     s.lock().unwrap().push(Seen {
@@ -178,12 +181,19 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
                     };
                     let mut body = req.into_body();
                     let mut received = Vec::new();
+                    let mut complete = true;
                     while let Some(frame) = body.frame().await {
-                        let Ok(frame) = frame else { break };
+                        let Ok(frame) = frame else {
+                            complete = false;
+                            break;
+                        };
                         if let Some(d) = frame.data_ref() {
                             bb.fetch_add(d.len(), Ordering::SeqCst);
                             received.extend_from_slice(d);
                         }
+                    }
+                    if complete {
+                        whole.fetch_add(1, Ordering::SeqCst);
                     }
                     if param("die=").is_some() {
                         return Err("dying on request".to_string());
@@ -221,6 +231,7 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
         connections,
         seen,
         body_bytes,
+        complete_bodies,
         health,
         status,
         knobs,
