@@ -332,7 +332,9 @@ fn classify(head: &[u8]) -> Result<State, ProxyError> {
     if path.len() > MAX_URI_LEN {
         return Err(ProxyError::UriTooLong);
     }
-    if http::Uri::try_from(path).is_err() {
+    // hyper parses the target as an `http::Uri`; doing the same for every request would
+    // allocate, so only a target with a byte outside plain origin-form is parsed here.
+    if !plain_origin_form(path.as_bytes()) && http::Uri::try_from(path).is_err() {
         return Err(ProxyError::BadRequest);
     }
     if req.method == Some("CONNECT") {
@@ -368,6 +370,13 @@ fn classify(head: &[u8]) -> Result<State, ProxyError> {
         (None, Some(0) | None) => Ok(State::Head),
         (None, Some(n)) => Ok(State::Body(n)),
     }
+}
+
+/// `/` followed by characters any URI parser takes in a path and query (RFC 3986
+/// unreserved, sub-delims, `:@/?%`).
+fn plain_origin_form(target: &[u8]) -> bool {
+    target.first() == Some(&b'/')
+        && target.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(b))
 }
 
 /// A `Content-Length` value as hyper reads it: decimal digits only, no overflow.
@@ -457,6 +466,7 @@ GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\
             (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ProxyError::BadRequest),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", ProxyError::BadRequest),
             (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", ProxyError::BadRequest),
+            (b"GET http://a:b:c/ HTTP/1.1\r\n\r\n", ProxyError::BadRequest),
         ];
         for (head, why) in cases {
             let mut f = Framing::new(65_536);
