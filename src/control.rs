@@ -284,10 +284,12 @@ impl crate::runtime::Shared {
         }
         let mut admin = writer.admin.clone();
         admin.set(file_route, changes);
+        // Durable before visible: a crash after the swap must not restore older weights.
+        let warning = self.persist(&admin);
         self.swap_table(&old, &admin);
         writer.admin = admin;
         tracing::info!(route, ?changes, "admin weight change applied");
-        Ok(Applied { warning: self.persist(&writer.admin) })
+        Ok(Applied { warning })
     }
 
     /// Give one backend 100 and every other 0, in one swap.
@@ -321,10 +323,11 @@ impl crate::runtime::Shared {
         self.refuse_during_rollout(route)?;
         let mut admin = writer.admin.clone();
         admin.clear(route);
+        let warning = self.persist(&admin);
         self.swap_table(&old, &admin);
         writer.admin = admin;
         tracing::info!(route, "rolled back to the config file's weights");
-        Ok(Applied { warning: self.persist(&writer.admin) })
+        Ok(Applied { warning })
     }
 
     /// Weights by hand would fight a running rollout (and skew what it measures).

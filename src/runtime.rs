@@ -161,12 +161,13 @@ impl Shared {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let Writer { registry, admin } = &mut *writer;
         let runtime = compile(cfg, generation, &self.telemetry, registry, admin).await;
+        if !dropped.is_empty() {
+            // Durable before visible, as for every writer of the state file.
+            self.persist_to(runtime.file.admin.state_file.as_deref(), &writer.admin);
+        }
         self.install(runtime, &old);
         let live = self.runtime();
         self.reconcile_rollouts(&mut writer, &live.file);
-        if !dropped.is_empty() {
-            self.persist(&writer.admin);
-        }
         drop(writer);
         self.telemetry.reloads_ok.increment(1);
         *self.last_reload_error.lock().expect("not poisoned") = None;
@@ -212,8 +213,13 @@ impl Shared {
     /// the change is live either way, and refusing a cutover because a disk is full
     /// would be worse than not persisting it.
     pub(crate) fn persist(&self, admin: &AdminWeights) -> Option<String> {
-        let path = self.runtime().file.admin.state_file.clone()?;
-        match admin.save(&path) {
+        self.persist_to(self.runtime().file.admin.state_file.as_deref(), admin)
+    }
+
+    /// [`Shared::persist`] to the state file a snapshot not yet live names.
+    pub(crate) fn persist_to(&self, path: Option<&std::path::Path>, admin: &AdminWeights) -> Option<String> {
+        let path = path?;
+        match admin.save(path) {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot write the state file; the change is live but will not survive a restart");

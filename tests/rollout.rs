@@ -453,6 +453,36 @@ async fn a_restored_running_rollout_keeps_going() {
     wait_state(&restarted, "promoted", Duration::from_secs(20)).await;
 }
 
+/// Durable before visible: while the state file is being written, neither `status` nor
+/// the live weights show the new step. A FIFO where the temporary state file goes holds
+/// that write open, so the order is observed rather than raced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_step_is_durable_before_it_is_visible() {
+    let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
+    let dir = tempfile::tempdir().unwrap();
+    let path = stateful_config(dir.path(), v1.addr, v2.addr, "steps = [10, 100]\ninterval = \"1h\"", true);
+    let tmp = dir.path().join(format!("state.tmp{}", std::process::id()));
+    let made = std::process::Command::new("mkfifo").arg(&tmp).status().unwrap();
+    assert!(made.success());
+    let proxy = spawn_proxy_file(path, dir).await;
+    let url = format!("http://{}/api/v1/routes/shop/rollout/start", proxy.admin);
+    let start = tokio::spawn(async move { send(&client(), "POST", &url, &[], "").await.0 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waited = !start.is_finished();
+    let seen = (rollout(&proxy).await["state"].clone(), weights(&status(&proxy).await)["shop-v2"].0);
+    // Let the write through before asserting (a failed assertion must not leave a
+    // worker blocked on the FIFO): a reader takes the bytes; fsync on a FIFO then fails,
+    // which the proxy reports as a warning, and the step goes live either way.
+    let reader = std::thread::spawn(move || std::fs::read(&tmp).unwrap());
+    assert!(waited, "the start waits for the state file");
+    assert_eq!(seen, (Value::from("idle"), 0.0), "state or weights visible before they were durable");
+    assert_eq!(start.await.unwrap(), StatusCode::OK);
+    let written = String::from_utf8(reader.join().unwrap()).unwrap();
+    assert!(written.contains("\"running\""), "{written}");
+    assert_eq!(rollout(&proxy).await["state"], "running");
+    assert_eq!(weights(&status(&proxy).await)["shop-v2"].0, 10.0);
+}
+
 #[tokio::test]
 async fn a_reload_that_removes_the_route_ends_its_rollout() {
     let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);

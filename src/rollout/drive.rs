@@ -2,9 +2,10 @@
 //! each step, and what reloads and restarts do to a running rollout.
 //!
 //! Every transition holds the snapshot writer's lock (so it is ordered with admin
-//! changes and reloads), swaps the route's weights in one snapshot swap, records the
-//! phase and step in the state file, logs, and bumps the run's epoch so a timer task
-//! of an earlier phase exits instead of acting.
+//! changes and reloads), records the phase and step in the state file, then swaps the
+//! route's weights in one snapshot swap and publishes the run (status), logs, and bumps
+//! the run's epoch so a timer task of an earlier phase exits instead of acting. Durable
+//! before visible: whatever `status` or the live weights show survives a crash.
 //!
 //! Rules chosen where SPEC.md is silent:
 //! - `resume` opens a fresh window for the current step (the judge never mixes requests
@@ -70,7 +71,7 @@ impl Shared {
             }
             Action::Pause if phase != Phase::Running => refuse("pause"),
             Action::Pause => {
-                self.transition(&mut writer, file_route, Phase::Paused, "paused by hand".into(), None);
+                self.transition(&mut writer, file_route, Phase::Paused, "paused by hand".into(), None, false);
                 Ok(())
             }
             Action::Resume if phase != Phase::Paused => refuse("resume"),
@@ -98,7 +99,9 @@ impl Shared {
         phase: Phase,
         reason: String,
     ) {
-        self.set_rollout_weights(writer, route, rollout, rollout.steps[step]);
+        self.stage_rollout_weights(writer, route, rollout, rollout.steps[step]);
+        self.save_rollout(writer, route, phase, step, &reason);
+        self.swap_table(&self.runtime(), &writer.admin);
         let epoch = self.rollouts.next_epoch();
         let run = Run {
             phase,
@@ -113,14 +116,14 @@ impl Shared {
         };
         self.rollouts.runs.lock().expect("not poisoned").insert(route.name.clone(), run);
         tracing::info!(route = %route.name, step, canary_percent = rollout.steps[step], state = phase.as_str(), %reason, "rollout step");
-        self.save_rollout(writer, route, phase, step, &reason);
         self.telemetry.rollout_step(&route.name).set(if phase.is_active() { step as f64 } else { -1.0 });
         if phase == Phase::Running {
             tokio::spawn(tick_loop(Arc::downgrade(self), route.name.clone(), epoch, rollout.interval));
         }
     }
 
-    /// Change phase without touching weights (pause).
+    /// Change phase: without touching weights (pause), or swapping in the ones `finish`
+    /// staged (`staged`), after the state file has the new phase.
     fn transition(
         &self,
         writer: &mut Writer,
@@ -128,8 +131,16 @@ impl Shared {
         phase: Phase,
         reason: String,
         last: Option<super::Judgement>,
+        staged: bool,
     ) {
-        let step = {
+        let Some(step) = self.rollouts.runs.lock().expect("not poisoned").get(&route.name).map(|r| r.step) else {
+            return;
+        };
+        self.save_rollout(writer, route, phase, step, &reason);
+        if staged {
+            self.swap_table(&self.runtime(), &writer.admin);
+        }
+        {
             let mut runs = self.rollouts.runs.lock().expect("not poisoned");
             let Some(run) = runs.get_mut(&route.name) else { return };
             run.phase = phase;
@@ -139,10 +150,8 @@ impl Shared {
             if last.is_some() {
                 run.last = last;
             }
-            run.step
-        };
+        }
         tracing::info!(route = %route.name, step, state = phase.as_str(), %reason, "rollout transition");
-        self.save_rollout(writer, route, phase, step, &reason);
     }
 
     /// End the rollout: promoted (canary 100) or rolled back / aborted (canary 0), in
@@ -157,8 +166,8 @@ impl Shared {
         last: Option<super::Judgement>,
     ) {
         let canary = if phase == Phase::Promoted { 100.0 } else { 0.0 };
-        self.set_rollout_weights(writer, route, rollout, canary);
-        self.transition(writer, route, phase, reason.clone(), last);
+        self.stage_rollout_weights(writer, route, rollout, canary);
+        self.transition(writer, route, phase, reason.clone(), last, true);
         let result = match phase {
             Phase::Promoted => "promoted",
             Phase::RolledBack => "rolled_back",
@@ -173,8 +182,9 @@ impl Shared {
         }
     }
 
-    /// Canary at `percent`, baseline the rest, every other backend 0: one snapshot swap.
-    fn set_rollout_weights(&self, writer: &mut Writer, route: &FileRoute, rollout: &FileRollout, percent: f64) {
+    /// Canary at `percent`, baseline the rest, every other backend 0, in the writer's
+    /// admin state; the caller persists, then swaps them in (one snapshot swap).
+    fn stage_rollout_weights(&self, writer: &mut Writer, route: &FileRoute, rollout: &FileRollout, percent: f64) {
         let weights: BTreeMap<String, f64> = route
             .backends
             .iter()
@@ -191,7 +201,6 @@ impl Shared {
             })
             .collect();
         writer.admin.set_by_rollout(route, weights);
-        self.swap_table(&self.runtime(), &writer.admin);
     }
 
     fn save_rollout(&self, writer: &mut Writer, route: &FileRoute, phase: Phase, step: usize, reason: &str) {
@@ -261,7 +270,7 @@ impl Shared {
             return true;
         }
         let j = judge(rollout, &canary.since(&window.canary), &baseline.since(&window.baseline), judged);
-        tracing::info!(route = route_name, step, judged, verdict = ?j.verdict, canary_requests = j.canary_requests, canary_error_rate = j.canary_error_rate, canary_p99_ms = ?j.canary_p99_ms, "rollout step judged");
+        tracing::info!(route = route_name, step, judged, verdict = ?j.verdict, canary_requests = j.canary_requests, canary_error_rate = %rounded(Some(j.canary_error_rate), 4), canary_p99_ms = %rounded(j.canary_p99_ms, 1), "rollout step judged");
         match j.verdict.clone() {
             Verdict::Wait => {
                 if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
@@ -369,5 +378,21 @@ async fn tick_loop(shared: Weak<Shared>, route: String, epoch: u64, interval: Du
         if !shared.tick(&route, epoch).await {
             return;
         }
+    }
+}
+
+/// A measured value for a log line: plain and rounded (`0.2`, not
+/// `Some(0.18000000000000002)`), `-` when there is none.
+fn rounded(v: Option<f64>, places: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.places$}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logged_measurements_are_plain_rounded_numbers() {
+        assert_eq!(super::rounded(Some(0.18000000000000002), 1), "0.2");
+        assert_eq!(super::rounded(Some(0.012345), 4), "0.0123");
+        assert_eq!(super::rounded(None, 1), "-");
     }
 }
