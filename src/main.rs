@@ -38,7 +38,7 @@ enum Command {
         #[arg(short, long, env = "SWITCHYARD_CONFIG", default_value = "config/switchyard.toml")]
         config: PathBuf,
     },
-    /// Validate a config file: exit 0, or exit 1 printing every error as PATH:LINE:COL: message.
+    /// Validate a config file: exit 0, or exit 1 printing every error as PATH:LINE:COL: field: message.
     Check {
         #[arg(short, long, env = "SWITCHYARD_CONFIG", default_value = "config/switchyard.toml")]
         config: PathBuf,
@@ -79,10 +79,15 @@ enum CtlArgs {
         json: bool,
     },
     /// Set some backends' weights; the others keep theirs: `weights shop shop-v2=20`.
+    /// With --percent the values are shares of the route's traffic and the other
+    /// backends are scaled to share the rest: `weights shop --percent shop-v2=5`.
     Weights {
         route: String,
         #[arg(required = true, value_parser = switchyard::ctl::parse_weight, value_name = "UPSTREAM=WEIGHT")]
         weights: Vec<(String, f64)>,
+        /// Read the values as percentages of the route's traffic.
+        #[arg(long)]
+        percent: bool,
     },
     /// Send all of a route's traffic to one upstream, in one swap.
     Promote { route: String, upstream: String },
@@ -115,7 +120,9 @@ impl CtlArgs {
         use switchyard::ctl::CtlCommand as C;
         match self {
             CtlArgs::Status { json } => C::Status { json },
-            CtlArgs::Weights { route, weights } => C::Weights { route, weights: weights.into_iter().collect() },
+            CtlArgs::Weights { route, weights, percent } => {
+                C::Weights { route, weights: weights.into_iter().collect(), percent }
+            }
             CtlArgs::Promote { route, upstream } => C::Promote { route, upstream },
             CtlArgs::Rollback { route } => C::Rollback { route },
             CtlArgs::Rollout { action, route } => C::Rollout { action, route },

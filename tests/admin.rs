@@ -390,6 +390,14 @@ async fn ctl_drives_a_live_proxy() {
     assert!(out.contains("ROUTE") && out.contains("SOURCE"), "{out}");
     let row = out.lines().find(|l| l.contains("shop-green")).unwrap();
     assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["shop-green", "v2", "10", "10.00%", "config"], "{out}");
+    // Endpoint health, as the troubleshooting guide tells users to check.
+    assert!(out.contains("ENDPOINT") && out.contains("STATE") && out.contains("IN FLIGHT"), "{out}");
+    let endpoint = out.lines().find(|l| l.contains(&bg.green.addr.to_string())).expect("the green endpoint is listed");
+    assert_eq!(
+        endpoint.split_whitespace().collect::<Vec<_>>(),
+        ["shop-green", bg.green.addr.to_string().as_str(), "healthy", "0"],
+        "{out}"
+    );
 
     let (code, out, _) = ctl(vec!["status", "--json"]).await;
     assert_eq!(code, Some(0));
@@ -402,6 +410,17 @@ async fn ctl_drives_a_live_proxy() {
         out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["shop-green", "v2", "25", "25.00%", "admin"]),
         "{out}"
     );
+
+    // Shares in percent: green to exactly 50%, blue scaled to the rest.
+    let (code, out, err) = ctl(vec!["weights", "shop", "--percent", "shop-green=50"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["shop-green", "v2", "50", "50.00%", "admin"]),
+        "{out}"
+    );
+    let (code, _, err) = ctl(vec!["weights", "shop", "--percent", "shop-grene=5"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown upstream \"shop-grene\""), "{err}");
 
     let (code, _, _) = ctl(vec!["promote", "shop", "shop-green"]).await;
     assert_eq!(code, Some(0));

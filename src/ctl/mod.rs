@@ -26,6 +26,9 @@ pub enum CtlCommand {
     Weights {
         route: String,
         weights: BTreeMap<String, f64>,
+        /// The values are percentages of the route's traffic; the other backends share
+        /// the rest in their current proportions.
+        percent: bool,
     },
     Promote {
         route: String,
@@ -63,6 +66,46 @@ pub fn parse_weight(s: &str) -> Result<(String, f64), String> {
     Ok((name.to_string(), w))
 }
 
+/// Weights (summing to 100) that give each backend named in `wanted` that percentage of
+/// the route's traffic, the other backends sharing the rest in their current
+/// proportions: `shop-v2=5` on a 99/1 route gives 95/5, however the weights were scaled.
+pub fn percent_weights(
+    backends: &[(String, f64)],
+    wanted: &BTreeMap<String, f64>,
+) -> Result<BTreeMap<String, f64>, String> {
+    for (name, p) in wanted {
+        if !backends.iter().any(|(b, _)| b == name) {
+            let known: Vec<&str> = backends.iter().map(|(b, _)| b.as_str()).collect();
+            return Err(format!("unknown upstream {name:?} (the route's backends: {})", known.join(", ")));
+        }
+        if !(0.0..=100.0).contains(p) {
+            return Err(format!("{name}={p}: a percentage is between 0 and 100"));
+        }
+    }
+    let named: f64 = wanted.values().sum();
+    if named > 100.0 + 1e-9 {
+        return Err(format!("the percentages add up to {named}, over 100"));
+    }
+    let rest = 100.0 - named;
+    let others: f64 = backends.iter().filter(|(b, _)| !wanted.contains_key(b)).map(|(_, w)| w).sum();
+    if rest > 1e-9 && others <= 0.0 {
+        return Err(format!(
+            "{rest}% is left for the other backends, but they all have weight 0: name their percentages too"
+        ));
+    }
+    Ok(backends
+        .iter()
+        .map(|(b, w)| {
+            let share = match wanted.get(b) {
+                Some(p) => *p,
+                None if others > 0.0 => rest * w / others,
+                None => 0.0,
+            };
+            (b.clone(), share)
+        })
+        .collect())
+}
+
 /// Run a command against the admin API at `admin`; returns what to print.
 pub async fn run(admin: &str, token: Option<&str>, cmd: &CtlCommand) -> Result<String, CtlError> {
     let base = admin.trim_end_matches('/');
@@ -72,7 +115,24 @@ pub async fn run(admin: &str, token: Option<&str>, cmd: &CtlCommand) -> Result<S
     let route_path = |route: &str, action: &str| format!("/api/v1/routes/{}/{action}", encode(route));
     let (method, path, body) = match cmd {
         CtlCommand::Status { .. } => (Method::GET, "/api/v1/status".to_string(), None),
-        CtlCommand::Weights { route, weights } => {
+        CtlCommand::Weights { route, weights, percent: true } => {
+            let status = call(base, token, Method::GET, "/api/v1/status", None).await?;
+            let backends = status["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"] == route.as_str())
+                .ok_or_else(|| CtlError::Api { status: 404, message: format!("unknown route {route:?}") })?["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| (b["upstream"].as_str().unwrap_or_default().to_string(), b["weight"].as_f64().unwrap_or(0.0)))
+                .collect::<Vec<_>>();
+            let weights =
+                percent_weights(&backends, weights).map_err(|message| CtlError::Api { status: 400, message })?;
+            (Method::PUT, route_path(route, "weights"), Some(json!({ "weights": weights })))
+        }
+        CtlCommand::Weights { route, weights, percent: false } => {
             (Method::PUT, route_path(route, "weights"), Some(json!({ "weights": weights })))
         }
         CtlCommand::Promote { route, upstream } => {
@@ -151,6 +211,8 @@ fn status_table(doc: &Value) -> String {
         rows.extend(backend_rows(r, true));
     }
     out += &table(&rows);
+    out.push('\n');
+    out += &table(&endpoint_rows(doc));
     for r in doc["routes"].as_array().into_iter().flatten() {
         if let Some(line) = rollout_line(r) {
             let _ = write!(out, "\n{line}");
@@ -209,6 +271,33 @@ pub(crate) fn mirror_line(route: &Value) -> Option<String> {
         m["errors"],
         m["dropped"]
     ))
+}
+
+/// One row per endpoint: where traffic can go, and why it might not.
+fn endpoint_rows(doc: &Value) -> Vec<Vec<String>> {
+    let mut rows = vec![["UPSTREAM", "ENDPOINT", "STATE", "IN FLIGHT"].map(String::from).to_vec()];
+    for u in doc["upstreams"].as_array().into_iter().flatten() {
+        for (i, e) in u["endpoints"].as_array().into_iter().flatten().enumerate() {
+            let flag = |k: &str| e[k].as_bool() == Some(true);
+            let state = if flag("draining") {
+                "draining"
+            } else if flag("ejected") {
+                "ejected"
+            } else if flag("healthy") {
+                "healthy"
+            } else {
+                "unhealthy"
+            };
+            let name = if i == 0 { u["name"].as_str().unwrap_or("?").to_string() } else { String::new() };
+            rows.push(vec![
+                name,
+                e["address"].as_str().unwrap_or("?").to_string(),
+                state.into(),
+                e["in_flight"].to_string(),
+            ]);
+        }
+    }
+    rows
 }
 
 fn backends_table(route: &Value, with_route: bool) -> String {
@@ -284,6 +373,48 @@ mod tests {
         assert!(parse_weight("a").is_err());
         assert!(parse_weight("=5").is_err());
         assert!(parse_weight("a=x").is_err());
+    }
+
+    #[test]
+    fn status_lists_every_endpoint_with_its_state() {
+        let doc = json!({
+            "generation": 1, "routes": [],
+            "upstreams": [
+                { "name": "shop-v1", "endpoints": [
+                    { "address": "10.0.0.1:80", "healthy": true, "ejected": false, "draining": false, "in_flight": 3 },
+                    { "address": "10.0.0.2:80", "healthy": true, "ejected": true, "draining": false, "in_flight": 0 } ] },
+                { "name": "shop-v2", "endpoints": [
+                    { "address": "10.0.0.3:80", "healthy": false, "ejected": false, "draining": false, "in_flight": 0 },
+                    { "address": "10.0.0.4:80", "healthy": true, "ejected": false, "draining": true, "in_flight": 1 } ] }
+            ]
+        });
+        let text = status_table(&doc);
+        assert!(text.contains("UPSTREAM  ENDPOINT     STATE      IN FLIGHT"), "{text}");
+        assert!(text.contains("shop-v1   10.0.0.1:80  healthy    3"), "{text}");
+        assert!(text.contains("          10.0.0.2:80  ejected    0"), "{text}");
+        assert!(text.contains("shop-v2   10.0.0.3:80  unhealthy  0"), "{text}");
+        assert!(text.contains("          10.0.0.4:80  draining   1"), "{text}");
+    }
+
+    #[test]
+    fn percentages_scale_the_other_backends() {
+        let b = |v: &[(&str, f64)]| v.iter().map(|(n, w)| (n.to_string(), *w)).collect::<Vec<_>>();
+        let want = |v: &[(&str, f64)]| v.iter().map(|(n, w)| (n.to_string(), *w)).collect::<BTreeMap<_, _>>();
+        // The recipe's case: v1 at 99, v2 at 1; "v2 to 50%" means 50%, not 50/149.
+        let w = percent_weights(&b(&[("v1", 99.0), ("v2", 1.0)]), &want(&[("v2", 50.0)])).unwrap();
+        assert_eq!(w, want(&[("v1", 50.0), ("v2", 50.0)]));
+        // Three backends: the others keep their proportions (3:1).
+        let w = percent_weights(&b(&[("a", 30.0), ("b", 10.0), ("c", 0.0)]), &want(&[("c", 20.0)])).unwrap();
+        assert_eq!(w, want(&[("a", 60.0), ("b", 20.0), ("c", 20.0)]));
+        assert!(percent_weights(&b(&[("a", 1.0)]), &want(&[("x", 5.0)])).unwrap_err().contains("unknown upstream"));
+        assert!(percent_weights(&b(&[("a", 1.0), ("b", 1.0)]), &want(&[("a", 101.0)])).is_err());
+        assert!(percent_weights(&b(&[("a", 0.0), ("b", 1.0)]), &want(&[("b", 10.0)]))
+            .unwrap_err()
+            .contains("weight 0"));
+        assert_eq!(
+            percent_weights(&b(&[("a", 0.0), ("b", 1.0)]), &want(&[("b", 100.0)])).unwrap(),
+            want(&[("a", 0.0), ("b", 100.0)])
+        );
     }
 
     #[test]
