@@ -13,6 +13,7 @@ mod file;
 mod reader;
 mod resilience;
 mod route;
+mod suggest;
 mod tls;
 mod validate;
 
@@ -91,6 +92,19 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.routes[0].path_prefix, "/");
         assert_eq!(cfg.upstreams[0].version, "a");
+    }
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        let text = "[server]\ndrain_timout = \"5s\"\n[upstreams.shop-v1]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nbackends = [{ upstream = \"shop-1\" }]\n";
+        let joined = errors(text).join("\n");
+        assert!(
+            joined.contains(
+                "t.toml:2:1: server.drain_timout: unknown key `drain_timout` (did you mean `drain_timeout`?)"
+            ),
+            "{joined}"
+        );
+        assert!(joined.contains("unknown upstream \"shop-1\" (did you mean \"shop-v1\"?)"), "{joined}");
     }
 
     #[test]

@@ -20,11 +20,13 @@ pub(crate) struct Table<'a, 'i> {
     pub(crate) span: Range<usize>,
     pub(crate) path: String,
     used: HashSet<&'a str>,
+    /// Every key the decoder looked for here (for "did you mean").
+    asked: Vec<&'a str>,
 }
 
 impl<'a, 'i> Table<'a, 'i> {
     pub(crate) fn new(table: &'a DeTable<'i>, span: Range<usize>, path: impl Into<String>) -> Self {
-        Table { table, span, path: path.into(), used: HashSet::new() }
+        Table { table, span, path: path.into(), used: HashSet::new(), asked: Vec::new() }
     }
 
     /// Read a node as a table, or record that it is not one.
@@ -48,6 +50,7 @@ impl<'a, 'i> Table<'a, 'i> {
 
     pub(crate) fn get(&mut self, key: &'a str) -> Option<&'a Node<'i>> {
         record_asked(&self.path, key);
+        self.asked.push(key);
         let (k, v) = self.table.get_key_value(key)?;
         self.used.insert(k.get_ref().as_ref());
         Some(v)
@@ -125,7 +128,8 @@ impl<'a, 'i> Table<'a, 'i> {
             if self.used.contains(name) {
                 continue;
             }
-            errs.push(k.span(), self.field(name), format!("unknown key `{name}`"));
+            let hint = super::suggest::did_you_mean(name, self.asked.iter().copied(), false);
+            errs.push(k.span(), self.field(name), format!("unknown key `{name}`{hint}"));
         }
     }
 }

@@ -6,6 +6,13 @@ use std::collections::{HashMap, HashSet};
 use super::error::Collector;
 use super::file::FileConfig;
 
+/// `unknown upstream "shop-v3" (did you mean "shop-v2"?)`.
+fn unknown_upstream(name: &str, upstreams: &HashSet<&str>) -> String {
+    let mut known: Vec<&str> = upstreams.iter().copied().collect();
+    known.sort_unstable();
+    format!("unknown upstream {name:?}{}", super::suggest::did_you_mean(name, known, true))
+}
+
 pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
     let upstreams: HashSet<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
     for u in &cfg.upstreams {
@@ -35,7 +42,7 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
         for b in &route.backends {
             let name = b.upstream.get_ref();
             if !upstreams.contains(name.as_str()) {
-                errs.push(b.upstream.span(), format!("{}.upstream", b.field), format!("unknown upstream {name:?}"));
+                errs.push(b.upstream.span(), format!("{}.upstream", b.field), unknown_upstream(name, &upstreams));
             }
             if !seen.insert(name.as_str()) {
                 errs.push(
@@ -53,7 +60,7 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
         for o in &route.overrides {
             let name = o.upstream.get_ref();
             if !upstreams.contains(name.as_str()) {
-                errs.push(o.upstream.span(), format!("{}.upstream", o.field), format!("unknown upstream {name:?}"));
+                errs.push(o.upstream.span(), format!("{}.upstream", o.field), unknown_upstream(name, &upstreams));
             }
         }
         if let Some(r) = &route.rollout {
@@ -78,7 +85,7 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
         if let Some(m) = &route.mirror {
             let name = m.upstream.get_ref();
             if !upstreams.contains(name.as_str()) {
-                errs.push(m.upstream.span(), format!("{}.upstream", m.field), format!("unknown upstream {name:?}"));
+                errs.push(m.upstream.span(), format!("{}.upstream", m.field), unknown_upstream(name, &upstreams));
             }
         }
         if !route.backends.is_empty() && total <= 0.0 {
