@@ -1,7 +1,13 @@
 # Switchyard's container image: built in a full Rust image, shipped in a distroless one
 # (glibc and CA-free: the binary carries the webpki roots it needs), as a non-root user.
 #   docker build -t switchyard .
-#   docker run -p 8080:8080 -v "$PWD/config:/etc/switchyard" switchyard run -c /etc/switchyard/switchyard.toml
+#   docker run --rm -p 8080:8080 switchyard        # the default CMD: the demo; curl localhost:8080/
+# Your own config: mount its directory (so edits reload) and name the file, e.g.
+#   docker run --rm -p 8080:8080 -v "$PWD/myconfig:/etc/switchyard" switchyard run -c /etc/switchyard/switchyard.toml
+# with `listen = ["0.0.0.0:8080"]` and endpoints the container can reach. (This repository's
+# config/switchyard.toml is an annotated example: it routes only Host shop.example.com, to
+# endpoints on the container's own loopback, so it answers 404/503 as is; `docker compose up`
+# runs config/docker-compose.toml with sample upstreams.)
 
 FROM rust:1-bookworm AS build
 WORKDIR /src

@@ -64,6 +64,7 @@ pub async fn run(
     let shared = Shared::new(cfg, None).await;
     let server = Server::bind(shared).await?;
     let (proxy, admin) = (server.local_addrs()[0], server.admin_addr());
+    let ctl = format!("{} ctl --admin http://{admin}", self_command());
     println!(
         "\nswitchyard demo is running.\n\
          \n  proxy    http://{proxy}/   (route \"demo\": 90% blue v1 at {blue}, 10% green v2 at {green})\
@@ -73,12 +74,36 @@ pub async fn run(
          \n  for i in $(seq 100); do curl -s http://{proxy}/; done | sort | uniq -c      # ~90 blue, ~10 green\
          \n  curl -s -c /tmp/jar -b /tmp/jar http://{proxy}/                             # the same version every time\
          \n  curl -s -H 'x-canary: always' http://{proxy}/                               # testers: always green\
-         \n  switchyard ctl --admin http://{admin} promote demo green                    # everyone to green, one swap\
-         \n  switchyard ctl --admin http://{admin} rollback demo                         # back to 90/10\
+         \n  {ctl} promote demo green      # everyone to green, one swap\
+         \n  {ctl} rollback demo           # back to 90/10\
+         \n  {ctl} watch                   # live per-version rate, errors, p99\
          \n  curl -s http://{admin}/metrics | grep switchyard_requests_total\
          \n\nThe config it runs:\n\n{text}\nCtrl-C stops it.\n"
     );
     server.run(shutdown).await;
     let _ = stop_tx.send(true);
     Ok(())
+}
+
+/// How to run this executable from wherever the user is: `switchyard` when that name on
+/// `PATH` is this very file (after `cargo install --path .`), else its full path (after
+/// `cargo run`, nothing put it on `PATH`), quoted for the shell when it needs to be.
+fn self_command() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "switchyard".into() };
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .filter_map(|dir| dir.join("switchyard").canonicalize().ok())
+            .next()
+            .is_some_and(|found| found == exe)
+    });
+    if on_path {
+        return "switchyard".into();
+    }
+    let path = exe.display().to_string();
+    if path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b)) {
+        path
+    } else {
+        format!("'{}'", path.replace('\'', r"'\''"))
+    }
 }

@@ -190,6 +190,22 @@ async fn demo_runs_a_sticky_canary_without_a_config() {
     }
     let (_, _, tester) = get(&url, &[("x-canary", "always")]).await;
     assert_eq!(tester, "green\n");
+
+    // The banner's ctl commands work as printed, from here (the binary is not on PATH).
+    let mut promote = None;
+    while promote.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains(" ctl --admin ") && line.contains("promote demo green") {
+                promote = line.split('#').next().map(|c| c.trim().to_string());
+            }
+        }
+    }
+    let promote = promote.expect("the banner shows how to promote");
+    assert!(promote.starts_with(BIN) || promote.starts_with(&format!("'{BIN}")), "{promote}");
+    let out = Command::new("sh").args(["-c", &promote]).env_remove("SWITCHYARD_ADMIN_TOKEN").output().unwrap();
+    assert!(out.status.success(), "{promote}: {}", String::from_utf8_lossy(&out.stderr));
+    let (_, _, everyone) = get(&url, &[("cookie", &cookie)]).await;
+    assert_eq!(everyone, "green\n", "promoted by the printed command");
     let _ = proc.0.kill();
 }
 

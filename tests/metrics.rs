@@ -86,3 +86,32 @@ async fn admin_health_endpoints() {
     assert_eq!(get(&format!("{admin}/readyz"), &[]).await.0, 503);
     assert_eq!(get(&format!("{admin}/healthz"), &[]).await.0, 200);
 }
+
+/// `docs/metrics.md` is the one metrics reference: its table names exactly the families
+/// a live exposition has, with their types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_reference_matches_the_exposition_both_ways() {
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md")).unwrap();
+    let documented: std::collections::BTreeMap<String, String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `switchyard_"))
+        .map(|rest| {
+            let mut cells = rest.split('|').map(str::trim);
+            let name = format!("switchyard_{}", cells.next().unwrap().trim_end_matches('`'));
+            (name, cells.next().unwrap().to_string())
+        })
+        .collect();
+    let (_blue, _green, proxy) = every_family().await;
+    let exposed: std::collections::BTreeMap<String, String> = proxy
+        .metrics()
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            (name.to_string(), kind.to_string())
+        })
+        .collect();
+    assert_eq!(documented, exposed, "docs/metrics.md's table against /metrics");
+}

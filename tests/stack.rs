@@ -132,3 +132,42 @@ async fn every_metric_the_dashboard_queries_exists() {
         assert!(exposition.contains(&format!("# TYPE {name} ")), "the dashboard queries {name}, which is not exported");
     }
 }
+
+/// The image's default command (the Dockerfile's `CMD`), run as its usage comment says,
+/// answers at `/`: the demo, on the same arguments (ports made free for the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_images_default_command_answers_at_the_root() {
+    use std::io::{BufRead, BufReader};
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("docker run --rm -p 8080:8080 switchyard "), "the usage comment runs the default CMD");
+    let cmd = dockerfile.lines().find_map(|l| l.strip_prefix("CMD ")).expect("a CMD");
+    let args: Vec<String> = serde_json::from_str(cmd).unwrap();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| if a.parse::<std::net::SocketAddr>().is_ok() { "127.0.0.1:0".to_string() } else { a })
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Read every line (the process must not find its stdout closed), reporting the address.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.trim().strip_prefix("proxy    http://").and_then(|r| r.split('/').next()) {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let proxy = tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the default command printed its proxy address");
+    let (status, _, body) = get(&format!("http://{proxy}/"), &[]).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+}

@@ -72,6 +72,8 @@ async fn the_page_renders_live_shares_and_follows_a_promote() {
     let dom = rendered_dom(page).await;
     assert!(dom.contains(&share("shop-v2", "100.00%")), "{dom}");
     assert!(dom.contains(&share("shop-v1", "0.00%")), "{dom}");
+    // The weights field shows the route's own backends and their live weights.
+    assert!(dom.contains(r#"placeholder="shop-v1=0 shop-v2=100""#), "{dom}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

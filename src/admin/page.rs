@@ -101,7 +101,7 @@ fn esc(s: &str) -> String {
 const CONTROLS: &str = r##"<h2>Change</h2>
 <form id="auth" onsubmit="return false"><label>admin token <input id="token" type="password" autocomplete="off" placeholder="(none)"></label></form>
 <form id="promote"><select name="route"></select><select name="upstream"></select><button>promote</button> <button type="button" id="rollback">rollback to file weights</button></form>
-<form id="weights"><select name="route"></select><input name="weights" placeholder="shop-v1=90 shop-v2=10" size="30"><button>set weights</button></form>
+<form id="weights"><select name="route"></select><input name="weights" placeholder="UPSTREAM=WEIGHT ..." size="30"><button>set weights</button></form>
 <p id="msg"></p>"##;
 
 /// Live updates and the change forms. Plain DOM, no libraries.
@@ -178,6 +178,9 @@ function fillForms() {
   const up = $("#promote [name=upstream]"), keep = up.value;
   up.innerHTML = route ? route.backends.map((b) => `<option>${esc(b.upstream)}</option>`).join("") : "";
   if (keep) up.value = keep;
+  // The weights field shows the chosen route's own backends and live weights.
+  const wf = $("#weights"), wroute = doc.routes.find((r) => r.name === wf.route.value) || doc.routes[0];
+  if (wroute) wf.weights.placeholder = wroute.backends.map((b) => `${b.upstream}=${b.weight}`).join(" ");
 }
 async function poll() {
   try {
@@ -207,6 +210,7 @@ const routePath = (form) => "/api/v1/routes/" + encodeURIComponent(form.route.va
 $("#promote").addEventListener("submit", (ev) => { ev.preventDefault(); const f = ev.target; change("POST", routePath(f) + "/promote", {upstream: f.upstream.value}); });
 $("#rollback").addEventListener("click", () => change("POST", routePath($("#promote")) + "/rollback"));
 $("#promote [name=route]").addEventListener("change", () => { $("#promote [name=upstream]").value = ""; fillForms(); });
+$("#weights [name=route]").addEventListener("change", fillForms);
 $("#weights").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const f = ev.target, weights = {};
