@@ -344,6 +344,19 @@ async fn heads_the_parser_refuses_carry_their_cause() {
     assert_eq!(up.requests(), 1, "only the good request reached the upstream");
 }
 
+#[tokio::test]
+async fn an_oversized_http2_header_list_gets_431_with_its_cause() {
+    let up = spawn_upstream("u").await;
+    let proxy = spawn_proxy(&config(&[up.addr], "", "[server.limits]\nmax_header_bytes = 8192")).await;
+    let big = "a".repeat(9000);
+    let (status, h, body) = send(&h2c_client(), "GET", &proxy.url("/"), &[("x-big", &big)], "").await;
+    assert_eq!(status, 431, "{body}");
+    assert_eq!(h["x-switchyard-error"], "header-too-large");
+    let (status, _, _) = send(&h2c_client(), "GET", &proxy.url("/"), &[("x-small", &"a".repeat(4000))], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(up.requests(), 1);
+}
+
 /// Requests from a saboteur, until dropped (bounded to 60 s): broken chunked bodies,
 /// bodies cut short by a hang-up, and bodies that stall past request_timeout.
 struct Saboteur {

@@ -179,6 +179,11 @@ async fn route_and_forward<'r>(
             },
         );
     }
+    if req.version() == http::Version::HTTP_2
+        && validate::h2_header_list_over(&req, rt.file.server.limits.max_header_bytes)
+    {
+        return Answer::unrouted(shared, ProxyError::HeaderTooLarge);
+    }
     if shared.is_draining() {
         return Answer::unrouted(shared, ProxyError::Draining);
     }

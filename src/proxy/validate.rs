@@ -82,6 +82,20 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Rejection> {
     }
 }
 
+/// An HTTP/2 request's header list size as RFC 9113 §6.5.2 counts it (each field's name
+/// and value plus 32, pseudo-headers included), over `max`? The HTTP/2 layer is given a
+/// higher hard limit, so this check, which answers 431 with its cause, comes first.
+pub fn h2_header_list_over<B>(req: &Request<B>, max: usize) -> bool {
+    let fields: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum();
+    let uri = req.uri();
+    let pseudo = req.method().as_str().len()
+        + uri.scheme_str().map_or(0, str::len)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + 4 * 32;
+    fields + pseudo > max
+}
+
 /// Every `%` is followed by two hex digits.
 fn valid_escapes(path: &str) -> bool {
     let b = path.as_bytes();

@@ -30,14 +30,15 @@ fn builder(limits: &FileLimits) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.saturating_add(16 * 1024));
     // HTTP/2 limits, stated rather than inherited: concurrent streams per connection, the
-    // header list (as for HTTP/1.1 heads), and the h2 crate's defences against rapid
-    // reset (CVE-2023-44487) and streams reset by our own errors: past them the
-    // connection gets GOAWAY.
+    // header list (the request path answers a list over max_header_bytes with a 431 that
+    // names its cause; the h2 layer's own, bare 431 is a hard stop above it), and the h2
+    // crate's defences against rapid reset (CVE-2023-44487) and streams reset by our own
+    // errors: past them the connection gets GOAWAY.
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes.saturating_add(16 * 1024)).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(1024);
     builder
