@@ -65,6 +65,7 @@ pub async fn handle(
         log: rt.access_log.then(|| pending_record(&req, &conn, refused.is_none())),
         route: None,
         open: true,
+        start,
     };
     let request_id = ensure_request_id(&mut req, &rt);
     let sent_whole = req.method() == Method::HEAD;
@@ -73,7 +74,7 @@ pub async fn handle(
         Some(e) => Answer::unrouted(&shared, e),
         None => route_and_forward(&shared, &rt, &conn, req, &mut exchange, start).await,
     };
-    Ok(exchange.settle(answer, &rt, &request_id, sent_whole, start))
+    Ok(exchange.settle(answer, &rt, &request_id, sent_whole))
 }
 
 /// A request being served, until its response is handed to hyper. Dropped before
@@ -84,6 +85,7 @@ struct Exchange<'a> {
     log: Option<AccessRecord>,
     route: Option<&'a Route>,
     open: bool,
+    start: Instant,
 }
 
 /// The response and who answered it: the counters its status is counted on when it
@@ -115,7 +117,6 @@ impl<'a> Exchange<'a> {
         rt: &Runtime,
         request_id: &HeaderValue,
         sent_whole: bool,
-        start: Instant,
     ) -> Response<ResponseBody> {
         self.open = false;
         let Answer { mut resp, counters, counted, backend } = answer;
@@ -124,7 +125,7 @@ impl<'a> Exchange<'a> {
         let counted = counted.unwrap_or(status.as_u16());
         let log = self.log.take().map(|mut record| {
             record.status = counted;
-            record.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+            record.duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
             if let Some(r) = self.route {
                 record.route = r.name.clone();
             }
@@ -154,6 +155,7 @@ impl Drop for Exchange<'_> {
         counters.inc(CLIENT_CLOSED);
         if let Some(mut record) = self.log.take() {
             record.status = CLIENT_CLOSED;
+            record.duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
             if let Some(r) = self.route {
                 record.route = r.name.clone();
             }
