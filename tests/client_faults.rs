@@ -186,8 +186,9 @@ async fn a_client_that_leaves_before_the_answer_is_counted_499_on_the_route() {
     );
 }
 
-/// An upstream that sends a response head and the start of a long body, then holds.
-async fn slow_body_upstream() -> SocketAddr {
+/// An upstream that reads a request, answers `response` as raw bytes, then holds the
+/// connection open.
+async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -195,12 +196,17 @@ async fn slow_body_upstream() -> SocketAddr {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nstart").await;
+                let _ = s.write_all(response).await;
                 tokio::time::sleep(Duration::from_secs(10)).await;
             });
         }
     });
     addr
+}
+
+/// An upstream that sends a response head and the start of a long body, then holds.
+async fn slow_body_upstream() -> SocketAddr {
+    raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nstart").await
 }
 
 #[tokio::test]
@@ -300,6 +306,18 @@ async fn upstream_faults_are_still_charged_to_the_version_by_kind() {
     // timeout
     let (status, h, _) = get(&proxy.url("/?delay_ms=1000"), &[]).await;
     assert_eq!((status.as_u16(), h["x-switchyard-error"].to_str().unwrap()), (504, "upstream-timeout"));
+    // bad framing: an upstream that states its length twice.
+    let liar =
+        raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
+    let liar_proxy = spawn_proxy(&config(&[liar], "", "")).await;
+    let (status, h, _) = get(&liar_proxy.url("/"), &[]).await;
+    assert_eq!((status.as_u16(), h["x-switchyard-error"].to_str().unwrap()), (502, "bad-upstream-response"));
+    assert_eq!(
+        liar_proxy
+            .metric(r#"switchyard_upstream_errors_total{route="r",upstream="u",version="u",kind="protocol"}"#)
+            .await,
+        1.0
+    );
     // its own 5xx
     up.set_status(500);
     let (status, _, _) = send(&client(), "POST", &proxy.url("/"), &[], "whole body").await;
