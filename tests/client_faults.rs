@@ -102,6 +102,33 @@ async fn a_malformed_chunked_body_is_the_clients_400_and_never_completes_upstrea
 }
 
 #[tokio::test]
+async fn client_faults_against_an_http2_upstream_are_still_the_clients() {
+    // An HTTP/2 upstream client reports a failed request body only as a reset stream.
+    let up = spawn_upstream("u").await;
+    let outlier = "protocol = \"h2\"\noutlier = { consecutive_failures = 3 }";
+    let proxy = spawn_proxy(&config(&[up.addr], outlier, "[server.limits]\nmax_body_bytes = 1000")).await;
+    for _ in 0..4 {
+        let resp = exchange(proxy.addr, BAD_CHUNKS, false).await;
+        assert_eq!(cause(&resp), Some("malformed-request"), "{resp}");
+    }
+    let mut big = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        big.extend_from_slice(format!("190\r\n{}\r\n", "y".repeat(400)).as_bytes());
+    }
+    big.extend_from_slice(b"0\r\n\r\n");
+    let resp = exchange(proxy.addr, &big, false).await;
+    assert_eq!(cause(&resp), Some("body-too-large"), "{resp}");
+    eventually_metric(&proxy, ROUTE_400, 4.0).await;
+    assert_version_not_charged(&proxy).await;
+    for e in endpoints(&proxy).await {
+        assert_eq!(e["ejected"], false, "{e}");
+    }
+    let (status, _, _) = send(&client(), "POST", &proxy.url("/"), &[], "fine").await;
+    assert_eq!(status, 200);
+    assert_eq!(up.last_seen().version, http::Version::HTTP_2);
+}
+
+#[tokio::test]
 async fn a_body_cut_short_is_the_clients_400_counted_as_gone() {
     let up = spawn_upstream("u").await;
     let proxy = spawn_proxy(&config(&[up.addr], "", "")).await;

@@ -4,7 +4,6 @@
 //! endpoint's outlier accounting and the upstream error counter here, and (through the
 //! returned [`ProxyError`]) everything the caller counts.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,7 +20,7 @@ use super::error::{Blame, ProxyError};
 use super::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use super::service::ConnInfo;
 use super::upgrade;
-use super::upstream_body::{ClientBodyError, UpstreamBody};
+use super::upstream_body::{BodyWatch, ClientBodyError, UpstreamBody};
 use super::validate;
 use crate::config::{HostHeader, Protocol, RetryOn};
 use crate::mirror::{self, Mirror, Primary};
@@ -79,8 +78,8 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
     // Retries need another endpoint: with one there is nothing to buffer or copy for.
     // Upgrades are never retried.
     let retries = if upstream.endpoints.len() > 1 && client_upgrade.is_none() { upstream.retries } else { 0 };
-    // Set while a streamed body waits on the client, so a timeout knows whose it is.
-    let mut waiting_on_client = None;
+    // What a streamed body tells of the client while the exchange runs.
+    let mut watch = None;
     let mut payload = if incoming.is_end_stream() {
         Payload::Replay(Bytes::new())
     } else if retries > 0 && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {
@@ -92,9 +91,9 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
             Err(_) => return Err(ProxyError::ClientTimeout),
         }
     } else {
-        let waiting = Arc::new(AtomicBool::new(false));
-        waiting_on_client = Some(waiting.clone());
-        Payload::Stream(Some(UpstreamBody::stream(incoming, max_body, waiting)))
+        let w = Arc::new(BodyWatch::default());
+        watch = Some(w.clone());
+        Payload::Stream(Some(UpstreamBody::stream(incoming, max_body, w)))
     };
     let replayable = matches!(payload, Payload::Replay(_));
     // Upgrades are never mirrored. The copy's body is the buffered one, or a tee of the
@@ -184,12 +183,12 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 tracing::debug!(route = %route.name, upstream = %upstream.name, endpoint = %endpoint.addr, error = %e, "upstream request failed");
-                Err(classify(&e))
+                // The client's body failed first: whatever the HTTP client made of it
+                // (an HTTP/2 client reports only a reset stream), the fault is the client's.
+                Err(watch.as_ref().and_then(|w| w.client_fault()).unwrap_or_else(|| classify(&e)))
             }
             // Still sending a body the client has not finished: the client stalled.
-            Err(_elapsed) if waiting_on_client.as_ref().is_some_and(|w| w.load(Ordering::Relaxed)) => {
-                Err(ProxyError::ClientTimeout)
-            }
+            Err(_elapsed) if watch.as_ref().is_some_and(|w| w.waiting_on_client()) => Err(ProxyError::ClientTimeout),
             Err(_elapsed) => Err(ProxyError::Upstream(UpstreamErrorKind::Timeout)),
         };
         let status = outcome.as_ref().map(|r| r.status().as_u16()).map_err(|e| *e);

@@ -5,13 +5,14 @@
 //! ends (a mirror's copy: the primary is never held up waiting for the body).
 //!
 //! A streamed body is where a client's fault shows up while the upstream exchange is
-//! under way: its errors are wrapped in [`ClientBodyError`], which carries the client's
-//! blame through the HTTP client's error to the classification, and it records whether
-//! the exchange is waiting on the client, so a timeout can tell a stalled client (408)
-//! from a stalled upstream (504).
+//! under way. It records the fault in a [`BodyWatch`] the request path keeps (an
+//! HTTP/2 upstream client drops the body's error and reports only a reset stream, so
+//! the error chain alone cannot carry the blame), wraps it in [`ClientBodyError`] for
+//! the HTTP/1 client's error chain, and records whether the exchange is waiting on the
+//! client, so a timeout can tell a stalled client (408) from a stalled upstream (504).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -55,9 +56,50 @@ impl ClientBodyError {
 
 pub struct UpstreamBody(Kind);
 
+/// What the request path learns from a streamed body while the exchange runs.
+#[derive(Debug, Default)]
+pub struct BodyWatch {
+    /// The last read of the client's body found nothing to send.
+    waiting: AtomicBool,
+    /// The client's fault, once its body failed ([`fault_code`]; 0 = none).
+    fault: AtomicU8,
+}
+
+impl BodyWatch {
+    /// The exchange is waiting on the client's body.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The client's body failed, and how.
+    pub fn client_fault(&self) -> Option<ProxyError> {
+        match self.fault.load(Ordering::Relaxed) {
+            0 => None,
+            1 => Some(ProxyError::BadRequest),
+            2 => Some(ProxyError::BodyCutShort),
+            3 => Some(ProxyError::BodyTooLarge),
+            _ => Some(ProxyError::ClientGone),
+        }
+    }
+
+    fn fault(&self, e: ClientBodyError) -> BoxError {
+        self.fault.store(fault_code(e.0), Ordering::Relaxed);
+        Box::new(e)
+    }
+}
+
+fn fault_code(e: ProxyError) -> u8 {
+    match e {
+        ProxyError::BadRequest => 1,
+        ProxyError::BodyCutShort => 2,
+        ProxyError::BodyTooLarge => 3,
+        _ => 4,
+    }
+}
+
 enum Kind {
     Full(Option<Bytes>),
-    Stream { inner: Incoming, limit: u64, seen: u64, tee: Option<Box<Tee>>, waiting: Arc<AtomicBool> },
+    Stream { inner: Incoming, limit: u64, seen: u64, tee: Option<Box<Tee>>, watch: Arc<BodyWatch> },
 }
 
 /// The copy being kept of a streamed body.
@@ -77,10 +119,9 @@ impl UpstreamBody {
     }
 
     /// Stream `inner`, failing once more than `limit` bytes (0 = no limit) went through.
-    /// `waiting` is kept true while the last read of the client's body found nothing to
-    /// send (the exchange is waiting on the client, not on the upstream).
-    pub fn stream(inner: Incoming, limit: u64, waiting: Arc<AtomicBool>) -> Self {
-        UpstreamBody(Kind::Stream { inner, limit, seen: 0, tee: None, waiting })
+    /// `watch` learns of the client's faults and whether the exchange waits on it.
+    pub fn stream(inner: Incoming, limit: u64, watch: Arc<BodyWatch>) -> Self {
+        UpstreamBody(Kind::Stream { inner, limit, seen: 0, tee: None, watch })
     }
 
     /// Keep a copy of this body (up to `max` bytes) and send it to `to` when the body has
@@ -129,21 +170,21 @@ impl Body for UpstreamBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.0 {
             Kind::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Stream { inner, limit, seen, tee, waiting } => {
+            Kind::Stream { inner, limit, seen, tee, watch } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
-                waiting.store(polled.is_pending(), Ordering::Relaxed);
+                watch.waiting.store(polled.is_pending(), Ordering::Relaxed);
                 let polled: Option<Result<Frame<Bytes>, BoxError>> = match polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
                             *seen += d.len() as u64;
                         }
                         if *limit != 0 && *seen > *limit {
-                            Some(Err(Box::new(ClientBodyError(ProxyError::BodyTooLarge))))
+                            Some(Err(watch.fault(ClientBodyError(ProxyError::BodyTooLarge))))
                         } else {
                             Some(Ok(frame))
                         }
                     }
-                    Poll::Ready(Some(Err(e))) => Some(Err(Box::new(ClientBodyError::from_incoming(&e)))),
+                    Poll::Ready(Some(Err(e))) => Some(Err(watch.fault(ClientBodyError::from_incoming(&e)))),
                     Poll::Ready(None) => None,
                     Poll::Pending => return Poll::Pending,
                 };
