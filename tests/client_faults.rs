@@ -213,8 +213,8 @@ async fn a_client_that_leaves_before_the_answer_is_counted_499_on_the_route() {
     );
 }
 
-/// An upstream that reads a request, answers `response` as raw bytes, then holds the
-/// connection open.
+/// An upstream that answers each request it reads (one read each: small requests)
+/// with `response` as raw bytes, keeping the connection open.
 async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -222,9 +222,11 @@ async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(response).await;
-                tokio::time::sleep(Duration::from_secs(10)).await;
+                while let Ok(n) = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                    if !matches!(n, Ok(n) if n > 0) || s.write_all(response).await.is_err() {
+                        break;
+                    }
+                }
             });
         }
     });
@@ -253,6 +255,30 @@ async fn a_client_that_leaves_mid_response_is_counted_499_on_its_version() {
         proxy.metric(r#"switchyard_requests_total{route="r",upstream="u",version="u",status="200"}"#).await,
         0.0
     );
+}
+
+#[tokio::test]
+async fn a_response_delivered_in_full_is_never_a_499() {
+    // Chunked with trailers (hyper stops polling a body after its trailers), and a
+    // Content-Length body (hyper stops once the length is written).
+    let trailers = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 1\r\n\r\n",
+    )
+    .await;
+    let sized = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+    for up in [trailers, sized] {
+        let proxy = spawn_proxy(&config(&[up], "", "")).await;
+        for te in ["trailers", "gzip"] {
+            let (status, _, body) = get(&proxy.url("/"), &[("te", te)]).await;
+            assert_eq!((status.as_u16(), body.as_str()), (200, "hello"));
+        }
+        eventually_metric(&proxy, r#"switchyard_requests_total{route="r",upstream="u",version="u",status="200"}"#, 2.0)
+            .await;
+        assert_eq!(
+            proxy.metric(r#"switchyard_requests_total{route="r",upstream="u",version="u",status="499"}"#).await,
+            0.0
+        );
+    }
 }
 
 async fn endpoints(proxy: &TestProxy) -> Vec<Value> {

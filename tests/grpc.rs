@@ -47,4 +47,21 @@ async fn grpc_over_h2_with_trailers_and_a_canary() {
     // An HTTP/1.1 client reaches the h2 upstream too.
     let (body, _) = call(&client(), &url, false).await;
     assert!(body.ends_with("HTTP/2.0"), "{body}");
+    // Every call was answered in full: counted 200 when its body ended with trailers,
+    // never 499 (hyper stops polling a body after its trailers).
+    let m = proxy.metrics().await;
+    let count = |status: &str| -> f64 {
+        ["grpc-v1", "grpc-v2"]
+            .iter()
+            .map(|u| {
+                metric_value(
+                    &m,
+                    &format!(
+                        r#"switchyard_requests_total{{route="grpc",upstream="{u}",version="{u}",status="{status}"}}"#
+                    ),
+                )
+            })
+            .sum()
+    };
+    assert_eq!((count("200"), count("499")), (21.0, 0.0), "{m}");
 }

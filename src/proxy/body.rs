@@ -111,14 +111,21 @@ impl Body for ResponseBody {
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
             Kind::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         };
+        // hyper stops polling a body after what it takes for the last frame (trailers,
+        // or data that leaves no length to send), so whether this frame ended the body
+        // is decided here, without asking an HTTP/2 body (which takes a lock).
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || this.kind.nothing_left(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+        };
         if let Some(tap) = this.digest.as_mut() {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(d) = frame.data_ref() {
                         tap.hasher.update(d);
                     }
-                    // hyper stops polling a body that says it has ended.
-                    if this.kind.is_end_stream() {
+                    if ended {
                         this.finish_digest();
                     }
                 }
@@ -133,12 +140,9 @@ impl Body for ResponseBody {
                 log.record.bytes_out += d.len() as u64;
             }
         }
-        match &polled {
-            // hyper stops polling a body that says it has ended. An error from the
-            // upstream's body ends the response too: what was sent stands.
-            Poll::Ready(None | Some(Err(_))) => this.finish(None),
-            Poll::Ready(Some(Ok(_))) if this.kind.is_end_stream() => this.finish(None),
-            _ => {}
+        // An error from the upstream's body ends the response too: what was sent stands.
+        if ended || matches!(polled, Poll::Ready(Some(Err(_)))) {
+            this.finish(None);
         }
         polled
     }
@@ -156,6 +160,14 @@ impl Body for ResponseBody {
 }
 
 impl Kind {
+    /// Nothing of the body is left to send (a known length fully read).
+    fn nothing_left(&self) -> bool {
+        match self {
+            Kind::Upstream(b) => b.size_hint().exact() == Some(0),
+            Kind::Full(b) => b.is_none(),
+        }
+    }
+
     fn is_end_stream(&self) -> bool {
         match self {
             Kind::Upstream(b) => b.is_end_stream(),
