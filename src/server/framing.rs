@@ -117,10 +117,15 @@ impl Framing {
         self.state == State::Head && (self.leading || !self.head.is_empty())
     }
 
-    /// Stop following the stream (it is not HTTP/1 any more, e.g. after a 101).
-    pub fn stop(&mut self) {
+    /// Stop following the stream (it is not HTTP/1 any more: a 101 was sent). Bytes
+    /// held as the start of a head were the new protocol's: they are appended to `to`.
+    pub fn stop(&mut self, to: &mut Vec<u8>) {
+        if self.state == State::Off {
+            return;
+        }
         if self.state != State::Refused {
             self.state = State::Off;
+            to.extend_from_slice(&self.head);
         }
         self.head = Vec::new();
         self.leading = false;
@@ -174,18 +179,35 @@ impl Framing {
                         }
                         self.leading = false;
                     }
-                    self.head.extend_from_slice(&input[at..]);
-                    let Some(end) = find_head_end(&self.head, held) else {
+                    // A head that began in this read is searched in place; only an
+                    // unfinished one is copied (and held), never more than the limit.
+                    let most = (self.max_head + 1).saturating_sub(held);
+                    let rest = &input[at..];
+                    let found = if held == 0 {
+                        find_head_end(rest, 0)
+                    } else {
+                        self.head.extend_from_slice(&rest[..rest.len().min(most)]);
+                        find_head_end(&self.head, held)
+                    };
+                    let Some(end) = found else {
+                        if held == 0 {
+                            self.head.extend_from_slice(&rest[..rest.len().min(most)]);
+                        }
                         if self.head.len() > self.max_head {
                             self.refuse(input, &mut cur, &mut seen, ProxyError::HeaderTooLarge);
                         }
                         break;
                     };
-                    self.head.truncate(end);
                     let head_end = at + (end - held);
                     seen.head_done = true;
-                    let verdict =
-                        if end > self.max_head { Err(ProxyError::HeaderTooLarge) } else { classify(&self.head) };
+                    let verdict = if end > self.max_head {
+                        Err(ProxyError::HeaderTooLarge)
+                    } else if held == 0 {
+                        classify(&input[at..head_end])
+                    } else {
+                        self.head.truncate(end);
+                        classify(&self.head)
+                    };
                     match verdict {
                         Ok(next) => {
                             if held > 0 {
@@ -320,9 +342,11 @@ fn classify(head: &[u8]) -> Result<State, ProxyError> {
     if head.starts_with(b"PRI * HTTP/2.0\r\n") {
         return Ok(State::Off);
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    // Uninitialised slots, as hyper does: zeroing a hundred headers costs more than
+    // parsing a typical head.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeaderTooLarge),
         // A complete head (it ends in a blank line) that does not parse.
@@ -348,7 +372,8 @@ fn classify(head: &[u8]) -> Result<State, ProxyError> {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n = content_length(h.value).ok_or(ProxyError::BadRequest)?;
+            // hyper also refuses the two largest values (they mean "chunked" and "close").
+            let n = content_length(h.value).filter(|n| *n <= u64::MAX - 2).ok_or(ProxyError::BadRequest)?;
             if length.is_some_and(|l| l != n) {
                 return Err(ProxyError::BadRequest);
             }
@@ -467,6 +492,7 @@ GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", ProxyError::BadRequest),
             (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", ProxyError::BadRequest),
             (b"GET http://a:b:c/ HTTP/1.1\r\n\r\n", ProxyError::BadRequest),
+            (b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n", ProxyError::BadRequest),
         ];
         for (head, why) in cases {
             let mut f = Framing::new(65_536);

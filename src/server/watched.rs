@@ -196,13 +196,21 @@ impl<IO> Watched<IO> {
         }
     }
 
+    /// The client's stream ended.
+    fn end_of_stream(&self) -> Poll<io::Result<()>> {
+        if self.framing.refused() {
+            // The client finished sending after a refused head. hyper is answering the
+            // stand-in; an end of stream now would make it drop that answer, and it
+            // closes the connection once the answer is written.
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Follow the bytes just read and update the connection's state; returns what of
     /// them hyper may see.
     fn follow(&mut self, new: &[u8]) -> Pass {
         let a = &self.activity;
-        if a.upgraded.load(Ordering::Relaxed) {
-            self.framing.stop();
-        }
         let seen = self.framing.feed(new);
         if seen.heads > 0 {
             let before = a.heads_done.fetch_add(u64::from(seen.heads), Ordering::Relaxed);
@@ -223,25 +231,43 @@ impl<IO> Watched<IO> {
     }
 }
 
+/// Below this much room in the caller's buffer, read into our own (on the stack) and
+/// hand the bytes over from `pending`: hyper's protocol sniffing reads 24 bytes at a
+/// time, and a head held back until complete would otherwise cost a read per 24 bytes.
+const SMALL_READ: usize = 4096;
+
 impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.activity.upgraded.load(Ordering::Relaxed) {
+            // Not HTTP/1 any more: what was held as the start of a head is the new
+            // protocol's first bytes, handed over before anything read later.
+            this.framing.stop(&mut this.pending);
+        }
         loop {
             if !this.pending.is_empty() {
                 this.hand_pending(buf);
                 return Poll::Ready(Ok(()));
             }
+            if buf.remaining() < SMALL_READ {
+                let mut space = [std::mem::MaybeUninit::<u8>::uninit(); SMALL_READ];
+                let mut own = ReadBuf::uninit(&mut space);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut own))?;
+                if own.filled().is_empty() {
+                    return this.end_of_stream();
+                }
+                match this.follow(own.filled()) {
+                    Pass::Direct(n) => this.pending.extend_from_slice(&own.filled()[..n]),
+                    Pass::Rebuilt => this.framing.take_out(&mut this.pending),
+                }
+                this.handed = 0;
+                continue;
+            }
             let before = buf.filled().len();
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
             let read = buf.filled().len() - before;
             if read == 0 {
-                if this.framing.refused() {
-                    // The client finished sending after a refused head. hyper is
-                    // answering the stand-in; an end of stream now would make it drop
-                    // that answer, and it closes the connection once it is written.
-                    return Poll::Pending;
-                }
-                return Poll::Ready(Ok(()));
+                return this.end_of_stream();
             }
             match this.follow(&buf.filled()[before..]) {
                 Pass::Direct(n) => {
@@ -297,5 +323,73 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A client stream that has `data` to give and counts how often it is read.
+    struct Source {
+        data: Vec<u8>,
+        reads: usize,
+    }
+
+    impl AsyncRead for Source {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            self.reads += 1;
+            let n = self.data.len().min(buf.remaining());
+            let rest = self.data.split_off(n);
+            buf.put_slice(&self.data);
+            self.data = rest;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_read_through_a_small_buffer_costs_one_read() {
+        let head = format!("GET / HTTP/1.1\r\nHost: a\r\nCookie: {}\r\n\r\n", "c".repeat(2000));
+        let source = Source { data: head.clone().into_bytes(), reads: 0 };
+        let mut w = Watched::new(source, Arc::new(Activity::new()), 65_536);
+        // hyper's protocol sniffing reads 24 bytes at a time.
+        let mut got = Vec::new();
+        while got.len() < head.len() {
+            let mut small = [0u8; 24];
+            let n = w.read(&mut small).await.unwrap();
+            assert!(n > 0, "no end of stream before the head is handed over");
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, head.as_bytes());
+        assert_eq!(w.inner.reads, 1, "the whole head came from one read of the socket");
+    }
+
+    #[tokio::test]
+    async fn bytes_held_before_an_upgrade_reach_the_new_protocol() {
+        // An upgrade request, then the client's first frame before the 101 arrived.
+        let request = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let early = b"\x81\x05hello";
+        let source = Source { data: [&request[..], early].concat(), reads: 0 };
+        let activity = Arc::new(Activity::new());
+        let mut w = Watched::new(source, activity.clone(), 65_536);
+        let mut got = vec![0u8; request.len()];
+        w.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, request);
+        activity.mark_upgraded();
+        let mut frame = vec![0u8; early.len()];
+        w.read_exact(&mut frame).await.unwrap();
+        assert_eq!(frame, early, "held as the start of a head, handed over after the 101");
+    }
+
+    #[tokio::test]
+    async fn a_refused_head_reaches_hyper_as_the_stand_in() {
+        let source = Source { data: b"GET / HTTP/1.2\r\nHost: a\r\n\r\n".to_vec(), reads: 0 };
+        let activity = Arc::new(Activity::new());
+        let mut w = Watched::new(source, activity.clone(), 65_536);
+        let mut got = vec![0u8; super::super::framing::STAND_IN.len()];
+        w.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, super::super::framing::STAND_IN);
+        assert_eq!(activity.next_request_refusal(), Some(ProxyError::BadRequest));
     }
 }
