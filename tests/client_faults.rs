@@ -82,6 +82,16 @@ fn cause(resp: &str) -> Option<&str> {
     resp.lines().find_map(|l| l.strip_prefix("x-switchyard-error: ")).map(str::trim)
 }
 
+/// A chunked POST of 1,200 body bytes (over a `max_body_bytes` of 1000).
+fn chunked_1200_bytes() -> Vec<u8> {
+    let mut req = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(format!("190\r\n{}\r\n", "y".repeat(400)).as_bytes());
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    req
+}
+
 const BAD_CHUNKS: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a\nb\r\n0\r\n\r\n";
 const TRUNCATED: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789";
 
@@ -111,12 +121,7 @@ async fn client_faults_against_an_http2_upstream_are_still_the_clients() {
         let resp = exchange(proxy.addr, BAD_CHUNKS, false).await;
         assert_eq!(cause(&resp), Some("malformed-request"), "{resp}");
     }
-    let mut big = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for _ in 0..3 {
-        big.extend_from_slice(format!("190\r\n{}\r\n", "y".repeat(400)).as_bytes());
-    }
-    big.extend_from_slice(b"0\r\n\r\n");
-    let resp = exchange(proxy.addr, &big, false).await;
+    let resp = exchange(proxy.addr, &chunked_1200_bytes(), false).await;
     assert_eq!(cause(&resp), Some("body-too-large"), "{resp}");
     eventually_metric(&proxy, ROUTE_400, 4.0).await;
     assert_version_not_charged(&proxy).await;
@@ -182,12 +187,7 @@ async fn a_client_stalled_mid_body_gets_408_not_a_504() {
 async fn a_streamed_body_over_max_body_bytes_is_the_clients_413() {
     let up = spawn_upstream("u").await;
     let proxy = spawn_proxy(&config(&[up.addr], "", "[server.limits]\nmax_body_bytes = 1000")).await;
-    let mut req = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for _ in 0..3 {
-        req.extend_from_slice(format!("190\r\n{}\r\n", "y".repeat(400)).as_bytes());
-    }
-    req.extend_from_slice(b"0\r\n\r\n");
-    let resp = exchange(proxy.addr, &req, false).await;
+    let resp = exchange(proxy.addr, &chunked_1200_bytes(), false).await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     assert_eq!(cause(&resp), Some("body-too-large"));
     eventually_metric(&proxy, r#"switchyard_requests_total{route="r",upstream="",version="",status="413"}"#, 1.0).await;
