@@ -281,6 +281,49 @@ async fn a_response_delivered_in_full_is_never_a_499() {
     }
 }
 
+/// An upstream that answers every connection's first request with `response` and
+/// closes it.
+async fn closing_upstream(response: &'static [u8]) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(response).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_breaks_off_its_body_is_charged_for_it() {
+    // The head says 100 bytes; five arrive, then the connection closes.
+    let broken = closing_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort").await;
+    let good = spawn_upstream("good").await;
+    let outlier = "outlier = { consecutive_failures = 3, ejection = \"30s\", max_ejected_percent = 50 }";
+    let proxy = spawn_proxy(&config(&[broken, good.addr], outlier, "")).await;
+    let mut cut = 0;
+    for _ in 0..30 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        if String::from_utf8_lossy(&out).ends_with("short") {
+            cut += 1;
+        }
+    }
+    assert!(cut >= 3, "the broken endpoint served {cut} requests");
+    let resets =
+        proxy.metric(r#"switchyard_upstream_errors_total{route="r",upstream="u",version="u",kind="reset"}"#).await;
+    assert_eq!(resets, f64::from(cut), "every broken-off body is an upstream reset");
+    let eps = endpoints(&proxy).await;
+    let dead = eps.iter().find(|e| e["address"] == broken.to_string()).unwrap();
+    assert_eq!(dead["ejected"], true, "{eps:?}");
+}
+
 async fn endpoints(proxy: &TestProxy) -> Vec<Value> {
     let (_, _, body) = get(&format!("http://{}/api/v1/status", proxy.admin), &[]).await;
     let doc: Value = serde_json::from_str(&body).unwrap();

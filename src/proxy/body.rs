@@ -16,10 +16,14 @@ use super::error::CLIENT_CLOSED;
 use crate::access_log::AccessRecord;
 use crate::mirror::Primary;
 use crate::runtime::Shared;
-use crate::telemetry::StatusCounters;
+use crate::telemetry::{BackendMetrics, StatusCounters, UpstreamErrorKind};
+use crate::upstream::{Endpoint, Upstream};
 
 pub struct ResponseBody {
     kind: Kind,
+    /// Who sent an upstream body: a failure mid-body (the upstream reset or closed
+    /// before its body ended) is that endpoint's fault, charged when it happens.
+    source: Option<Source>,
     /// The counters to count the status on when the body ends (499 if it is dropped).
     settle: Option<(Arc<StatusCounters>, u16)>,
     log: Option<Box<PendingLog>>,
@@ -39,18 +43,41 @@ enum Kind {
     Full(Option<Bytes>),
 }
 
+/// The backend, upstream and endpoint an upstream body came from, and its status.
+pub struct Source {
+    pub metrics: Arc<BackendMetrics>,
+    pub upstream: Arc<Upstream>,
+    pub endpoint: Arc<Endpoint>,
+    pub status: u16,
+}
+
+impl Source {
+    /// The body ended whole: the exchange succeeded, unless its status said otherwise
+    /// (a 5xx was recorded as a failure when its head arrived).
+    fn ended(self) {
+        if self.status < 500 {
+            self.upstream.record(&self.endpoint, false);
+        }
+    }
+
+    fn failed(self, kind: UpstreamErrorKind) {
+        self.metrics.failed_after_head(kind, self.status);
+        self.upstream.record(&self.endpoint, true);
+    }
+}
+
 struct PendingLog {
     record: AccessRecord,
     shared: Arc<Shared>,
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming) -> Self {
-        ResponseBody { kind: Kind::Upstream(body), settle: None, log: None, digest: None }
+    pub fn upstream(body: Incoming, source: Source) -> Self {
+        ResponseBody { kind: Kind::Upstream(body), source: Some(source), settle: None, log: None, digest: None }
     }
 
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody { kind: Kind::Full(Some(bytes)), settle: None, log: None, digest: None }
+        ResponseBody { kind: Kind::Full(Some(bytes)), source: None, settle: None, log: None, digest: None }
     }
 
     /// Count `status` on `counters` and emit `log` (with `bytes_out` filled in) when this
@@ -89,6 +116,11 @@ impl ResponseBody {
 
     /// Count and log the request once: with the status sent, or `instead` (499).
     fn finish(&mut self, instead: Option<u16>) {
+        // A body that ended whole is a success of the endpoint that sent it; one the
+        // client abandoned says nothing about it.
+        if let (Some(source), None) = (self.source.take(), instead) {
+            source.ended();
+        }
         if let Some((counters, status)) = self.settle.take() {
             counters.inc(instead.unwrap_or(status));
         }
@@ -140,8 +172,14 @@ impl Body for ResponseBody {
                 log.record.bytes_out += d.len() as u64;
             }
         }
-        // An error from the upstream's body ends the response too: what was sent stands.
-        if ended || matches!(polled, Poll::Ready(Some(Err(_)))) {
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            // The upstream failed mid-body. What was sent stands (the status is counted
+            // as sent), and the failure is the upstream's.
+            if let Some(source) = this.source.take() {
+                source.failed(if e.is_parse() { UpstreamErrorKind::Protocol } else { UpstreamErrorKind::Reset });
+            }
+            this.finish(None);
+        } else if ended {
             this.finish(None);
         }
         polled

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use super::body::ResponseBody;
+use super::body::{ResponseBody, Source};
 use super::error::{Blame, ProxyError};
 use super::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use super::service::ConnInfo;
@@ -135,7 +135,7 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
     let mut tried: Vec<&Endpoint> = Vec::new();
     let mut last_error = ProxyError::NoHealthyEndpoint;
     // A response we were ready to retry; if no retry happens it is still the answer.
-    let mut retryable: Option<Response<Incoming>> = None;
+    let mut retryable: Option<(Response<Incoming>, &Arc<Endpoint>)> = None;
     for attempt in 0..=retries {
         let endpoint = match upstream.select(&tried) {
             Some(e) => e,
@@ -199,17 +199,17 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 conn.activity.mark_upgraded();
                 upgrade::tunnel(client_upgrade.expect("checked"), upstream_upgrade, route.name.clone());
-                let mut resp = finish_response(resp, route, upstream);
+                let mut resp = finish_response(resp, route, backend, endpoint);
                 upgrade::keep_upgrade_headers(resp.headers_mut());
                 return Ok(resp);
             }
             Ok(resp) => {
                 if retry.again(Ok(resp.status().as_u16())) {
                     tracing::debug!(route = %route.name, upstream = %upstream.name, endpoint = %endpoint.addr, status = resp.status().as_u16(), "retrying on another endpoint");
-                    retryable = Some(resp);
+                    retryable = Some((resp, endpoint));
                     continue;
                 }
-                return Ok(finish_response(resp, route, upstream));
+                return Ok(finish_response(resp, route, backend, endpoint));
             }
             Err(e) => {
                 last_error = e;
@@ -221,17 +221,19 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
         }
     }
     match retryable {
-        Some(resp) => Ok(finish_response(resp, route, upstream)),
+        Some((resp, endpoint)) => Ok(finish_response(resp, route, backend, endpoint)),
         None => Err(last_error),
     }
 }
 
 /// An attempt's outcome for the endpoint that served it: a 5xx or a failure of the
 /// upstream's own counts toward its ejection (and the upstream error counter); a
-/// client's fault says nothing about the endpoint and is not recorded at all.
+/// client's fault says nothing about the endpoint and is not recorded at all. Any other
+/// answer is recorded when its body ends (whole: a success; broken off: a failure).
 fn record_attempt(upstream: &Upstream, endpoint: &Endpoint, backend: &Backend, outcome: Result<u16, ProxyError>) {
     match outcome {
-        Ok(status) => upstream.record(endpoint, status >= 500),
+        Ok(status) if status >= 500 => upstream.record(endpoint, true),
+        Ok(_) => {}
         Err(e) => {
             if let Blame::Upstream(kind) = e.blame() {
                 backend.metrics.error(kind);
@@ -268,8 +270,20 @@ impl Policy<'_> {
     }
 }
 
-fn finish_response(resp: Response<Incoming>, route: &Route, upstream: &Upstream) -> Response<ResponseBody> {
-    let mut resp = resp.map(ResponseBody::upstream);
+fn finish_response(
+    resp: Response<Incoming>,
+    route: &Route,
+    backend: &Backend,
+    endpoint: &Arc<Endpoint>,
+) -> Response<ResponseBody> {
+    let upstream = &backend.upstream;
+    let source = Source {
+        metrics: backend.metrics.clone(),
+        upstream: upstream.clone(),
+        endpoint: endpoint.clone(),
+        status: resp.status().as_u16(),
+    };
+    let mut resp = resp.map(|body| ResponseBody::upstream(body, source));
     let h = resp.headers_mut();
     headers::strip_hop_by_hop(h);
     headers::add_via(h);

@@ -274,6 +274,15 @@ impl BackendMetrics {
     pub fn error(&self, kind: UpstreamErrorKind) {
         self.errors[kind as usize].increment(1);
     }
+
+    /// The upstream failed after its response head (`status`) was judged: an upstream
+    /// error of `kind`, and for the rollout tally an error unless the status was one.
+    pub fn failed_after_head(&self, kind: UpstreamErrorKind, status: u16) {
+        self.error(kind);
+        if status < 500 {
+            self.tally.failed_late();
+        }
+    }
 }
 
 /// The HTTP status codes that get a slot up front; any other code (100..=999 are valid)

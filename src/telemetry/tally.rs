@@ -41,6 +41,12 @@ impl Tally {
         }
     }
 
+    /// A request counted as answered failed afterwards (its body broke off).
+    #[inline]
+    pub fn failed_late(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The time until the response head.
     #[inline]
     pub fn timed(&self, elapsed: Duration) {
