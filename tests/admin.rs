@@ -452,8 +452,11 @@ async fn ctl_watch_prints_plain_frames_when_not_a_terminal() {
     let (blue, green) = (spawn_upstream("blue").await, spawn_upstream("green").await);
     let proxy = spawn_proxy(&shop_canary(blue.addr, green.addr, 50.0, 50.0, "")).await;
     let url = proxy.url("/");
+    // Traffic for as long as the watch runs (aborted after it; bounded to 20 s anyway):
+    // a fixed number of requests can finish before the last frame on a fast run.
     let traffic = tokio::spawn(async move {
-        for _ in 0..400 {
+        let began = std::time::Instant::now();
+        while began.elapsed() < std::time::Duration::from_secs(20) {
             get(&url, &[]).await;
         }
     });
