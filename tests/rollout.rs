@@ -469,7 +469,10 @@ async fn a_rollout_step_is_durable_before_it_is_visible() {
     let start = tokio::spawn(async move { send(&client(), "POST", &url, &[], "").await.0 });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let waited = !start.is_finished();
-    let seen = (rollout(&proxy).await["state"].clone(), weights(&status(&proxy).await)["shop-v2"].0);
+    // Read in-process, not over the admin API: the blocked write holds a runtime worker,
+    // and a task parked behind it would not answer until the write is let through.
+    let doc = serde_json::to_value(switchyard::admin::status::status(&proxy.shared)).unwrap();
+    let seen = (doc["routes"][0]["rollout"]["state"].clone(), weights(&doc)["shop-v2"].0);
     // Let the write through before asserting (a failed assertion must not leave a
     // worker blocked on the FIFO): a reader takes the bytes; fsync on a FIFO then fails,
     // which the proxy reports as a warning, and the step goes live either way.
