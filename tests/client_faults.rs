@@ -216,6 +216,12 @@ async fn a_client_that_leaves_before_the_answer_is_counted_499_on_the_route() {
 /// An upstream that answers each request it reads (one read each: small requests)
 /// with `response` as raw bytes, keeping the connection open.
 async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
+    scripted_upstream(response, true).await
+}
+
+/// A raw-bytes upstream: `response` to every request read, or (not `keep_open`) to the
+/// first one only, then a close.
+async fn scripted_upstream(response: &'static [u8], keep_open: bool) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -223,7 +229,7 @@ async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
-                    if !matches!(n, Ok(n) if n > 0) || s.write_all(response).await.is_err() {
+                    if !matches!(n, Ok(n) if n > 0) || s.write_all(response).await.is_err() || !keep_open {
                         break;
                     }
                 }
@@ -284,18 +290,7 @@ async fn a_response_delivered_in_full_is_never_a_499() {
 /// An upstream that answers every connection's first request with `response` and
 /// closes it.
 async fn closing_upstream(response: &'static [u8]) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(response).await;
-            });
-        }
-    });
-    addr
+    scripted_upstream(response, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
