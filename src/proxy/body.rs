@@ -55,15 +55,32 @@ impl Source {
     /// The body ended whole: the exchange succeeded, unless its status said otherwise
     /// (a 5xx was recorded as a failure when its head arrived).
     fn ended(self) {
-        if self.status < 500 {
-            self.upstream.record(&self.endpoint, false);
-        }
+        body_ended(&self.upstream, &self.endpoint, self.status);
     }
 
     fn failed(self, kind: UpstreamErrorKind) {
-        self.metrics.failed_after_head(kind, self.status);
-        self.upstream.record(&self.endpoint, true);
+        body_failed(&self.metrics, &self.upstream, &self.endpoint, kind, self.status);
     }
+}
+
+/// A response body (of `status`) ended whole: a success of the endpoint that sent it,
+/// unless the status was a 5xx (recorded as a failure when its head arrived).
+pub fn body_ended(upstream: &Upstream, endpoint: &Endpoint, status: u16) {
+    if status < 500 {
+        upstream.record(endpoint, false);
+    }
+}
+
+/// The upstream failed mid-body after its head (`status`) was judged: its fault.
+pub fn body_failed(
+    metrics: &BackendMetrics,
+    upstream: &Upstream,
+    endpoint: &Endpoint,
+    kind: UpstreamErrorKind,
+    status: u16,
+) {
+    metrics.failed_after_head(kind, status);
+    upstream.record(endpoint, true);
 }
 
 struct PendingLog {

@@ -136,7 +136,7 @@ impl ProxyError {
         }
     }
 
-    fn body(self) -> &'static str {
+    pub fn body(self) -> &'static str {
         match self {
             Self::NoRoute => "404 no route matches this request (no-route)\n",
             Self::BadRequest => "400 malformed request (malformed-request)\n",

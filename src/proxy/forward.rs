@@ -29,7 +29,7 @@ use crate::telemetry::UpstreamErrorKind;
 use crate::upstream::{Endpoint, Upstream};
 
 /// Bodies up to this size are buffered so a retry can send them again.
-const REPLAY_BUFFER: usize = 64 * 1024;
+pub(crate) const REPLAY_BUFFER: usize = 64 * 1024;
 
 /// What [`forward`] needs besides the request.
 pub(super) struct Target<'a> {
@@ -125,7 +125,7 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
             }
         }
     }
-    let idempotent = is_idempotent(&parts.method);
+    let idempotent = is_idempotent(parts.method.as_str().as_bytes());
     // Counted from here on, once the body (if buffered) is in hand.
     let _admitted = upstream.admit().ok_or(ProxyError::OverCapacity)?;
 
@@ -230,7 +230,12 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
 /// upstream's own counts toward its ejection (and the upstream error counter); a
 /// client's fault says nothing about the endpoint and is not recorded at all. Any other
 /// answer is recorded when its body ends (whole: a success; broken off: a failure).
-fn record_attempt(upstream: &Upstream, endpoint: &Endpoint, backend: &Backend, outcome: Result<u16, ProxyError>) {
+pub(crate) fn record_attempt(
+    upstream: &Upstream,
+    endpoint: &Endpoint,
+    backend: &Backend,
+    outcome: Result<u16, ProxyError>,
+) {
     match outcome {
         Ok(status) if status >= 500 => upstream.record(endpoint, true),
         Ok(_) => {}
@@ -244,17 +249,17 @@ fn record_attempt(upstream: &Upstream, endpoint: &Endpoint, backend: &Backend, o
 }
 
 /// Whether an attempt is tried again on another endpoint.
-struct Policy<'a> {
+pub(crate) struct Policy<'a> {
     /// Attempts remain.
-    left: bool,
+    pub left: bool,
     /// The body can be sent again.
-    replayable: bool,
-    idempotent: bool,
-    retry_on: &'a RetryOn,
+    pub replayable: bool,
+    pub idempotent: bool,
+    pub retry_on: &'a RetryOn,
 }
 
 impl Policy<'_> {
-    fn again(&self, outcome: Result<u16, ProxyError>) -> bool {
+    pub fn again(&self, outcome: Result<u16, ProxyError>) -> bool {
         if !(self.left && self.replayable) {
             return false;
         }
@@ -294,7 +299,7 @@ fn finish_response(
 }
 
 /// Decrements an in-flight gauge on every exit path.
-struct GaugeGuard<'g>(&'g metrics::Gauge);
+pub(crate) struct GaugeGuard<'g>(pub &'g metrics::Gauge);
 
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
@@ -314,9 +319,8 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-fn is_idempotent(m: &http::Method) -> bool {
-    use http::Method;
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+pub(crate) fn is_idempotent(method: &[u8]) -> bool {
+    matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE")
 }
 
 /// Why a buffered read of the client's body failed (always the client's fault).

@@ -3,7 +3,7 @@
 
 pub mod body;
 pub mod error;
-mod forward;
+pub(crate) mod forward;
 pub mod headers;
 mod service;
 pub mod upgrade;
@@ -11,6 +11,7 @@ mod upstream_body;
 pub mod validate;
 
 pub use body::ResponseBody;
+pub use body::{body_ended, body_failed};
 pub use error::{Blame, ProxyError, CLIENT_CLOSED, ERROR_HEADER};
-pub use service::{handle, ConnInfo};
+pub use service::{handle, request_id_hex, ConnInfo};
 pub use upstream_body::{ClientBodyError, UpstreamBody};

@@ -288,15 +288,15 @@ fn ensure_request_id(req: &mut Request<Incoming>, rt: &Runtime) -> HeaderValue {
     id
 }
 
-/// 128 random bits as 32 hex digits.
 fn new_request_id() -> HeaderValue {
+    HeaderValue::from_bytes(&request_id_hex()).expect("hex is a valid header value")
+}
+
+/// A new request id: 128 random bits as 32 hex digits.
+pub fn request_id_hex() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = fastrand::u128(..);
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = HEX[((n >> (4 * (31 - i))) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+    std::array::from_fn(|i| HEX[((n >> (4 * (31 - i))) & 0xf) as usize])
 }
 
 /// The access log line, filled in as the request goes. The stand-in for a refused head

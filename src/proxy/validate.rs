@@ -97,7 +97,7 @@ pub fn h2_header_list_over<B>(req: &Request<B>, max: usize) -> bool {
 }
 
 /// Every `%` is followed by two hex digits.
-fn valid_escapes(path: &str) -> bool {
+pub fn valid_escapes(path: &str) -> bool {
     let b = path.as_bytes();
     let mut i = 0;
     while let Some(off) = b[i..].iter().position(|&c| c == b'%') {

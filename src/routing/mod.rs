@@ -2,12 +2,14 @@
 //! sticky assignment and the weighted split. Everything here is built once per config
 //! snapshot and only read by the request path.
 
+pub mod fields;
 pub mod path;
 mod route;
 pub mod split;
 pub mod sticky;
 pub mod table;
 
+pub use fields::Fields;
 pub use route::{cookie, Backend, Choice, Override, OverrideOn, Route, Source, Sticky};
 pub use split::{resolve_shares, Split, RESOLUTION};
 pub use table::RoutingTable;

@@ -5,8 +5,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::COOKIE;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 
+use super::fields::{text, Fields};
 use super::split::Split;
 use super::sticky;
 use crate::telemetry::{BackendMetrics, StatusCounters};
@@ -94,12 +95,12 @@ pub struct Choice {
 const MAX_KEY: usize = 128;
 
 impl Route {
-    pub fn headers_match(&self, headers: &HeaderMap) -> bool {
-        self.headers.iter().all(|(name, want)| headers.get_all(name).iter().any(|v| v == want))
+    pub fn headers_match<F: Fields + ?Sized>(&self, headers: &F) -> bool {
+        self.headers.iter().all(|(name, want)| headers.values(name).any(|v| v == want.as_bytes()))
     }
 
     /// The backend for this request.
-    pub fn select(&self, headers: &HeaderMap, client: IpAddr, tls: bool) -> Choice {
+    pub fn select<F: Fields + ?Sized>(&self, headers: &F, client: IpAddr, tls: bool) -> Choice {
         for o in self.overrides.iter() {
             if o.matches(headers) {
                 return Choice { backend: o.backend, set_cookie: None };
@@ -109,8 +110,8 @@ impl Route {
             return Choice { backend: self.split.pick(), set_cookie: None };
         };
         match sticky {
-            Sticky::Header(name) => match headers.get(name) {
-                Some(v) => Choice { backend: self.assign(v.as_bytes()), set_cookie: None },
+            Sticky::Header(name) => match headers.first(name) {
+                Some(v) => Choice { backend: self.assign(v), set_cookie: None },
                 None => Choice { backend: self.split.pick(), set_cookie: None },
             },
             Sticky::SourceIp => {
@@ -144,12 +145,12 @@ impl Route {
 }
 
 impl Override {
-    fn matches(&self, headers: &HeaderMap) -> bool {
+    fn matches<F: Fields + ?Sized>(&self, headers: &F) -> bool {
         let want = self.value.as_deref();
         match &self.on {
             OverrideOn::Header(name) => match want {
-                None => headers.contains_key(name),
-                Some(w) => headers.get_all(name).iter().any(|v| v.as_bytes() == w.as_bytes()),
+                None => headers.contains(name),
+                Some(w) => headers.values(name).any(|v| v == w.as_bytes()),
             },
             OverrideOn::Cookie(name) => match (cookie(headers, name), want) {
                 (Some(_), None) => true,
@@ -161,8 +162,8 @@ impl Override {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers, without allocating.
-pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+pub fn cookie<'h, F: Fields + ?Sized>(headers: &'h F, name: &str) -> Option<&'h str> {
+    headers.values(&COOKIE).filter_map(text).flat_map(|v| v.split(';')).find_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;
         (k.trim() == name).then(|| v.trim().trim_matches('"'))
     })
@@ -182,6 +183,7 @@ fn new_key() -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     #[test]
     fn cookies_are_found_among_others() {

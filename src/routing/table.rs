@@ -9,9 +9,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use http::HeaderMap;
-
-use super::Route;
+use super::{Fields, Route};
 
 #[derive(Default)]
 struct Bucket {
@@ -61,7 +59,7 @@ impl RoutingTable {
 
     /// The route for a request. `host` may carry a port and any case; `path` must be
     /// normalized already.
-    pub fn find(&self, host: Option<&str>, path: &str, headers: &HeaderMap) -> Option<&Route> {
+    pub fn find<F: Fields + ?Sized>(&self, host: Option<&str>, path: &str, headers: &F) -> Option<&Route> {
         let mut buf = [0u8; MAX_HOST];
         let host = host.and_then(|h| lower_host(h, &mut buf));
         let mut buckets: [Option<&Bucket>; 8] = [None; 8];

@@ -24,6 +24,7 @@ use crate::admin;
 
 mod conn;
 mod framing;
+mod h1;
 mod tls;
 mod watched;
 pub mod worker;

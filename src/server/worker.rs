@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::conn::{self, Serving};
+use super::h1;
 use super::tls::{self, TlsListener};
 use crate::runtime::Shared;
 
@@ -67,12 +68,17 @@ async fn serve(
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
     let serving = Arc::new(Serving::new(shared.clone()));
+    // Fast-path connections hold the worker; when the last is gone, `alive` closes.
+    let (alive, mut all_closed) = tokio::sync::mpsc::channel(1);
+    let worker = Arc::new(h1::Worker { shared: shared.clone(), serving, stop: stop.clone(), alive });
+    let sweep = tokio::spawn(sweep_pool());
     let mut accepts = Vec::new();
     for l in listeners {
         let socket = TcpListener::from_std(l.socket).expect("a non-blocking listener");
-        let accept = accept_loop(socket, l.tls, serving.clone(), graceful.clone(), connections.clone(), stop.clone());
+        let accept = accept_loop(socket, l.tls, worker.clone(), graceful.clone(), connections.clone(), stop.clone());
         accepts.push(tokio::spawn(accept));
     }
+    drop(worker);
     while !*stop.borrow_and_update() {
         if stop.changed().await.is_err() {
             break;
@@ -81,19 +87,32 @@ async fn serve(
     for a in accepts {
         let _ = a.await;
     }
-    // Connections still in a TLS handshake hold a `Watcher`, not the `GracefulShutdown`:
-    // the drain below waits for them too.
+    // Connections still in a TLS handshake hold a `Watcher` or the worker, not the
+    // `GracefulShutdown`: the drain below waits for them too.
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
     let drain_timeout = shared.runtime().file.server.drain_timeout;
-    if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
+    let drained = async {
+        tokio::join!(graceful.shutdown(), all_closed.recv());
+    };
+    if tokio::time::timeout(drain_timeout, drained).await.is_err() {
         tracing::warn!(worker = current(), "drain_timeout reached; closing remaining connections");
+    }
+    sweep.abort();
+}
+
+/// Close idle upstream connections that are no longer wanted, now and then.
+async fn sweep_pool() {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        h1::pool::sweep(std::time::Instant::now());
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsListener>,
-    serving: Arc<Serving>,
+    worker: Arc<h1::Worker>,
     graceful: Arc<GracefulShutdown>,
     connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
@@ -122,13 +141,17 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         match &tls {
-            None => conn::serve(stream, peer, false, &serving, graceful.watcher(), permit),
+            None => h1::serve(stream, peer, false, &worker, graceful.watcher(), permit),
             Some(listener) => {
-                let (serving, listener) = (serving.clone(), listener.clone());
+                let (worker, listener) = (worker.clone(), listener.clone());
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Some(stream) = tls::handshake(stream, peer, &listener, &serving.shared).await {
-                        conn::serve(stream, peer, true, &serving, watcher, permit);
+                    let Some(stream) = tls::handshake(stream, peer, &listener, &worker.shared).await else { return };
+                    // ALPN `h2` is hyper's; HTTP/1.1 takes the fast path.
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        conn::serve(stream, peer, true, &worker.serving, watcher, permit);
+                    } else {
+                        h1::serve(stream, peer, true, &worker, watcher, permit);
                     }
                 });
             }

@@ -25,6 +25,8 @@ pub struct Upstream {
     /// The version as a header value, for `version_header`.
     pub version_value: HeaderValue,
     pub endpoints: Box<[Arc<Endpoint>]>,
+    /// Plain HTTP/1.1 endpoints: the HTTP/1.1 fast path can carry its requests.
+    pub plain_h1: bool,
     /// Endpoints removed from this upstream that may still finish requests.
     pub draining: Box<[Weak<Endpoint>]>,
     pub request_timeout: Duration,
@@ -215,6 +217,7 @@ impl Upstream {
             version: source.version.as_str().into(),
             version_value: HeaderValue::from_str(&source.version).unwrap_or(HeaderValue::from_static("invalid")),
             endpoints: endpoints.into(),
+            plain_h1: source.tls.is_none() && source.protocol == crate::config::Protocol::Http1,
             draining: draining.into(),
             request_timeout: source.request_timeout,
             host_header: source.host_header.clone(),
