@@ -47,7 +47,7 @@ fuzz_target!(|input: Input| {
     assert!(!normal.split('/').any(|s| s == ".." || s == "."), "{normal:?}");
 
     let rt = support::runtime();
-    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
+    let host = req.headers().get(http::header::HOST).map(|h| h.as_bytes());
     let Some(route) = rt.table.find(host, &normal, req.headers()) else { return };
     assert!(route.headers_match(req.headers()));
     let choice = route.select(req.headers(), IpAddr::V4(Ipv4Addr::LOCALHOST), false);

@@ -192,7 +192,7 @@ async fn route_and_forward<'r>(
     let host = effective_host(&req);
     // `OPTIONS *` is about the server as a whole: it routes like `/` and is forwarded as `*`.
     let path = if req.uri().path() == "*" { Cow::Borrowed("/") } else { normalize(req.uri().path()) };
-    let Some(route) = rt.table.find(Some(host.to_str().unwrap_or("")), &path, req.headers()) else {
+    let Some(route) = rt.table.find(Some(host.to_str().unwrap_or("").as_bytes()), &path, req.headers()) else {
         return Answer::unrouted(shared, ProxyError::NoRoute);
     };
     let Some(path_and_query) = upstream_path_and_query(&req, &path) else {
@@ -295,8 +295,13 @@ fn new_request_id() -> HeaderValue {
 /// A new request id: 128 random bits as 32 hex digits.
 pub fn request_id_hex() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = fastrand::u128(..);
-    std::array::from_fn(|i| HEX[((n >> (4 * (31 - i))) & 0xf) as usize])
+    let bytes = fastrand::u128(..).to_be_bytes();
+    let mut out = [0u8; 32];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+    out
 }
 
 /// The access log line, filled in as the request goes. The stand-in for a refused head

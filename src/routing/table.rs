@@ -59,7 +59,7 @@ impl RoutingTable {
 
     /// The route for a request. `host` may carry a port and any case; `path` must be
     /// normalized already.
-    pub fn find<F: Fields + ?Sized>(&self, host: Option<&str>, path: &str, headers: &F) -> Option<&Route> {
+    pub fn find<F: Fields + ?Sized>(&self, host: Option<&[u8]>, path: &str, headers: &F) -> Option<&Route> {
         let mut buf = [0u8; MAX_HOST];
         let host = host.and_then(|h| lower_host(h, &mut buf));
         let mut buckets: [Option<&Bucket>; 8] = [None; 8];
@@ -112,21 +112,21 @@ impl RoutingTable {
     }
 }
 
-/// Lower-case the host and strip its port (and a trailing dot) without allocating.
-fn lower_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
-    let host = if let Some(rest) = host.strip_prefix('[') {
+/// Lower-case the host and strip its port (and a trailing dot) without allocating. A
+/// host with bytes outside ASCII can only match `any`-host routes.
+fn lower_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
+    let host = if host.first() == Some(&b'[') {
         // [v6]:port
-        &host[..rest.find(']').map_or(host.len(), |i| i + 2)]
+        &host[..host.iter().position(|b| *b == b']').map_or(host.len(), |i| i + 1)]
     } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
+        host.iter().rposition(|b| *b == b':').map_or(host, |i| &host[..i])
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let bytes = host.as_bytes();
-    if bytes.len() > MAX_HOST {
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    if host.len() > MAX_HOST || !host.is_ascii() {
         return None;
     }
-    let out = &mut buf[..bytes.len()];
-    for (o, b) in out.iter_mut().zip(bytes) {
+    let out = &mut buf[..host.len()];
+    for (o, b) in out.iter_mut().zip(host) {
         *o = b.to_ascii_lowercase();
     }
     std::str::from_utf8(out).ok()
@@ -164,8 +164,9 @@ mod tests {
     #[test]
     fn hosts_lose_port_and_case() {
         let mut buf = [0; MAX_HOST];
-        assert_eq!(lower_host("Shop.Example.COM:8080", &mut buf), Some("shop.example.com"));
-        assert_eq!(lower_host("[::1]:80", &mut buf), Some("[::1]"));
-        assert_eq!(lower_host("example.com.", &mut buf), Some("example.com"));
+        assert_eq!(lower_host(b"Shop.Example.COM:8080", &mut buf), Some("shop.example.com"));
+        assert_eq!(lower_host(b"[::1]:80", &mut buf), Some("[::1]"));
+        assert_eq!(lower_host(b"example.com.", &mut buf), Some("example.com"));
+        assert_eq!(lower_host("bücher.example".as_bytes(), &mut buf), None);
     }
 }

@@ -4,7 +4,6 @@
 //! request the fast path does not take, when it is handed to hyper with the bytes read
 //! so far put back in front.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -69,6 +68,8 @@ pub(super) struct Conn<S> {
     pub idle_timeout: Duration,
     /// When the connection last finished something (for the idle deadline).
     pub last_done: Instant,
+    /// The worker's drain signal, as this connection last saw it.
+    pub stop: watch::Receiver<bool>,
     pub worker: Arc<Worker>,
 }
 
@@ -104,6 +105,7 @@ pub fn serve<S>(
             header_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
             last_done: now,
+            stop: worker.stop.clone(),
             worker,
         };
         loop {
@@ -144,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     pub fn draining(&self) -> bool {
-        *self.worker.stop.borrow()
+        *self.stop.borrow()
     }
 }
 
@@ -171,17 +173,15 @@ impl Deadline {
     }
 
     /// Resolves when the deadline has passed.
-    pub fn expired(&mut self) -> impl Future<Output = ()> + '_ {
-        async move {
-            loop {
-                self.sleep.as_mut().await;
-                let now = Instant::now();
-                if now >= self.at {
-                    return;
-                }
-                let next = self.at.min(now + self.floor);
-                self.sleep.as_mut().reset(next.into());
+    pub async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            let now = Instant::now();
+            if now >= self.at {
+                return;
             }
+            let next = self.at.min(now + self.floor);
+            self.sleep.as_mut().reset(next.into());
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::chunked::Chunked;
 use super::conn::{Conn, Facts, Next, NoHead, Worker};
 use super::head::{self, Head, Verdict};
+use super::lines::{self, Lines};
 use super::pool::{self, UpConn};
 use super::response::{self, Extras, Framing, Parsed};
 use crate::access_log::{timestamp, AccessRecord};
@@ -22,7 +23,7 @@ use crate::proxy::forward::{is_idempotent, record_attempt, GaugeGuard, Policy, R
 use crate::proxy::headers::VIA_VALUE;
 use crate::proxy::{body_ended, body_failed, request_id_hex, Blame, ProxyError, CLIENT_CLOSED, ERROR_HEADER};
 use crate::routing::path::normalize;
-use crate::routing::{fields, Backend, Route};
+use crate::routing::{Backend, Route};
 use crate::runtime::Runtime;
 use crate::telemetry::{StatusCounters, UpstreamErrorKind};
 use crate::upstream::Endpoint;
@@ -103,7 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         let id = request_id(&rt, &h, &mut self.scratch);
                         let log = rt.access_log.then(|| record(&h, self.facts.peer.ip()));
                         req = Request { head_len: h.len, start, id, log };
-                        built = build(&rt, &h, req.id.clone(), &mut self.scratch, &self.facts, &self.worker);
+                        built = build(&rt, &h, &self.buf, req.id.clone(), &mut self.scratch, &self.facts, &self.worker);
                         break;
                     }
                     Verdict::Fallback => return Next::Hyper,
@@ -139,9 +140,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.buf.len() == self.buf.capacity() {
             self.buf.reserve(self.buf.capacity().max(4096));
         }
-        let mut stop = self.worker.stop.clone();
         let idle = self.buf.is_empty();
-        if *stop.borrow_and_update() && idle {
+        if *self.stop.borrow_and_update() && idle {
             return Err(NoHead::Close);
         }
         let no_idle_limit = idle && self.idle_timeout.is_zero();
@@ -152,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(_) => Ok(()),
             },
             _ = self.deadline.expired(), if !no_idle_limit => Err(NoHead::Close),
-            _ = stop.changed(), if idle => Err(NoHead::Close),
+            _ = self.stop.changed(), if idle => Err(NoHead::Close),
         }
     }
 }
@@ -161,6 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 fn build<'r>(
     rt: &'r Runtime,
     h: &Head<'_>,
+    src: &[u8],
     id: Range<usize>,
     s: &mut Vec<u8>,
     facts: &Facts,
@@ -169,9 +170,8 @@ fn build<'r>(
     if worker.shared.is_draining() {
         return Built::Refuse(ProxyError::Draining, h.content_length > 0);
     }
-    let host = fields::text(h.host).unwrap_or("");
-    let path = normalize(h.path());
-    let Some(route) = rt.table.find(Some(host), &path, h.headers) else {
+    let path = normalize(h.path);
+    let Some(route) = rt.table.find(Some(h.host), &path, h.headers) else {
         return Built::Refuse(ProxyError::NoRoute, h.content_length > 0);
     };
     if route.mirror.is_some() || !route.backends.iter().all(|b| b.upstream.plain_h1) {
@@ -186,7 +186,7 @@ fn build<'r>(
     s.extend_from_slice(h.method.as_bytes());
     s.push(b' ');
     s.extend_from_slice(path.as_bytes());
-    if let Some(q) = h.query() {
+    if let Some(q) = h.query {
         s.push(b'?');
         s.extend_from_slice(q.as_bytes());
     }
@@ -196,6 +196,7 @@ fn build<'r>(
     let mut via = false;
     let id_name = rt.request_id_header.as_str().as_bytes();
     let mut has_id = false;
+    let mut kept = Lines::new(src);
     for f in h.headers {
         let name = f.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") || name.contains(&b'_') {
@@ -204,6 +205,7 @@ fn build<'r>(
         if name.eq_ignore_ascii_case(b"te") {
             let trailers = f.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
             if trailers {
+                kept.flush(s);
                 s.extend_from_slice(b"te: trailers\r\n");
             }
             continue;
@@ -223,8 +225,9 @@ fn build<'r>(
             continue;
         }
         has_id |= name.eq_ignore_ascii_case(id_name);
-        response::line(s, name, f.value);
+        kept.keep(s, f);
     }
+    kept.flush(s);
     // List fields arrive as one line: the client's values, then ours.
     s.extend_from_slice(b"x-forwarded-for: ");
     if forwarded_for {
@@ -239,7 +242,7 @@ fn build<'r>(
     } else {
         b"\r\nx-forwarded-proto: http\r\n"
     });
-    response::line(s, b"x-forwarded-host", h.host);
+    lines::line(s, b"x-forwarded-host", h.host);
     s.extend_from_slice(b"via: ");
     if via {
         for v in h.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("via")) {
@@ -394,7 +397,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 if reusable && relay.keep_alive {
                     pool::checkin(&endpoint, up, done);
                 }
-                req.log.as_mut().map(|l| l.bytes_out = bytes);
+                if let Some(l) = req.log.as_mut() {
+                    l.bytes_out = bytes;
+                }
                 relay.status
             }
             Relayed::ClientGone { reusable } => {
@@ -626,7 +631,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             close,
                         };
                         self.out.clear();
-                        response::write_client_head(&mut self.out, &h, &extras);
+                        response::write_client_head(&mut self.out, &up.buf, &h, &extras);
                         let relay =
                             Relay { status: h.status, len: h.len, framing: h.framing, keep_alive: h.keep_alive, close };
                         return Attempt::Answered(relay, ());
@@ -832,13 +837,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         o.push(b' ');
         o.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         o.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\n");
-        response::line(o, ERROR_HEADER.as_bytes(), e.cause().as_bytes());
-        response::line(o, b"content-length", itoa::Buffer::new().format(body.len()).as_bytes());
-        response::line(o, rt.request_id_header.as_str().as_bytes(), &self.scratch[req.id.clone()]);
+        lines::line(o, ERROR_HEADER.as_bytes(), e.cause().as_bytes());
+        lines::line(o, b"content-length", itoa::Buffer::new().format(body.len()).as_bytes());
+        lines::line(o, rt.request_id_header.as_str().as_bytes(), &self.scratch[req.id.clone()]);
         if let Some(c) = set_cookie {
-            response::line(o, b"set-cookie", c.as_bytes());
+            lines::line(o, b"set-cookie", c.as_bytes());
         }
-        response::line(o, b"date", &super::date::now());
+        lines::line(o, b"date", &super::date::now());
         if close {
             o.extend_from_slice(b"connection: close\r\n");
         }
@@ -895,7 +900,7 @@ fn record(h: &Head<'_>, client: std::net::IpAddr) -> AccessRecord {
         ts: timestamp(SystemTime::now()),
         method: h.method.to_string(),
         host: String::from_utf8_lossy(h.host).into_owned(),
-        path: h.path().to_string(),
+        path: h.path.to_string(),
         status: 0,
         route: "".into(),
         upstream: "".into(),

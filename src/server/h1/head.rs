@@ -34,23 +34,14 @@ pub struct Head<'b> {
     /// Bytes of the head, blank line included.
     pub len: usize,
     pub method: &'b str,
-    /// origin-form: a path, maybe a query.
-    pub target: &'b str,
+    /// The origin-form target's path and query.
+    pub path: &'b str,
+    pub query: Option<&'b str>,
     pub headers: &'b [httparse::Header<'b>],
     pub host: &'b [u8],
     pub content_length: u64,
     /// The client sent `Connection: close`.
     pub close: bool,
-}
-
-impl Head<'_> {
-    pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(self.target, |(p, _)| p)
-    }
-
-    pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, q)| q)
-    }
 }
 
 /// Parse the head at the start of `buf`.
@@ -65,19 +56,23 @@ pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, max_head: usize) -> Ve
         return Verdict::Fallback;
     }
     let (Some(method), Some(target)) = (req.method, req.path) else { return Verdict::Fallback };
-    if method == "CONNECT" || !plain_origin_form(target.as_bytes()) || !valid_escapes(target) {
+    let (path, query) = match target.as_bytes().iter().position(|b| *b == b'?') {
+        Some(i) => (&target[..i], Some(&target[i + 1..])),
+        None => (target, None),
+    };
+    if method == "CONNECT" || !plain_origin_form(target.as_bytes()) || !crate::proxy::validate::valid_escapes(path) {
         return Verdict::Fallback;
     }
     let mut host = None;
+    let mut hosts = 0;
     let mut content_length = None;
     let mut close = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
-                if host.replace(h.value).is_some() {
-                    return Verdict::Fallback;
-                }
+                hosts += 1;
+                host = Some(h.value);
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => match (content_length, decimal(h.value)) {
                 (None, Some(n)) => content_length = Some(n),
@@ -94,11 +89,12 @@ pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, max_head: usize) -> Ve
             _ => {}
         }
     }
-    let Some(host) = host else { return Verdict::Fallback };
+    let Some(host) = host.filter(|_| hosts == 1) else { return Verdict::Fallback };
     Verdict::Fast(Head {
         len,
         method,
-        target,
+        path,
+        query,
         headers: req.headers,
         host,
         content_length: content_length.unwrap_or(0),
@@ -143,12 +139,6 @@ pub fn plain_origin_form(target: &[u8]) -> bool {
         && target.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(b))
 }
 
-/// Every `%` in the path is followed by two hex digits (see `proxy::validate`).
-fn valid_escapes(target: &str) -> bool {
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    crate::proxy::validate::valid_escapes(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,7 +158,7 @@ mod tests {
         let bytes =
             b"POST /a/b?x=1 HTTP/1.1\r\nHost: shop\r\nContent-Length: 3\r\nConnection: keep-alive, close\r\n\r\nabc";
         let Verdict::Fast(h) = parse(bytes, &mut s, 8192) else { panic!("not fast") };
-        assert_eq!((h.method, h.path(), h.query(), h.host), ("POST", "/a/b", Some("x=1"), &b"shop"[..]));
+        assert_eq!((h.method, h.path, h.query, h.host), ("POST", "/a/b", Some("x=1"), &b"shop"[..]));
         assert_eq!((h.content_length, h.close, h.len), (3, true, bytes.len() - 3));
         assert_eq!(verdict(b"GET / HTTP/1.1\r\nHost: a\r\n"), "partial");
     }

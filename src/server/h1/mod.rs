@@ -17,6 +17,7 @@ mod conn;
 mod date;
 mod exchange;
 pub(super) mod head;
+mod lines;
 pub mod pool;
 mod response;
 mod rewind;

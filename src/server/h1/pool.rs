@@ -104,13 +104,16 @@ pub fn sweep(now: Instant) {
 }
 
 impl UpConn {
-    /// Still open, as far as can be told without waiting.
+    /// Still open, as far as a non-blocking read can tell (with `probe`; without, the
+    /// request's retry on a fresh connection covers a connection found closed).
     fn open(&mut self, probe: bool) -> bool {
+        if !probe {
+            return true;
+        }
         let mut cx = Context::from_waker(Waker::noop());
         match self.stream.poll_read_ready(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) if !probe => true,
             // Readable while idle: closed (0), stray bytes, or a stale readiness.
             Poll::Ready(Ok(())) => {
                 matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)

@@ -5,6 +5,7 @@
 use std::mem::MaybeUninit;
 
 use super::head::decimal;
+use super::lines::{line, Lines};
 
 /// Response header lines accepted from an upstream (hyper's client accepts 100).
 pub const MAX_HEADERS: usize = 100;
@@ -100,29 +101,79 @@ pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, head_request: bool) ->
     })
 }
 
-/// Fields that end at this hop (RFC 9110 §7.6.1), or that the proxy writes itself.
-pub fn hop_by_hop(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"http2-settings",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+/// What a response field is to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Ends at this hop (RFC 9110 §7.6.1), or the proxy writes it itself.
+    HopByHop,
+    ContentLength,
+    Via,
+    Date,
+    Other,
 }
 
-/// Names listed in the head's `Connection` fields (to strip as hop-by-hop).
-pub fn connection_names<'b>(headers: &'b [httparse::Header<'b>]) -> impl Iterator<Item = &'b [u8]> + Clone + 'b {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
+/// Sorted by length first: most fields are told apart without comparing a byte.
+fn kind(name: &[u8]) -> Kind {
+    match name.len() {
+        2 if is(name, b"te") => Kind::HopByHop,
+        3 if is(name, b"via") => Kind::Via,
+        4 if is(name, b"date") => Kind::Date,
+        7 if is(name, b"trailer") || is(name, b"upgrade") => Kind::HopByHop,
+        10 if is(name, b"connection") || is(name, b"keep-alive") => Kind::HopByHop,
+        14 if is(name, b"content-length") => Kind::ContentLength,
+        14 if is(name, b"http2-settings") => Kind::HopByHop,
+        16 if is(name, b"proxy-connection") => Kind::HopByHop,
+        17 if is(name, b"transfer-encoding") => Kind::HopByHop,
+        _ => Kind::Other,
+    }
+}
+
+/// Fields that end at this hop, in either direction.
+pub fn hop_by_hop(name: &[u8]) -> bool {
+    kind(name) == Kind::HopByHop
+}
+
+/// The field names a head's `Connection` fields list (hop-by-hop too), without the
+/// `keep-alive` and `close` options that name nothing to strip.
+pub struct Named<'b> {
+    names: [&'b [u8]; 8],
+    len: usize,
+    /// More than fit: every field is checked against the fields themselves.
+    overflow: bool,
+}
+
+impl<'b> Named<'b> {
+    pub fn of(headers: &'b [httparse::Header<'b>]) -> Self {
+        let mut named = Named { names: [&[]; 8], len: 0, overflow: false };
+        let tokens = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii);
+        for t in tokens {
+            if t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close") {
+                continue;
+            }
+            if named.len == named.names.len() {
+                named.overflow = true;
+                break;
+            }
+            named.names[named.len] = t;
+            named.len += 1;
+        }
+        named
+    }
+
+    pub fn contains(&self, name: &[u8], headers: &[httparse::Header<'_>]) -> bool {
+        if self.overflow {
+            return headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|h| h.value.split(|b| *b == b','))
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name));
+        }
+        self.names[..self.len].iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
 }
 
 /// What the proxy adds to the client's response head.
@@ -134,8 +185,8 @@ pub struct Extras<'a> {
     pub close: bool,
 }
 
-/// Write the client's response head for `resp` into `out`.
-pub fn write_client_head(out: &mut Vec<u8>, resp: &Head<'_>, x: &Extras<'_>) {
+/// Write the client's response head for `resp` (parsed from `src`) into `out`.
+pub fn write_client_head(out: &mut Vec<u8>, src: &[u8], resp: &Head<'_>, x: &Extras<'_>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
     out.push(b' ');
@@ -145,39 +196,41 @@ pub fn write_client_head(out: &mut Vec<u8>, resp: &Head<'_>, x: &Extras<'_>) {
     };
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named = connection_names(resp.headers);
-    let has_named = resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case("connection"));
-    let mut via: Option<usize> = None;
+    let named = Named::of(resp.headers);
+    let mut via = false;
     let mut dated = false;
     let mut length_written = false;
+    let mut lines = Lines::new(src);
     for h in resp.headers {
         let name = h.name.as_bytes();
-        if hop_by_hop(name) || is(name, x.request_id.0) || x.version.is_some_and(|(n, _)| is(name, n)) {
-            continue;
-        }
-        if has_named && named.clone().any(|n| n.eq_ignore_ascii_case(name)) {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"content-length") {
+        match kind(name) {
+            Kind::HopByHop => continue,
             // Duplicates (equal, or the head was refused) are sent once.
-            if length_written {
+            Kind::ContentLength if length_written => continue,
+            Kind::ContentLength => length_written = true,
+            // Folded into one line with ours, below.
+            Kind::Via => {
+                via = true;
                 continue;
             }
-            length_written = true;
-        } else if name.eq_ignore_ascii_case(b"via") {
-            // Folded into one line with ours, below.
-            via.get_or_insert(out.len());
-            continue;
-        } else if name.eq_ignore_ascii_case(b"date") {
-            dated = true;
+            Kind::Date => dated = true,
+            Kind::Other => {
+                if is(name, x.request_id.0) || x.version.is_some_and(|(n, _)| is(name, n)) {
+                    continue;
+                }
+            }
         }
-        line(out, name, h.value);
+        if named.len > 0 && named.contains(name, resp.headers) {
+            continue;
+        }
+        lines.keep(out, h);
     }
+    lines.flush(out);
     if resp.framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"via: ");
-    if via.is_some() {
+    if via {
         for h in resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("via")) {
             out.extend_from_slice(h.value);
             out.extend_from_slice(b", ");
@@ -198,13 +251,6 @@ pub fn write_client_head(out: &mut Vec<u8>, resp: &Head<'_>, x: &Extras<'_>) {
     if x.close {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-pub fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -262,7 +308,7 @@ mod tests {
             set_cookie: Some(b"sy=1"),
             close: false,
         };
-        write_client_head(&mut out, &h, &x);
+        write_client_head(&mut out, bytes, &h, &x);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: 1\r\nDate: D\r\nvia: 1.0 cdn, 1.1 switchyard\r\nx-version: v2\r\n\
