@@ -4,23 +4,27 @@
 //! request the fast path does not take, when it is handed to hyper with the bytes read
 //! so far put back in front.
 
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Sleep;
+use tokio_rustls::server::TlsStream;
 
 use super::rewind::Rewind;
 use crate::runtime::Shared;
 use crate::server::conn::Serving;
 
 /// A client read buffer's starting size; it grows for a large head and shrinks back.
-const READ_BUFFER: usize = 4 * 1024;
+pub(super) const READ_BUFFER: usize = 4 * 1024;
 
 /// What every fast-path connection of a worker shares.
 pub struct Worker {
@@ -82,7 +86,7 @@ pub fn serve<S>(
     watcher: Watcher,
     permit: OwnedSemaphorePermit,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
 {
     let worker = worker.clone();
     tokio::spawn(async move {
@@ -131,7 +135,7 @@ pub(super) enum NoHead {
     Close,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
     /// Drop the request's bytes (`n` from the start) and keep what follows (pipelining);
     /// a buffer grown for a large head goes back to its usual size.
     pub fn consume(&mut self, n: usize) {
@@ -174,14 +178,56 @@ impl Deadline {
 
     /// Resolves when the deadline has passed.
     pub async fn expired(&mut self) {
-        loop {
-            self.sleep.as_mut().await;
-            let now = Instant::now();
-            if now >= self.at {
-                return;
-            }
-            let next = self.at.min(now + self.floor);
-            self.sleep.as_mut().reset(next.into());
+        while self.wake().await == Wake::Tick {}
+    }
+
+    /// Resolves when the timer fires: past the deadline, or a tick on the way to it
+    /// (and re-armed).
+    pub async fn wake(&mut self) -> Wake {
+        self.sleep.as_mut().await;
+        let now = Instant::now();
+        if now >= self.at {
+            return Wake::Expired;
         }
+        let next = self.at.min(now + self.floor);
+        self.sleep.as_mut().reset(next.into());
+        Wake::Tick
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wake {
+    Expired,
+    Tick,
+}
+
+/// A client stream the fast path can wait on for bytes without holding a buffer.
+pub trait Readiness {
+    /// Ready when a read would find bytes (or an error); `None` when the stream cannot
+    /// tell, and must be read into a buffer.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<()>>>;
+
+    fn can_wait_unbuffered(&self) -> bool;
+}
+
+impl Readiness for TcpStream {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<()>>> {
+        self.poll_read_ready(cx).map(Some)
+    }
+
+    fn can_wait_unbuffered(&self) -> bool {
+        true
+    }
+}
+
+/// TLS may hold decrypted bytes the socket's readiness does not show: it keeps its
+/// buffer.
+impl Readiness for TlsStream<TcpStream> {
+    fn poll_readable(&mut self, _: &mut Context<'_>) -> Poll<Option<io::Result<()>>> {
+        Poll::Ready(None)
+    }
+
+    fn can_wait_unbuffered(&self) -> bool {
+        false
     }
 }

@@ -12,7 +12,7 @@ use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::Chunked;
-use super::conn::{Conn, Facts, Next, NoHead, Worker};
+use super::conn::{Conn, Facts, Next, NoHead, Readiness, Wake, Worker, READ_BUFFER};
 use super::head::{self, Head, Verdict};
 use super::lines::{self, Lines};
 use super::pool::{self, UpConn};
@@ -53,6 +53,8 @@ struct Plan<'r> {
 /// What every answer needs, whatever its outcome.
 struct Request {
     head_len: usize,
+    /// The client asked to close after this request.
+    client_close: bool,
     start: Instant,
     /// The request id's value, in `scratch`.
     id: Range<usize>,
@@ -88,9 +90,11 @@ struct Relay {
     close: bool,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
     pub async fn serve_one(&mut self) -> Next {
-        let mut head_started = !self.buf.is_empty();
+        // A pipelined head already here has its head deadline set when it turns out
+        // incomplete, like any other.
+        let mut head_started = false;
         let rt: Arc<Runtime>;
         let built;
         let mut req;
@@ -103,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         rt = self.worker.shared.runtime();
                         let id = request_id(&rt, &h, &mut self.scratch);
                         let log = rt.access_log.then(|| record(&h, self.facts.peer.ip()));
-                        req = Request { head_len: h.len, start, id, log };
+                        req = Request { head_len: h.len, client_close: h.close, start, id, log };
                         built = build(&rt, &h, &self.buf, req.id.clone(), &mut self.scratch, &self.facts, &self.worker);
                         break;
                     }
@@ -129,7 +133,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// One more read of a head in progress (or the next one), within the idle or head
-    /// deadline.
+    /// deadline. A connection found idle when its timer ticks gives its read buffer
+    /// back and waits for bytes without one.
     async fn read_more(&mut self, head_started: &mut bool) -> Result<(), NoHead> {
         if !self.buf.is_empty() && !*head_started {
             *head_started = true;
@@ -137,22 +142,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         } else if !*head_started {
             self.deadline.set(self.last_done + self.idle_timeout);
         }
-        if self.buf.len() == self.buf.capacity() {
-            self.buf.reserve(self.buf.capacity().max(4096));
-        }
         let idle = self.buf.is_empty();
-        if *self.stop.borrow_and_update() && idle {
-            return Err(NoHead::Close);
-        }
-        let no_idle_limit = idle && self.idle_timeout.is_zero();
-        tokio::select! {
-            biased;
-            read = self.io.read_buf(&mut self.buf) => match read {
-                Ok(0) | Err(_) => Err(NoHead::Close),
-                Ok(_) => Ok(()),
-            },
-            _ = self.deadline.expired(), if !no_idle_limit => Err(NoHead::Close),
-            _ = self.stop.changed(), if idle => Err(NoHead::Close),
+        let timed = !(idle && self.idle_timeout.is_zero());
+        loop {
+            if *self.stop.borrow_and_update() && idle {
+                return Err(NoHead::Close);
+            }
+            if self.buf.capacity() == 0 {
+                // Idle without a buffer: wait until a read would find bytes.
+                tokio::select! {
+                    biased;
+                    ready = std::future::poll_fn(|cx| self.io.poll_readable(cx)) => match ready {
+                        Some(Ok(())) | None => self.buf.reserve(READ_BUFFER),
+                        Some(Err(_)) => return Err(NoHead::Close),
+                    },
+                    wake = self.deadline.wake(), if timed => if wake == Wake::Expired {
+                        return Err(NoHead::Close);
+                    },
+                    _ = self.stop.changed() => return Err(NoHead::Close),
+                }
+                continue;
+            }
+            if self.buf.len() == self.buf.capacity() {
+                self.buf.reserve(self.buf.capacity().max(READ_BUFFER));
+            }
+            return tokio::select! {
+                biased;
+                read = self.io.read_buf(&mut self.buf) => match read {
+                    Ok(0) | Err(_) => Err(NoHead::Close),
+                    Ok(_) => Ok(()),
+                },
+                wake = self.deadline.wake(), if timed => match wake {
+                    Wake::Expired => Err(NoHead::Close),
+                    Wake::Tick => {
+                        if idle && self.io.can_wait_unbuffered() {
+                            self.buf = Vec::new();
+                        }
+                        continue;
+                    }
+                },
+                _ = self.stop.changed(), if idle => Err(NoHead::Close),
+            };
         }
     }
 }
@@ -273,7 +303,7 @@ fn build<'r>(
     })
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
     /// Forward a routed request and relay its answer.
     async fn proxy(&mut self, rt: &Runtime, plan: Plan<'_>, mut req: Request) -> Next {
         let (route, backend) = (plan.route, plan.backend);
@@ -683,7 +713,7 @@ struct Progress {
     drained: u64,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
     /// Send the head in `out` and the body behind it. Returns how it ended and whether
     /// it took more than the first write (the caller then reads the clock again).
     async fn relay(&mut self, r: &Relay, up: &mut UpConn) -> (Relayed, bool) {
@@ -828,6 +858,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         set_cookie: Option<&HeaderValue>,
         close: bool,
     ) -> Next {
+        let close = close || req.client_close;
         let status = e.status();
         let body = e.body().as_bytes();
         let o = &mut self.out;

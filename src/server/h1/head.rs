@@ -201,4 +201,84 @@ mod tests {
         assert_eq!(decimal(b"-1"), None);
         assert_eq!(decimal(b""), None);
     }
+
+    mod streams {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        struct Req {
+            method: &'static str,
+            target: String,
+            headers: Vec<(String, String)>,
+            body: Vec<u8>,
+        }
+
+        fn req() -> impl Strategy<Value = Req> {
+            (
+                prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]),
+                "/[a-z0-9/._-]{0,24}(\\?[a-z0-9=&]{0,12})?",
+                prop::collection::vec(("x-[a-z]{1,8}", "[!-~]([ -~]{0,16}[!-~])?"), 0..6),
+                prop::collection::vec(any::<u8>(), 0..64),
+            )
+                .prop_map(|(method, target, headers, body)| Req { method, target, headers, body })
+        }
+
+        fn encode(r: &Req) -> Vec<u8> {
+            let mut out = format!("{} {} HTTP/1.1\r\nHost: shop.example\r\n", r.method, r.target).into_bytes();
+            for (k, v) in &r.headers {
+                out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+            }
+            if !r.body.is_empty() {
+                out.extend_from_slice(format!("Content-Length: {}\r\n", r.body.len()).as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&r.body);
+            out
+        }
+
+        proptest! {
+            /// Valid requests back to back, arriving in arbitrary pieces, are each parsed
+            /// once whole, with the fields they were sent with.
+            #[test]
+            fn valid_streams_parse_in_any_cuts(reqs in prop::collection::vec(req(), 1..6),
+                                               cuts in prop::collection::vec(1usize..48, 1..64)) {
+                let stream: Vec<u8> = reqs.iter().flat_map(encode).collect();
+                let mut buf = Vec::new();
+                let (mut fed, mut seen) = (0, 0);
+                let mut cut = cuts.iter().cycle();
+                while seen < reqs.len() {
+                    let mut slots = slots();
+                    let consumed = match parse(&buf, &mut slots, 8192) {
+                        Verdict::Fast(h) => {
+                            let want = &reqs[seen];
+                            let (path, query) = want.target.split_once('?').map_or((want.target.as_str(), None), |(p, q)| (p, Some(q)));
+                            prop_assert_eq!(h.method, want.method);
+                            prop_assert_eq!((h.path, h.query), (path, query));
+                            prop_assert_eq!(h.host, &b"shop.example"[..]);
+                            prop_assert_eq!(h.content_length, want.body.len() as u64);
+                            let whole = h.len + want.body.len();
+                            (buf.len() >= whole).then_some(whole)
+                        }
+                        Verdict::Partial => None,
+                        Verdict::Fallback => return Err(TestCaseError::fail(format!("refused {:?}", String::from_utf8_lossy(&buf)))),
+                    };
+                    match consumed {
+                        Some(n) => {
+                            prop_assert_eq!(&buf[n - reqs[seen].body.len()..n], &reqs[seen].body[..]);
+                            buf.drain(..n);
+                            seen += 1;
+                        }
+                        None => {
+                            prop_assert!(fed < stream.len(), "ran out of input at request {}", seen);
+                            let end = (fed + cut.next().unwrap()).min(stream.len());
+                            buf.extend_from_slice(&stream[fed..end]);
+                            fed = end;
+                        }
+                    }
+                }
+                prop_assert!(buf.is_empty() && fed == stream.len());
+            }
+        }
+    }
 }
