@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::Chunked;
 use super::conn::{Conn, Facts, Next, NoHead, Readiness, Wake, Worker, READ_BUFFER};
+use super::field::{self, Kind};
 use super::head::{self, Head, Verdict};
 use super::lines::{self, Lines};
 use super::pool::{self, UpConn};
@@ -229,33 +230,24 @@ fn build<'r>(
     let mut kept = Lines::new(src);
     for f in h.headers {
         let name = f.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"host") || name.contains(&b'_') {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"te") {
-            let trailers = f.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
-            if trailers {
-                kept.flush(s);
-                s.extend_from_slice(b"te: trailers\r\n");
+        match field::kind(name) {
+            Kind::Te => {
+                let trailers = f.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+                if trailers {
+                    kept.flush(s);
+                    s.extend_from_slice(b"te: trailers\r\n");
+                }
             }
-            continue;
+            Kind::Host | Kind::HopByHop | Kind::XForwardedProto | Kind::XForwardedHost => {}
+            // Folded with ours, below.
+            Kind::XForwardedFor => forwarded_for = true,
+            Kind::Via => via = true,
+            _ if name.contains(&b'_') => {}
+            _ => {
+                has_id |= name.eq_ignore_ascii_case(id_name);
+                kept.keep(s, f);
+            }
         }
-        if response::hop_by_hop(name)
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || name.eq_ignore_ascii_case(b"x-forwarded-host")
-        {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            forwarded_for = true;
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"via") {
-            via = true;
-            continue;
-        }
-        has_id |= name.eq_ignore_ascii_case(id_name);
-        kept.keep(s, f);
     }
     kept.flush(s);
     // List fields arrive as one line: the client's values, then ours.

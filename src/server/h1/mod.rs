@@ -16,6 +16,7 @@ mod chunked;
 mod conn;
 mod date;
 mod exchange;
+mod field;
 pub(super) mod head;
 mod lines;
 pub mod pool;

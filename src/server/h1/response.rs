@@ -4,6 +4,7 @@
 
 use std::mem::MaybeUninit;
 
+use super::field::{kind, Kind};
 use super::head::decimal;
 use super::lines::{line, Lines};
 
@@ -101,38 +102,6 @@ pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, head_request: bool) ->
     })
 }
 
-/// What a response field is to the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Ends at this hop (RFC 9110 §7.6.1), or the proxy writes it itself.
-    HopByHop,
-    ContentLength,
-    Via,
-    Date,
-    Other,
-}
-
-/// Sorted by length first: most fields are told apart without comparing a byte.
-fn kind(name: &[u8]) -> Kind {
-    match name.len() {
-        2 if is(name, b"te") => Kind::HopByHop,
-        3 if is(name, b"via") => Kind::Via,
-        4 if is(name, b"date") => Kind::Date,
-        7 if is(name, b"trailer") || is(name, b"upgrade") => Kind::HopByHop,
-        10 if is(name, b"connection") || is(name, b"keep-alive") => Kind::HopByHop,
-        14 if is(name, b"content-length") => Kind::ContentLength,
-        14 if is(name, b"http2-settings") => Kind::HopByHop,
-        16 if is(name, b"proxy-connection") => Kind::HopByHop,
-        17 if is(name, b"transfer-encoding") => Kind::HopByHop,
-        _ => Kind::Other,
-    }
-}
-
-/// Fields that end at this hop, in either direction.
-pub fn hop_by_hop(name: &[u8]) -> bool {
-    kind(name) == Kind::HopByHop
-}
-
 /// The field names a head's `Connection` fields list (hop-by-hop too), without the
 /// `keep-alive` and `close` options that name nothing to strip.
 pub struct Named<'b> {
@@ -204,7 +173,7 @@ pub fn write_client_head(out: &mut Vec<u8>, src: &[u8], resp: &Head<'_>, x: &Ext
     for h in resp.headers {
         let name = h.name.as_bytes();
         match kind(name) {
-            Kind::HopByHop => continue,
+            Kind::HopByHop | Kind::Te => continue,
             // Duplicates (equal, or the head was refused) are sent once.
             Kind::ContentLength if length_written => continue,
             Kind::ContentLength => length_written = true,
@@ -214,7 +183,7 @@ pub fn write_client_head(out: &mut Vec<u8>, src: &[u8], resp: &Head<'_>, x: &Ext
                 continue;
             }
             Kind::Date => dated = true,
-            Kind::Other => {
+            _ => {
                 if is(name, x.request_id.0) || x.version.is_some_and(|(n, _)| is(name, n)) {
                     continue;
                 }
