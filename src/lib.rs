@@ -9,13 +9,20 @@
 //!    └─ reload: build a new Runtime beside the old; on error keep the old           └─ load once per request
 //! ```
 //!
-//! The path of one request ([`proxy::handle`]): load the live [`runtime::Runtime`] (one
+//! HTTP/1.1 requests take a purpose-built path (`server::h1`): one task per client
+//! connection parses each head once, in place, routes on borrowed bytes, writes the
+//! upstream head by copying the client's lines, and drives an upstream connection from
+//! this worker's pool itself. Everything else (HTTP/2, upgrades, mirrors, chunked or
+//! `Expect` request bodies, TLS or h2 upstreams, malformed heads) goes to hyper and
+//! [`proxy::handle`], with the same rules and accounting.
+//!
+//! The path of one request: load the live [`runtime::Runtime`] (one
 //! atomic load), normalize the path, find the route ([`routing::RoutingTable::find`]:
 //! host, headers, longest segment-aware prefix), pick a backend (overrides, then the
 //! sticky key's rendezvous hash, else the precompiled split: one atomic add), pick an
 //! available endpoint of that upstream (least in-flight of two random), rewrite the head
 //! (hop-by-hop headers out, forwarding headers in), send it on this worker's pooled
-//! client for that endpoint (retrying elsewhere when it provably never arrived), and
+//! connection to that endpoint (retrying elsewhere when it provably never arrived), and
 //! count the outcome on metric handles resolved at compile time. Nothing on that path
 //! locks, parses config or builds a metric label.
 //!
@@ -31,7 +38,7 @@
 //! | [`upstream`] | endpoints and their per-worker pools, endpoint choice, health, DNS, draining |
 //! | [`mirror`] | shadow traffic: sampling, the bounded copy, comparison with the primary |
 //! | [`proxy`] | the request path: validation, forwarding, retries, upgrades, proxy-made errors |
-//! | [`server`] | workers, listeners, HTTP/1.1 + h2c, framing tracker, timeouts, graceful drain |
+//! | [`server`] | workers, listeners, the HTTP/1.1 fast path, hyper for HTTP/2 and the rest, framing tracker, timeouts, graceful drain |
 //! | [`reload`] | file watching, debounce, SIGHUP |
 //! | [`rollout`] | automated rollouts: steps, judging, rollback, promotion |
 //! | [`admin`] | the admin listener: control API, auth, status page, `/metrics`, probes |

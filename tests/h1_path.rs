@@ -312,3 +312,25 @@ async fn chunked_responses_pass_with_their_trailers() {
     let (status, _, body) = get(&proxy.url("/"), &[]).await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "hello world"));
 }
+
+#[tokio::test]
+async fn an_answer_the_proxy_makes_keeps_the_connection_in_step() {
+    // Nothing listens there: every attempt is a connect failure, answered 502.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let proxy = spawn_proxy(&config(closed)).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = Vec::new();
+    // The body looks like a request: read as one, it would get an answer of its own.
+    let body = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    for _ in 0..2 {
+        let request = format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        s.write_all(request.as_bytes()).await.unwrap();
+        let (head, answer) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+        assert_eq!(header(&head, "x-switchyard-error"), Some("upstream-connect"), "{head}");
+        assert!(String::from_utf8_lossy(&answer).contains("upstream-connect"));
+    }
+    let mut more = [0u8; 256];
+    let extra = tokio::time::timeout(Duration::from_millis(300), s.read(&mut more)).await;
+    assert!(buf.is_empty() && extra.is_err(), "an answer to a request nobody sent: {buf:?} {extra:?}");
+}

@@ -56,6 +56,8 @@ struct Request {
     head_len: usize,
     /// The client asked to close after this request.
     client_close: bool,
+    /// Body bytes read with the request (consumed with it).
+    body_read: usize,
     start: Instant,
     /// The request id's value, in `scratch`.
     id: Range<usize>,
@@ -108,7 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                         rt = self.worker.shared.runtime();
                         let id = request_id(&rt, &h, &mut self.scratch);
                         let log = rt.access_log.then(|| record(&h, self.facts.peer.ip()));
-                        req = Request { head_len: h.len, client_close: h.close, start, id, log };
+                        req = Request { head_len: h.len, client_close: h.close, body_read: 0, start, id, log };
                         built = build(&rt, &h, &self.buf, req.id.clone(), &mut self.scratch, &self.facts, &self.worker);
                         break;
                     }
@@ -316,6 +318,9 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
             {
                 return self.answer_error(rt, e, &mut req, Some(route), &route.own_responses, None, cookie, true).await;
             }
+        }
+        if replay {
+            req.body_read = plan.body_len as usize;
         }
         let answered = {
             let Some(_admitted) = upstream.admit() else {
@@ -880,7 +885,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         if close || !written {
             return Next::Close;
         }
-        self.consume(req.head_len);
+        self.consume(req.head_len + req.body_read);
         Next::KeepAlive
     }
 
