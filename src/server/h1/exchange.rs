@@ -31,6 +31,8 @@ use crate::upstream::Endpoint;
 
 /// A response body up to this size goes out in the same write as its head.
 const COALESCE: usize = 16 * 1024;
+/// The most a body relay buffers per read.
+const MAX_RELAY_BUFFER: usize = 64 * 1024;
 /// After a client leaves mid-response, up to this much of the rest is read (and
 /// dropped) so the upstream connection can be reused.
 const DRAIN_LIMIT: u64 = 256 * 1024;
@@ -766,8 +768,11 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
             };
             return (relayed, false);
         }
-        // The rest, as it arrives.
+        // The rest, as it arrives; a body that keeps filling the buffer gets a larger one.
         loop {
+            if up.buf.len() == up.buf.capacity() && up.buf.capacity() < MAX_RELAY_BUFFER {
+                up.buf.reserve(up.buf.capacity());
+            }
             if !p.client_ok && (p.drained > DRAIN_LIMIT || r.framing == Framing::Close) {
                 return (Relayed::ClientGone { reusable: false }, true);
             }

@@ -19,8 +19,10 @@ use crate::upstream::Endpoint;
 
 /// How long an idle upstream connection is kept (as hyper's pool did).
 const IDLE_FOR: Duration = Duration::from_secs(90);
-/// Room for a response head and the start of its body.
-const BUFFER: usize = 8 * 1024;
+/// Room for a response head and the start of its body (nginx's `proxy_buffer_size` is
+/// one page too). A large body grows the buffer while it streams; the pool gets it back
+/// at this size.
+pub const BUFFER: usize = 4 * 1024;
 
 /// A connection to one endpoint, with its read buffer.
 pub struct UpConn {
@@ -70,6 +72,7 @@ pub fn checkout(endpoint: &Arc<Endpoint>, now: Instant, probe: bool) -> Option<U
 pub fn checkin(endpoint: &Arc<Endpoint>, mut conn: UpConn, now: Instant) {
     conn.idle_since = now;
     conn.buf.clear();
+    conn.buf.shrink_to(BUFFER);
     IDLE.with_borrow_mut(|pools| {
         let slot =
             pools.entry(key(endpoint)).or_insert_with(|| Slot { endpoint: Arc::downgrade(endpoint), idle: Vec::new() });
