@@ -238,7 +238,8 @@ async fn head_204_and_304_responses_carry_no_body_and_keep_the_connection() {
         let resp: &[u8] = if head.starts_with("HEAD") {
             b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
         } else if head.starts_with("GET /204") {
-            b"HTTP/1.1 204 No Content\r\n\r\n"
+            // A length on a 204 is not passed on (RFC 9110 §8.6).
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"
         } else if head.starts_with("GET /304") {
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\nETag: \"x\"\r\n\r\n"
         } else {
@@ -268,18 +269,153 @@ async fn head_204_and_304_responses_carry_no_body_and_keep_the_connection() {
 }
 
 #[tokio::test]
-async fn a_response_without_a_length_is_read_to_close() {
+async fn a_response_without_a_length_is_read_to_close_and_sent_chunked() {
     let up = scripted(|_, _| (vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the ".to_vec(), b"end".to_vec()], Then::Close)).await;
     let proxy = spawn_proxy(&config(up.addr)).await;
-    let out = raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
-    assert!(out.ends_with("\r\n\r\nuntil the end"), "{out}");
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let head = read_head(&mut s, &mut buf).await.unwrap();
+    assert_eq!(header(&head, "transfer-encoding"), Some("chunked"), "{head}");
+    assert_eq!(header(&head, "connection"), None, "the client connection stays open: {head}");
+    let want = b"a\r\nuntil the \r\n3\r\nend\r\n0\r\n\r\n";
+    while buf.len() < want.len() {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&buf), String::from_utf8_lossy(want));
     // Counted whole, not as a failure of the upstream.
     assert_eq!(
         proxy.metric(r#"switchyard_requests_total{route="r",upstream="u",version="u",status="200"}"#).await,
         1.0
     );
+}
+
+#[tokio::test]
+async fn a_body_read_to_close_that_breaks_off_stays_visibly_cut() {
+    // The upstream resets the connection mid-body: the client must not see a whole body.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let _ = read_head(&mut s, &mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\npartial").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    });
+    let proxy = spawn_proxy(&config(addr)).await;
+    let out = raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(out.contains("7\r\npartial\r\n"), "{out}");
+    assert!(!out.ends_with("0\r\n\r\n"), "a cut body must not end like a whole one: {out:?}");
+    assert_eq!(
+        proxy.metric(r#"switchyard_upstream_errors_total{route="r",upstream="u",version="u",kind="reset"}"#).await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_length_the_upstream_lists_in_connection_is_still_sent() {
+    let up = scripted(|_, _| {
+        (
+            vec![b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello".to_vec()],
+            Then::KeepOpen,
+        )
+    })
+    .await;
+    let proxy = spawn_proxy(&config(up.addr)).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        let (head, body) = read_response(&mut s, &mut buf).await;
+        assert_eq!(header(&head, "content-length"), Some("5"), "{head}");
+        assert_eq!(body, b"hello");
+    }
+}
+
+#[tokio::test]
+async fn bytes_an_upstream_sends_on_an_idle_connection_never_reach_another_request() {
+    // A HEAD answered with a length, and 10 bytes sent after it: they belong to no
+    // request, and the connection is not reused.
+    let up = scripted(|head, _| {
+        if head.starts_with("HEAD") {
+            (vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n".to_vec(), b"0123456789".to_vec()], Then::KeepOpen)
+        } else {
+            (vec![ok("mine")], Then::KeepOpen)
+        }
+    })
+    .await;
+    let proxy = spawn_proxy(&config(up.addr)).await;
+    let out = raw(proxy.addr, b"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let (status, _, body) = get(&proxy.url("/"), &[]).await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "mine"));
+    }
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2, "the connection that got stray bytes was closed");
+}
+
+#[tokio::test]
+async fn an_error_answer_to_head_has_no_body() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let proxy = spawn_proxy(&config(closed)).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let first = read_head(&mut s, &mut buf).await.unwrap();
+    assert!(first.starts_with("HTTP/1.1 502"), "{first}");
+    assert!(content_length(&first) > 0, "a HEAD learns the length: {first}");
+    let second = read_head(&mut s, &mut buf).await.unwrap();
+    assert!(second.starts_with("HTTP/1.1 502"), "the HEAD's answer carried a body: {second}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_let_go_after_idle_timeout() {
+    // An endless body; the client reads nothing. idle_timeout bounds the wait for it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = Arc::new(AtomicUsize::new(0));
+    let seen = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let _ = read_head(&mut s, &mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n").await;
+                let block = vec![b'x'; 64 * 1024];
+                // Bounded: 1 GB at most, or until the proxy lets go.
+                for _ in 0..16_000 {
+                    if s.write_all(&block).await.is_err() {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let cfg = config(addr).replace("workers = 1\n", "workers = 1\n[server.limits]\nidle_timeout = \"1s\"\n");
+    let proxy = spawn_proxy(&cfg).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let metric = r#"switchyard_requests_total{route="r",upstream="u",version="u",status="499"}"#;
+    let mut counted = 0.0;
+    for _ in 0..100 {
+        counted = proxy.metric(metric).await;
+        if counted == 1.0 && cut.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, 1.0, "the stalled client was not let go");
+    assert_eq!(cut.load(Ordering::SeqCst), 1, "the upstream connection was not closed");
+    drop(s);
 }
 
 #[tokio::test]

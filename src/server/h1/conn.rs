@@ -25,6 +25,8 @@ use crate::server::conn::Serving;
 
 /// A client read buffer's starting size; it grows for a large head and shrinks back.
 pub(super) const READ_BUFFER: usize = 4 * 1024;
+/// How long closing a connection may wait on the client.
+const SHUTDOWN_TIME: Duration = Duration::from_secs(1);
 
 /// What every fast-path connection of a worker shares.
 pub struct Worker {
@@ -116,7 +118,8 @@ pub fn serve<S>(
             match conn.serve_one().await {
                 Next::KeepAlive => {}
                 Next::Close => {
-                    let _ = conn.io.shutdown().await;
+                    // A TLS close_notify waits on the client's window: bounded.
+                    let _ = tokio::time::timeout(SHUTDOWN_TIME, conn.io.shutdown()).await;
                     return;
                 }
                 Next::Hyper => {

@@ -6,12 +6,12 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::chunked::Chunked;
+use super::chunked::{self, Chunked};
 use super::conn::{Conn, Facts, Next, NoHead, Readiness, Wake, Worker, READ_BUFFER};
 use super::field::{self, Kind};
 use super::head::{self, Head, Verdict};
@@ -31,6 +31,8 @@ use crate::upstream::Endpoint;
 
 /// A response body up to this size goes out in the same write as its head.
 const COALESCE: usize = 16 * 1024;
+/// How long the rest of a response is drained after its client left.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// The most a body relay buffers per read.
 const MAX_RELAY_BUFFER: usize = 64 * 1024;
 /// After a client leaves mid-response, up to this much of the rest is read (and
@@ -58,6 +60,7 @@ struct Request {
     head_len: usize,
     /// The client asked to close after this request.
     client_close: bool,
+    head_request: bool,
     /// Body bytes read with the request (consumed with it).
     body_read: usize,
     start: Instant,
@@ -112,7 +115,15 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                         rt = self.worker.shared.runtime();
                         let id = request_id(&rt, &h, &mut self.scratch);
                         let log = rt.access_log.then(|| record(&h, self.facts.peer.ip()));
-                        req = Request { head_len: h.len, client_close: h.close, body_read: 0, start, id, log };
+                        req = Request {
+                            head_len: h.len,
+                            client_close: h.close,
+                            head_request: h.method == "HEAD",
+                            body_read: 0,
+                            start,
+                            id,
+                            log,
+                        };
                         built = build(&rt, &h, &self.buf, req.id.clone(), &mut self.scratch, &self.facts, &self.worker);
                         break;
                     }
@@ -324,6 +335,9 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         if replay {
             req.body_read = plan.body_len as usize;
         }
+        // The first attempt's request_timeout runs from the head's arrival, unless the
+        // request waited (for its body, or for an endpoint): then from the attempt.
+        let mut waited = plan.body_len > in_buf;
         let answered = {
             let Some(_admitted) = upstream.admit() else {
                 let e = ProxyError::OverCapacity;
@@ -342,6 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                 let endpoint = match upstream.select(&tried) {
                     Some(e) => e,
                     None if attempt == 0 && !upstream.queue_timeout.is_zero() => {
+                        waited = true;
                         match upstream.wait_ready(&tried).await {
                             Some(e) => e,
                             None => break,
@@ -361,7 +376,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                     idempotent: plan.idempotent,
                     retry_on: &upstream.retry_on,
                 };
-                let started = if attempt == 0 { req.start } else { Instant::now() };
+                let started = if attempt == 0 && !waited { req.start } else { Instant::now() };
                 let _flight = endpoint.start();
                 let result =
                     self.attempt(rt, &plan, &req, endpoint, replay, &mut streamed, started, &policy, &tried).await;
@@ -392,7 +407,8 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
             Err(ProxyError::ClientGone) => {
                 // Nobody to answer: counted on the route, never on the version.
                 route.own_responses.inc(CLIENT_CLOSED);
-                self.settle_log(&mut req, CLIENT_CLOSED, Some(route), None, 0);
+                let took = req.start.elapsed();
+                self.settle_log(&mut req, CLIENT_CLOSED, Some(route), None, 0, took);
                 return Next::Close;
             }
             Err(e) => {
@@ -417,41 +433,39 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
             }
         };
         let head_at = Instant::now();
-        backend.metrics.judged(relay.status, head_at - req.start);
-        let (relayed, waited) = self.relay(&relay, &mut up).await;
+        let took = head_at - req.start;
+        backend.metrics.judged(relay.status, took);
+        let consumed = body_at + req.body_read;
+        let (relayed, waited) = self.relay(&relay, &mut up, head_at, consumed).await;
         let done = if waited { Instant::now() } else { head_at };
+        self.last_done = done;
         let counted = match relayed {
             Relayed::Done { bytes, reusable } => {
                 body_ended(upstream, &endpoint, relay.status);
                 if reusable && relay.keep_alive {
                     pool::checkin(&endpoint, up, done);
                 }
-                if let Some(l) = req.log.as_mut() {
-                    l.bytes_out = bytes;
-                }
+                backend.metrics.requests.inc(relay.status);
+                self.settle_log(&mut req, relay.status, Some(route), Some(backend), bytes, took);
                 relay.status
             }
-            Relayed::ClientGone { reusable } => {
+            Relayed::ClientGone { bytes, reusable } => {
                 if reusable && relay.keep_alive {
                     pool::checkin(&endpoint, up, done);
                 }
-                self.last_done = done;
                 backend.metrics.requests.inc(CLIENT_CLOSED);
-                self.settle_log(&mut req, CLIENT_CLOSED, Some(route), Some(backend), 0);
+                self.settle_log(&mut req, CLIENT_CLOSED, Some(route), Some(backend), bytes, took);
                 return Next::Close;
             }
-            Relayed::UpstreamFailed(kind) => {
+            Relayed::UpstreamFailed { kind, bytes } => {
                 body_failed(&backend.metrics, upstream, &endpoint, kind, relay.status);
                 backend.metrics.requests.inc(relay.status);
-                self.settle_log(&mut req, relay.status, Some(route), Some(backend), 0);
+                self.settle_log(&mut req, relay.status, Some(route), Some(backend), bytes, took);
                 return Next::Close;
             }
         };
-        backend.metrics.requests.inc(counted);
-        let bytes = req.log.as_ref().map_or(0, |l| l.bytes_out);
-        self.settle_log(&mut req, counted, Some(route), Some(backend), bytes);
-        self.last_done = done;
-        self.consume(body_at + if replay { plan.body_len as usize } else { 0 });
+        debug_assert_eq!(counted, relay.status);
+        self.consume(consumed);
         if relay.close {
             Next::Close
         } else {
@@ -494,12 +508,12 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
     ) -> Attempt {
         let upstream = &plan.backend.upstream;
         self.deadline.set(started + upstream.request_timeout);
-        // A stale pooled connection is replaced once, when the request is safe to send
-        // again; a request that is not gets a probed connection instead.
+        // A pooled connection found closed once the request is on it is replaced once,
+        // when the request is safe to send again.
         let safe_again = replay && plan.idempotent;
         let mut fresh = false;
         loop {
-            let pooled = if fresh { None } else { pool::checkout(endpoint, started, !safe_again) };
+            let pooled = if fresh { None } else { pool::checkout(endpoint, started) };
             let mut up = match pooled {
                 Some(up) => up,
                 None => match pool::connect(endpoint).await {
@@ -510,16 +524,16 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                     }
                 },
             };
-            match self.send(plan, req, endpoint, &mut up, replay, streamed).await {
-                Ok(()) => {}
+            let cut = match self.send(plan, req, endpoint, &mut up, replay, streamed).await {
+                Ok(cut) => cut,
                 Err(Some(e)) => return Attempt::Failed(e),
                 Err(None) if up.reused && safe_again => {
                     fresh = true;
                     continue;
                 }
                 Err(None) => return Attempt::Failed(ProxyError::Upstream(UpstreamErrorKind::Reset)),
-            }
-            match self.response_head(rt, plan, req, endpoint, &mut up, policy, tried).await {
+            };
+            match self.response_head(rt, plan, req, endpoint, &mut up, policy, tried, cut).await {
                 Attempt::Stale if up.reused && safe_again => fresh = true,
                 Attempt::Stale => return Attempt::Failed(ProxyError::Upstream(UpstreamErrorKind::Reset)),
                 Attempt::Answered(relay, ()) => return Attempt::Answered(relay, up),
@@ -540,7 +554,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         up: &mut UpConn,
         replay: bool,
         streamed: &mut bool,
-    ) -> Result<(), Option<ProxyError>> {
+    ) -> Result<bool, Option<ProxyError>> {
         let body_at = req.head_len;
         let b = &mut up.buf;
         b.clear();
@@ -563,7 +577,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         };
         sent.map_err(|_| None)?;
         if replay {
-            return Ok(());
+            return Ok(false);
         }
         // Stream the rest of the body: one attempt only.
         *streamed = true;
@@ -598,16 +612,17 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
             };
             if let Err(e) = sent {
                 self.buf.truncate(body_at);
-                return Err(Some(ProxyError::Upstream(if e.kind() == std::io::ErrorKind::TimedOut {
-                    UpstreamErrorKind::Timeout
-                } else {
-                    UpstreamErrorKind::Reset
-                })));
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    return Err(Some(ProxyError::Upstream(UpstreamErrorKind::Timeout)));
+                }
+                // The upstream stopped reading: it may have answered already (a 413, a
+                // 401), and that answer is the client's.
+                return Ok(true);
             }
             left -= n as u64;
         }
         self.buf.truncate(body_at);
-        Ok(())
+        Ok(false)
     }
 
     /// Read the upstream's response head (skipping interim 1xx heads), watching the
@@ -622,10 +637,12 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         up: &mut UpConn,
         policy: &Policy<'_>,
         tried: &[&Endpoint],
+        upload_cut: bool,
     ) -> Attempt<()> {
         let upstream = &plan.backend.upstream;
         up.buf.clear();
         let mut received = false;
+        let mut client_done = false;
         loop {
             if !up.buf.is_empty() {
                 let mut slots = response::slots();
@@ -647,7 +664,8 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                             tracing::debug!(route = %plan.route.name, endpoint = %endpoint.addr, status = h.status, "retrying on another endpoint");
                             return Attempt::Retry;
                         }
-                        let close = plan.client_close || self.draining() || h.framing == Framing::Close;
+                        // A client whose body was not all read cannot send another request.
+                        let close = plan.client_close || self.draining() || upload_cut;
                         let extras = Extras {
                             via: VIA_VALUE.as_bytes(),
                             version: plan
@@ -671,7 +689,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                 up.buf.reserve(up.buf.capacity().max(4096));
             }
             // The client is watched for a hang-up (bytes it pipelines are kept).
-            let watch_client = self.buf.len() < 2 * self.max_head;
+            let watch_client = !client_done && self.buf.len() < 2 * self.max_head;
             tokio::select! {
                 biased;
                 read = up.stream.read_buf(&mut up.buf) => match read {
@@ -680,6 +698,8 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                     Ok(_) => received = true,
                 },
                 read = self.io.read_buf(&mut self.buf), if watch_client => match read {
+                    // It only finished sending: its pipelined requests still get answers.
+                    Ok(0) if self.buf.len() > req.head_len + req.body_read => client_done = true,
                     Ok(0) | Err(_) => return Attempt::ClientGone,
                     Ok(_) => {}
                 },
@@ -689,160 +709,224 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
     }
 }
 
-/// How relaying a response body ended.
+/// How relaying a response body ended, and the payload bytes that reached the client.
 enum Relayed {
     Done {
         bytes: u64,
         reusable: bool,
     },
-    /// The client stopped taking it; the rest was drained when that was cheap.
+    /// The client stopped taking it (or left); the rest was drained when that was cheap.
     ClientGone {
+        bytes: u64,
         reusable: bool,
     },
-    UpstreamFailed(UpstreamErrorKind),
+    UpstreamFailed {
+        kind: UpstreamErrorKind,
+        bytes: u64,
+    },
 }
 
-/// Where a relayed body stands.
-struct Progress {
-    /// Payload bytes forwarded.
+/// Where the body stands: how much is left by its framing, and whether the
+/// connection stays in step with it (nothing read past its end).
+struct BodyState {
+    framing: Framing,
+    left: u64,
+    chunked: Chunked,
+    /// Payload bytes passed on (chunked bodies count theirs in `chunked`).
     bytes: u64,
-    /// The client took everything so far.
-    client_ok: bool,
-    /// Bytes read and dropped after the client left.
-    drained: u64,
+    reusable: bool,
+}
+
+impl BodyState {
+    fn new(framing: Framing) -> Self {
+        let left = if let Framing::Length(n) = framing { n } else { 0 };
+        BodyState { framing, left, chunked: Chunked::default(), bytes: 0, reusable: true }
+    }
+
+    /// How much of `data` belongs to the body, and whether the body ended there.
+    fn take(&mut self, data: &[u8]) -> Result<(usize, bool), chunked::Malformed> {
+        let (n, done) = match self.framing {
+            Framing::None => (0, true),
+            Framing::Length(_) => {
+                let n = data.len().min(self.left as usize);
+                self.left -= n as u64;
+                self.bytes += n as u64;
+                (n, self.left == 0)
+            }
+            Framing::Chunked => {
+                let n = self.chunked.feed(data)?;
+                (n, self.chunked.done())
+            }
+            Framing::Close => {
+                self.bytes += data.len() as u64;
+                (data.len(), false)
+            }
+        };
+        self.reusable &= n == data.len();
+        Ok((n, done))
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes + self.chunked.payload
+    }
+}
+
+/// Append `data` to `out` as the client gets it: as is, or (a body read to close)
+/// as one chunk.
+fn frame(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
+    if framing != Framing::Close {
+        out.extend_from_slice(data);
+    } else if !data.is_empty() {
+        let mut hex = [0u8; 16];
+        let mut n = data.len();
+        let mut at = hex.len();
+        while n > 0 || at == hex.len() {
+            at -= 1;
+            hex[at] = b"0123456789abcdef"[n & 0xf];
+            n >>= 4;
+        }
+        out.extend_from_slice(&hex[at..]);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
-    /// Send the head in `out` and the body behind it. Returns how it ended and whether
-    /// it took more than the first write (the caller then reads the clock again).
-    async fn relay(&mut self, r: &Relay, up: &mut UpConn) -> (Relayed, bool) {
-        let mut p = Progress { bytes: 0, client_ok: true, drained: 0 };
-        let mut chunked = Chunked::default();
-        let mut left = match r.framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
-        // What came with the head.
-        let mut reusable = true;
+    /// Send the head in `out` and the body behind it, each wait bounded by the idle
+    /// timeout since the last progress. Returns how it ended and whether it took more
+    /// than the first write (the caller then reads the clock again).
+    async fn relay(&mut self, r: &Relay, up: &mut UpConn, head_at: Instant, consumed: usize) -> (Relayed, bool) {
+        let mut body = BodyState::new(r.framing);
+        let idle = self.idle_or_forever();
+        self.deadline.set(head_at + idle);
+        // What came with the head goes out with it.
         let first = &up.buf[r.len..];
-        let body = match r.framing {
-            Framing::None => {
-                reusable = first.is_empty();
-                &first[..0]
-            }
-            Framing::Length(_) => {
-                let n = first.len().min(left as usize);
-                reusable = first.len() <= n;
-                left -= n as u64;
-                &first[..n]
-            }
-            Framing::Chunked => match chunked.feed(first) {
-                Ok(n) => {
-                    reusable = n == first.len();
-                    &first[..n]
-                }
-                Err(_) => return (Relayed::UpstreamFailed(UpstreamErrorKind::Protocol), false),
-            },
-            Framing::Close => first,
+        let (n, mut done) = match body.take(first) {
+            Ok(taken) => taken,
+            Err(_) => return (Relayed::UpstreamFailed { kind: UpstreamErrorKind::Protocol, bytes: 0 }, false),
         };
-        let finished = match r.framing {
-            Framing::None => true,
-            Framing::Length(_) => left == 0,
-            Framing::Chunked => chunked.done(),
-            Framing::Close => false,
-        };
-        if r.framing != Framing::Chunked {
-            p.bytes += body.len() as u64;
+        let coalesce = self.out.len() + n <= COALESCE;
+        if coalesce {
+            frame(&mut self.out, r.framing, &first[..n]);
         }
-        if self.out.len() + body.len() <= COALESCE {
-            self.out.extend_from_slice(body);
-            p.client_ok = write_all(&mut self.io, &self.out).await;
-        } else {
-            p.client_ok = write_all(&mut self.io, &self.out).await && write_all(&mut self.io, body).await;
+        let mut client_ok = self.write_timed(None).await;
+        if client_ok && !coalesce {
+            self.out.clear();
+            frame(&mut self.out, r.framing, &first[..n]);
+            client_ok = self.write_timed(None).await;
         }
-        if finished {
-            let relayed = if p.client_ok {
-                Relayed::Done { bytes: p.bytes + chunked.payload, reusable }
+        if done {
+            let relayed = if client_ok {
+                Relayed::Done { bytes: body.bytes(), reusable: body.reusable }
             } else {
-                Relayed::ClientGone { reusable }
+                Relayed::ClientGone { bytes: body.bytes(), reusable: body.reusable }
             };
             return (relayed, false);
         }
         // The rest, as it arrives; a body that keeps filling the buffer gets a larger one.
+        let mut watch_client = true;
+        let mut drained = 0u64;
         loop {
-            if up.buf.len() == up.buf.capacity() && up.buf.capacity() < MAX_RELAY_BUFFER {
+            if !client_ok {
+                if drained > DRAIN_LIMIT || r.framing == Framing::Close {
+                    return (Relayed::ClientGone { bytes: body.bytes(), reusable: false }, true);
+                }
+            } else if up.buf.len() == up.buf.capacity() && up.buf.capacity() < MAX_RELAY_BUFFER {
                 up.buf.reserve(up.buf.capacity());
             }
-            if !p.client_ok && (p.drained > DRAIN_LIMIT || r.framing == Framing::Close) {
-                return (Relayed::ClientGone { reusable: false }, true);
-            }
             up.buf.clear();
-            let read = if p.client_ok {
-                // The client is watched for a hang-up while the upstream is waited on.
-                let watch_client = self.buf.len() < 2 * self.max_head;
-                tokio::select! {
-                    biased;
-                    read = up.stream.read_buf(&mut up.buf) => read,
-                    read = self.io.read_buf(&mut self.buf), if watch_client => {
-                        if matches!(read, Ok(0) | Err(_)) {
-                            p.client_ok = false;
+            watch_client &= client_ok && self.buf.len() < 2 * self.max_head;
+            let read = tokio::select! {
+                biased;
+                read = up.stream.read_buf(&mut up.buf) => read,
+                read = self.io.read_buf(&mut self.buf), if watch_client => {
+                    if matches!(read, Ok(0) | Err(_)) {
+                        // Gone, unless it only finished sending (pipelined requests wait).
+                        if self.buf.len() > consumed && matches!(read, Ok(0)) {
+                            watch_client = false;
+                        } else {
+                            client_ok = false;
+                            self.deadline.set(Instant::now() + DRAIN_TIME);
                         }
-                        continue;
                     }
+                    continue;
                 }
-            } else {
-                // Drained in the background of nobody: bounded in time too.
-                match tokio::time::timeout(std::time::Duration::from_secs(1), up.stream.read_buf(&mut up.buf)).await {
-                    Ok(read) => read,
-                    Err(_) => return (Relayed::ClientGone { reusable: false }, true),
+                _ = self.deadline.expired() => {
+                    return if client_ok {
+                        (Relayed::UpstreamFailed { kind: UpstreamErrorKind::Timeout, bytes: body.bytes() }, true)
+                    } else {
+                        (Relayed::ClientGone { bytes: body.bytes(), reusable: false }, true)
+                    };
                 }
             };
             let n = match read {
                 Ok(0) if r.framing == Framing::Close => {
-                    let relayed = if p.client_ok {
-                        Relayed::Done { bytes: p.bytes, reusable: false }
+                    // The end of a body read to close: the last chunk.
+                    self.out.clear();
+                    self.out.extend_from_slice(b"0\r\n\r\n");
+                    let relayed = if client_ok && self.write_timed(None).await {
+                        Relayed::Done { bytes: body.bytes(), reusable: false }
                     } else {
-                        Relayed::ClientGone { reusable: false }
+                        Relayed::ClientGone { bytes: body.bytes(), reusable: false }
                     };
                     return (relayed, true);
                 }
-                Ok(0) | Err(_) if !p.client_ok => return (Relayed::ClientGone { reusable: false }, true),
-                Ok(0) | Err(_) => return (Relayed::UpstreamFailed(UpstreamErrorKind::Reset), true),
+                Ok(0) | Err(_) if !client_ok => {
+                    return (Relayed::ClientGone { bytes: body.bytes(), reusable: false }, true)
+                }
+                Ok(0) | Err(_) => {
+                    return (Relayed::UpstreamFailed { kind: UpstreamErrorKind::Reset, bytes: body.bytes() }, true)
+                }
                 Ok(n) => n,
             };
-            let (take, done) = match r.framing {
-                Framing::Length(_) => {
-                    let take = n.min(left as usize);
-                    left -= take as u64;
-                    reusable = take == n;
-                    (take, left == 0)
+            let (take, end) = match body.take(&up.buf[..n]) {
+                Ok(taken) => taken,
+                Err(_) if !client_ok => return (Relayed::ClientGone { bytes: body.bytes(), reusable: false }, true),
+                Err(_) => {
+                    return (Relayed::UpstreamFailed { kind: UpstreamErrorKind::Protocol, bytes: body.bytes() }, true)
                 }
-                Framing::Chunked => match chunked.feed(&up.buf[..n]) {
-                    Ok(take) => {
-                        reusable = take == n;
-                        (take, chunked.done())
-                    }
-                    Err(_) if !p.client_ok => return (Relayed::ClientGone { reusable: false }, true),
-                    Err(_) => return (Relayed::UpstreamFailed(UpstreamErrorKind::Protocol), true),
-                },
-                _ => (n, false),
             };
-            if p.client_ok {
-                if r.framing != Framing::Chunked {
-                    p.bytes += take as u64;
-                }
-                p.client_ok = write_all(&mut self.io, &up.buf[..take]).await;
+            done = end;
+            if client_ok {
+                self.deadline.set(Instant::now() + idle);
+                client_ok = if r.framing == Framing::Close {
+                    self.out.clear();
+                    frame(&mut self.out, r.framing, &up.buf[..take]);
+                    self.write_timed(None).await
+                } else {
+                    self.write_timed(Some(&up.buf[..take])).await
+                };
             } else {
-                p.drained += take as u64;
+                drained += take as u64;
             }
             if done {
-                let relayed = if p.client_ok {
-                    Relayed::Done { bytes: p.bytes + chunked.payload, reusable }
+                let relayed = if client_ok {
+                    Relayed::Done { bytes: body.bytes(), reusable: body.reusable }
                 } else {
-                    Relayed::ClientGone { reusable }
+                    Relayed::ClientGone { bytes: body.bytes(), reusable: body.reusable }
                 };
                 return (relayed, true);
             }
+        }
+    }
+
+    /// Write `bytes` (or `out`) to the client before the deadline.
+    async fn write_timed(&mut self, bytes: Option<&[u8]>) -> bool {
+        let bytes = bytes.unwrap_or(&self.out);
+        tokio::select! {
+            biased;
+            written = write_all(&mut self.io, bytes) => written,
+            _ = self.deadline.expired() => false,
+        }
+    }
+
+    /// The idle timeout, or (0: none) a year.
+    fn idle_or_forever(&self) -> Duration {
+        if self.idle_timeout.is_zero() {
+            Duration::from_secs(365 * 24 * 3600)
+        } else {
+            self.idle_timeout
         }
     }
 
@@ -860,9 +944,11 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         set_cookie: Option<&HeaderValue>,
         close: bool,
     ) -> Next {
-        let close = close || req.client_close;
+        let close = close || req.client_close || self.draining();
         let status = e.status();
         let body = e.body().as_bytes();
+        // A HEAD gets the length of the body it would have had, and no body.
+        let sent = if req.head_request { &[][..] } else { body };
         let o = &mut self.out;
         o.clear();
         o.extend_from_slice(b"HTTP/1.1 ");
@@ -881,12 +967,14 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
             o.extend_from_slice(b"connection: close\r\n");
         }
         o.extend_from_slice(b"\r\n");
-        o.extend_from_slice(body);
+        o.extend_from_slice(sent);
         let counted = e.counted_status();
         counters.inc(counted);
-        self.settle_log(req, counted, route, backend, 0);
-        let written = write_all(&mut self.io, &self.out).await;
-        self.last_done = Instant::now();
+        let now = Instant::now();
+        self.settle_log(req, counted, route, backend, sent.len() as u64, now - req.start);
+        self.deadline.set(now + self.idle_or_forever());
+        let written = self.write_timed(None).await;
+        self.last_done = now;
         if close || !written {
             return Next::Close;
         }
@@ -894,11 +982,20 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         Next::KeepAlive
     }
 
-    /// Send the access log line, when logging.
-    fn settle_log(&self, req: &mut Request, status: u16, route: Option<&Route>, backend: Option<&Backend>, bytes: u64) {
+    /// Send the access log line, when logging: `took` is the time to the response head,
+    /// as the hyper path logs it.
+    fn settle_log(
+        &self,
+        req: &mut Request,
+        status: u16,
+        route: Option<&Route>,
+        backend: Option<&Backend>,
+        bytes: u64,
+        took: Duration,
+    ) {
         let Some(mut record) = req.log.take() else { return };
         record.status = status;
-        record.duration_ms = req.start.elapsed().as_secs_f64() * 1000.0;
+        record.duration_ms = took.as_secs_f64() * 1000.0;
         record.bytes_out = bytes;
         if let Some(r) = route {
             record.route = r.name.clone();

@@ -48,10 +48,10 @@ fn key(endpoint: &Arc<Endpoint>) -> usize {
     Arc::as_ptr(endpoint) as usize
 }
 
-/// The most recently used idle connection to `endpoint`, if one is open. With `probe`,
-/// a connection the upstream has closed (or sent stray bytes on) is detected by a
-/// non-blocking read and skipped; without, only what the event loop already saw.
-pub fn checkout(endpoint: &Arc<Endpoint>, now: Instant, probe: bool) -> Option<UpConn> {
+/// The most recently used idle connection to `endpoint` that is still open and quiet:
+/// one the upstream has closed, or sent bytes on while idle (a late body, a 408), is
+/// closed instead, so no byte it sent can be read as the next request's response.
+pub fn checkout(endpoint: &Arc<Endpoint>, now: Instant) -> Option<UpConn> {
     IDLE.with_borrow_mut(|pools| {
         let slot = pools.get_mut(&key(endpoint))?;
         if !std::ptr::eq(slot.endpoint.as_ptr(), Arc::as_ptr(endpoint)) || slot.endpoint.strong_count() == 0 {
@@ -59,7 +59,7 @@ pub fn checkout(endpoint: &Arc<Endpoint>, now: Instant, probe: bool) -> Option<U
             return None;
         }
         while let Some(mut conn) = slot.idle.pop() {
-            if now.saturating_duration_since(conn.idle_since) < IDLE_FOR && conn.open(probe) {
+            if now.saturating_duration_since(conn.idle_since) < IDLE_FOR && conn.quiet() {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -107,17 +107,15 @@ pub fn sweep(now: Instant) {
 }
 
 impl UpConn {
-    /// Still open, as far as a non-blocking read can tell (with `probe`; without, the
-    /// request's retry on a fresh connection covers a connection found closed).
-    fn open(&mut self, probe: bool) -> bool {
-        if !probe {
-            return true;
-        }
+    /// Open, with nothing to read. The event loop's readiness says so without a system
+    /// call in the usual case (tokio clears it after a short read, and the response's
+    /// last read is one); when it says readable, a non-blocking read tells EOF or
+    /// stray bytes (not quiet) from a stale readiness (quiet).
+    fn quiet(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         match self.stream.poll_read_ready(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
-            // Readable while idle: closed (0), stray bytes, or a stale readiness.
             Poll::Ready(Ok(())) => {
                 matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }

@@ -57,13 +57,16 @@ pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, head_request: bool) ->
         _ => return Parsed::Bad,
     };
     let (Some(status), Some(version)) = (resp.code, resp.version) else { return Parsed::Bad };
+    if status < 100 {
+        return Parsed::Bad;
+    }
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut close = version == 0;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            match (length, decimal(h.value)) {
+            match (length, length_list(h.value)) {
                 (None, Some(n)) => length = Some(n),
                 (Some(l), Some(n)) if l == n => {}
                 _ => return Parsed::Bad,
@@ -86,9 +89,11 @@ pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, head_request: bool) ->
         }
     }
     let framing = match (chunked, length) {
-        (Some(_), Some(_)) | (Some(false), None) => return Parsed::Bad,
+        (Some(_), Some(_)) => return Parsed::Bad,
         _ if head_request || (100..200).contains(&status) || status == 204 || status == 304 => Framing::None,
         (Some(true), None) => Framing::Chunked,
+        // Another coding could not be passed on as sent.
+        (Some(false), None) => return Parsed::Bad,
         (None, Some(n)) => Framing::Length(n),
         (None, None) => Framing::Close,
     };
@@ -100,6 +105,13 @@ pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, head_request: bool) ->
         framing,
         keep_alive: !close && framing != Framing::Close,
     })
+}
+
+/// A `Content-Length` value, or a list of equal ones (`5, 5`, as hyper's client takes).
+fn length_list(value: &[u8]) -> Option<u64> {
+    let mut parts = value.split(|b| *b == b',').map(decimal);
+    let first = parts.next()??;
+    parts.all(|n| n == Some(first)).then_some(first)
 }
 
 /// The field names a head's `Connection` fields list (hop-by-hop too), without the
@@ -174,28 +186,32 @@ pub fn write_client_head(out: &mut Vec<u8>, src: &[u8], resp: &Head<'_>, x: &Ext
         let name = h.name.as_bytes();
         match kind(name) {
             Kind::HopByHop | Kind::Te => continue,
-            // Duplicates (equal, or the head was refused) are sent once.
-            Kind::ContentLength if length_written => continue,
+            // Never on a 204 (RFC 9110 §8.6); duplicates (equal, or the head was
+            // refused) are sent once; and never dropped because `Connection` names it:
+            // the client needs it to find the end of the body.
+            Kind::ContentLength if length_written || resp.status == 204 => continue,
             Kind::ContentLength => length_written = true,
             // Folded into one line with ours, below.
             Kind::Via => {
                 via = true;
                 continue;
             }
-            Kind::Date => dated = true,
             _ => {
                 if is(name, x.request_id.0) || x.version.is_some_and(|(n, _)| is(name, n)) {
                     continue;
                 }
+                if named.len > 0 && named.contains(name, resp.headers) {
+                    continue;
+                }
+                dated |= is(name, b"date");
             }
-        }
-        if named.len > 0 && named.contains(name, resp.headers) {
-            continue;
         }
         lines.keep(out, h);
     }
     lines.flush(out);
-    if resp.framing == Framing::Chunked {
+    // A body read to the upstream's close goes to the client chunked: the connection
+    // stays open, and a body cut short stays visibly cut short.
+    if matches!(resp.framing, Framing::Chunked | Framing::Close) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"via: ");
@@ -248,6 +264,8 @@ mod tests {
         assert_eq!(framing(b"HTTP/1.1 204 No Content\r\n\r\n", false), Some((None, true)));
         assert_eq!(framing(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false), Some((None, true)));
         assert_eq!(framing(b"HTTP/1.1 200 OK\r\n\r\n", false), Some((Close, false)));
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", false), Some((Length(5), true)));
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", true), Some((None, true)));
         assert_eq!(
             framing(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false),
             Some((Length(0), false))
@@ -258,6 +276,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            b"HTTP/1.1 099 Odd\r\n\r\n",
             b"HTTX/1.1 200 OK\r\n\r\n",
         ] {
             assert_eq!(framing(bad, false), Option::None, "{}", String::from_utf8_lossy(bad));
@@ -266,7 +286,7 @@ mod tests {
 
     #[test]
     fn the_client_head_loses_hop_by_hop_fields_and_gains_ours() {
-        let bytes = b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nVia: 1.0 cdn\r\nX-Version: fake\r\nContent-Length: 2\r\nX-Kept: 1\r\nDate: D\r\n\r\n";
+        let bytes = b"HTTP/1.1 200 OK\r\nConnection: x-hop, content-length\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nVia: 1.0 cdn\r\nX-Version: fake\r\nContent-Length: 2\r\nX-Kept: 1\r\nDate: D\r\n\r\n";
         let mut s = slots();
         let Parsed::Head(h) = parse(bytes, &mut s, false) else { panic!() };
         let mut out = Vec::new();
