@@ -30,6 +30,27 @@ pub struct AccessRecord {
     pub request_id: String,
 }
 
+impl AccessRecord {
+    /// The line for a request that has just arrived, stamped now; the rest is filled in
+    /// as it goes.
+    pub fn arrived(method: String, host: String, path: String, client: IpAddr) -> Self {
+        AccessRecord {
+            ts: timestamp(std::time::SystemTime::now()),
+            method,
+            host,
+            path,
+            status: 0,
+            route: "".into(),
+            upstream: "".into(),
+            version: "".into(),
+            duration_ms: 0.0,
+            bytes_out: 0,
+            client: client.to_canonical(),
+            request_id: String::new(),
+        }
+    }
+}
+
 pub struct AccessLog {
     tx: mpsc::Sender<AccessRecord>,
     rx: Mutex<Option<mpsc::Receiver<AccessRecord>>>,

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use http::header::{HOST, SET_COOKIE};
 use http::uri::PathAndQuery;
@@ -15,7 +15,7 @@ use super::body::ResponseBody;
 use super::error::{ProxyError, CLIENT_CLOSED};
 use super::forward::{forward, Target};
 use super::validate::{self, Rejection};
-use crate::access_log::{timestamp, AccessRecord};
+use crate::access_log::AccessRecord;
 use crate::config::Compare;
 use crate::mirror::Primary;
 use crate::routing::path::normalize;
@@ -308,18 +308,10 @@ pub fn request_id_hex() -> [u8; 32] {
 /// is logged without its made-up method, host and path.
 fn pending_record(req: &Request<Incoming>, conn: &ConnInfo, parsed: bool) -> AccessRecord {
     let text = |s: &str| if parsed { s.to_string() } else { String::new() };
-    AccessRecord {
-        ts: timestamp(SystemTime::now()),
-        method: text(req.method().as_str()),
-        host: text(&String::from_utf8_lossy(effective_host(req).as_bytes())),
-        path: text(req.uri().path()),
-        status: 0,
-        route: "".into(),
-        upstream: "".into(),
-        version: "".into(),
-        duration_ms: 0.0,
-        bytes_out: 0,
-        client: conn.client.ip().to_canonical(),
-        request_id: String::new(),
-    }
+    AccessRecord::arrived(
+        text(req.method().as_str()),
+        text(&String::from_utf8_lossy(effective_host(req).as_bytes())),
+        text(req.uri().path()),
+        conn.client.ip(),
+    )
 }

@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -18,7 +18,7 @@ use super::head::{self, Head, Verdict};
 use super::lines::{self, Lines};
 use super::pool::{self, UpConn};
 use super::response::{self, Extras, Framing, Parsed};
-use crate::access_log::{timestamp, AccessRecord};
+use crate::access_log::AccessRecord;
 use crate::config::HostHeader;
 use crate::proxy::forward::{is_idempotent, record_attempt, GaugeGuard, Policy, REPLAY_BUFFER};
 use crate::proxy::headers::VIA_VALUE;
@@ -1026,18 +1026,10 @@ fn request_id(rt: &Runtime, h: &Head<'_>, scratch: &mut Vec<u8>) -> Range<usize>
 
 /// The access log line, to be completed when the request ends.
 fn record(h: &Head<'_>, client: std::net::IpAddr) -> AccessRecord {
-    AccessRecord {
-        ts: timestamp(SystemTime::now()),
-        method: h.method.to_string(),
-        host: String::from_utf8_lossy(h.host).into_owned(),
-        path: h.path.to_string(),
-        status: 0,
-        route: "".into(),
-        upstream: "".into(),
-        version: "".into(),
-        duration_ms: 0.0,
-        bytes_out: 0,
-        client: client.to_canonical(),
-        request_id: String::new(),
-    }
+    AccessRecord::arrived(
+        h.method.to_string(),
+        String::from_utf8_lossy(h.host).into_owned(),
+        h.path.to_string(),
+        client,
+    )
 }
