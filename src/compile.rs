@@ -117,6 +117,7 @@ fn compile_route(
         FileSticky::Header(h) => Sticky::Header(h.clone()),
         FileSticky::SourceIp => Sticky::SourceIp,
     });
+    let plain_h1 = r.mirror.is_none() && backends.iter().all(|b| b.upstream.plain_h1);
     Route {
         name: r.name.as_str().into(),
         headers: r.headers.clone().into(),
@@ -130,5 +131,6 @@ fn compile_route(
             let upstream = upstreams[m.upstream.get_ref().as_str()].clone();
             Arc::new(crate::mirror::Mirror::compile(&r.name, m, upstream, telemetry))
         }),
+        plain_h1,
     }
 }

@@ -28,6 +28,9 @@ pub struct Route {
     pub own_responses: Arc<StatusCounters>,
     /// Shadow traffic, when configured.
     pub mirror: Option<Arc<crate::mirror::Mirror>>,
+    /// No mirror, and every backend's upstream speaks plain HTTP/1.1: the HTTP/1.1
+    /// fast path can carry this route's requests (decided here, not per request).
+    pub plain_h1: bool,
 }
 
 /// An upstream inside a route, with its resolved share and pre-resolved metric handles.

@@ -220,7 +220,7 @@ fn build<'r>(
     let Some(route) = rt.table.find(Some(h.host), &path, h.headers) else {
         return Built::Refuse(ProxyError::NoRoute, h.content_length > 0);
     };
-    if route.mirror.is_some() || !route.backends.iter().all(|b| b.upstream.plain_h1) {
+    if !route.plain_h1 {
         return Built::Hyper;
     }
     let choice = route.select(h.headers, facts.peer.ip(), facts.tls);
@@ -769,6 +769,16 @@ impl BodyState {
     fn bytes(&self) -> u64 {
         self.bytes + self.chunked.payload
     }
+
+    /// The body reached its end: delivered, or drained for a client that left.
+    fn ended(&self, client_ok: bool) -> Relayed {
+        let (bytes, reusable) = (self.bytes(), self.reusable);
+        if client_ok {
+            Relayed::Done { bytes, reusable }
+        } else {
+            Relayed::ClientGone { bytes, reusable }
+        }
+    }
 }
 
 /// Append `data` to `out` as the client gets it: as is, or (a body read to close)
@@ -817,12 +827,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
             client_ok = self.write_timed(None).await;
         }
         if done {
-            let relayed = if client_ok {
-                Relayed::Done { bytes: body.bytes(), reusable: body.reusable }
-            } else {
-                Relayed::ClientGone { bytes: body.bytes(), reusable: body.reusable }
-            };
-            return (relayed, false);
+            return (body.ended(client_ok), false);
         }
         // The rest, as it arrives; a body that keeps filling the buffer gets a larger one.
         let mut watch_client = true;
@@ -901,12 +906,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                 drained += take as u64;
             }
             if done {
-                let relayed = if client_ok {
-                    Relayed::Done { bytes: body.bytes(), reusable: body.reusable }
-                } else {
-                    Relayed::ClientGone { bytes: body.bytes(), reusable: body.reusable }
-                };
-                return (relayed, true);
+                return (body.ended(client_ok), true);
             }
         }
     }

@@ -196,14 +196,14 @@ pub fn write_client_head(out: &mut Vec<u8>, src: &[u8], resp: &Head<'_>, x: &Ext
                 via = true;
                 continue;
             }
-            _ => {
+            kind => {
                 if is(name, x.request_id.0) || x.version.is_some_and(|(n, _)| is(name, n)) {
                     continue;
                 }
                 if named.len > 0 && named.contains(name, resp.headers) {
                     continue;
                 }
-                dated |= is(name, b"date");
+                dated |= kind == Kind::Date;
             }
         }
         lines.keep(out, h);
