@@ -219,7 +219,7 @@ impl Shared {
     /// [`Shared::persist`] to the state file a snapshot not yet live names.
     pub(crate) fn persist_to(&self, path: Option<&std::path::Path>, admin: &AdminWeights) -> Option<String> {
         let path = path?;
-        match admin.save(path) {
+        match off_the_workers(|| admin.save(path)) {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot write the state file; the change is live but will not survive a restart");
@@ -251,6 +251,20 @@ impl Shared {
             }
         }
         self.telemetry.generation.set(rt.generation as f64);
+    }
+}
+
+/// Run blocking file I/O without stalling a multi-thread runtime: there, a worker
+/// blocked in a syscall may be the one whose turn it was to drive timers and sockets,
+/// and every other task would wait on it (a FIFO or a hung disk blocks without bound).
+/// `block_in_place` hands the worker's queue and the driver to another thread first.
+/// On a current-thread runtime (the binary's control runtime) the call blocks that
+/// runtime only, never a request worker, and runs as it is.
+fn off_the_workers<T>(io: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
+        _ => io(),
     }
 }
 
