@@ -88,7 +88,8 @@ impl Shared {
         resolver: Arc<dyn Resolver>,
     ) -> Arc<Shared> {
         let telemetry = Telemetry::new();
-        let mut registry = UpstreamRegistry::new(resolver, crate::server::worker::count(cfg.server.workers));
+        let workers = crate::server::worker::count(cfg.server.workers);
+        let mut registry = UpstreamRegistry::new(resolver, workers, cfg.server.limits.max_header_bytes);
         let mut admin = cfg.admin.state_file.as_deref().map(AdminWeights::load).unwrap_or_default();
         for route in admin.prune(&cfg) {
             tracing::warn!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderName, HeaderValue, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -37,6 +37,9 @@ pub(super) struct Target<'a> {
     pub backend: &'a Backend,
     pub conn: &'a ConnInfo,
     pub host: HeaderValue,
+    /// The request id's header name: the id was decided before forwarding, and a
+    /// client's `Connection` header cannot strip it.
+    pub request_id: &'a HeaderName,
     pub path_and_query: PathAndQuery,
     pub max_body: u64,
     pub shadow: Option<(&'a Arc<Mirror>, Option<oneshot::Receiver<Primary>>)>,
@@ -46,7 +49,7 @@ pub(super) struct Target<'a> {
 /// endpoint when the upstream's `retry_on` allows it and the request can be replayed,
 /// and return the response head, or the failure with its blame.
 pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
-    let Target { route, backend, conn, host, path_and_query, max_body, shadow } = t;
+    let Target { route, backend, conn, host, request_id, path_and_query, max_body, shadow } = t;
     let upstream = &backend.upstream;
     let declared = declared_length(req.headers());
     if max_body != 0 && declared.is_some_and(|n| n > max_body) {
@@ -63,8 +66,11 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
         HostHeader::Literal(v) => Some(v.clone()),
     };
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h);
+    headers::strip_hop_by_hop(h, Some(request_id));
     headers::drop_underscore_names(h);
+    if parts.version == Version::HTTP_2 {
+        headers::fold_cookies(h);
+    }
     headers::append_list(h, &X_FORWARDED_FOR, &conn.client_ip);
     h.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
     let client_host = shadow.is_some().then(|| host.clone());
@@ -180,6 +186,11 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
             Ok(Ok(resp)) if validate::check_response_framing(resp.headers()).is_err() => {
                 Err(ProxyError::Upstream(UpstreamErrorKind::Protocol))
             }
+            // Switching protocols nobody asked to switch: what follows is not HTTP the
+            // client could read.
+            Ok(Ok(resp)) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() => {
+                Err(ProxyError::Upstream(UpstreamErrorKind::Protocol))
+            }
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 tracing::debug!(route = %route.name, upstream = %upstream.name, endpoint = %endpoint.addr, error = %e, "upstream request failed");
@@ -290,7 +301,7 @@ fn finish_response(
     };
     let mut resp = resp.map(|body| ResponseBody::upstream(body, source));
     let h = resp.headers_mut();
-    headers::strip_hop_by_hop(h);
+    headers::strip_hop_by_hop(h, None);
     headers::add_via(h);
     if let Some(name) = &route.version_header {
         h.insert(name.clone(), upstream.version_value.clone());

@@ -2,7 +2,7 @@
 //! headers are added, and names that different servers read differently (`_` vs `-`)
 //! are dropped.
 
-use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA};
+use http::header::{CONNECTION, COOKIE, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -17,7 +17,11 @@ pub const VIA_VALUE: &str = "1.1 switchyard";
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1): those named by `Connection`, then the
 /// fixed set. `TE: trailers` is end-to-end in practice (gRPC needs it) and is kept.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// `owned` is a header the proxy itself decided before this point (the request id): a
+/// `Connection` header cannot strip it. The other headers the proxy sets
+/// (`X-Forwarded-*`, `Via`) are added after this, so a client's copies named here go
+/// and the proxy's stand.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, owned: Option<&HeaderName>) {
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -28,7 +32,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .collect();
         for name in named {
             // Never let a client strip the Host the upstream needs; it is rewritten anyway.
-            if name != HOST {
+            if name != HOST && Some(&name) != owned {
                 headers.remove(&name);
             }
         }
@@ -44,6 +48,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         } else {
             headers.remove(TE);
         }
+    }
+}
+
+/// Several `cookie` fields (HTTP/2 sends one per cookie, RFC 9113 §8.2.3) become one
+/// `cookie: a=1; b=2`, as an HTTP/1.1 upstream expects (it may read only the first).
+pub fn fold_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::with_capacity(256);
+    for v in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
     }
 }
 
@@ -109,10 +132,29 @@ mod tests {
             ("http2-settings", "AAA"),
             ("x-kept", "1"),
         ]);
-        strip_hop_by_hop(&mut h);
+        strip_hop_by_hop(&mut h, None);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["te", "x-kept"]);
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn connection_cannot_name_what_the_proxy_owns() {
+        let mut h = map(&[("connection", "x-request-id, host, x-other"), ("x-request-id", "abc"), ("host", "a")]);
+        strip_hop_by_hop(&mut h, Some(&HeaderName::from_static("x-request-id")));
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["host", "x-request-id"]);
+    }
+
+    #[test]
+    fn cookies_fold_into_one_field() {
+        let mut h = map(&[("cookie", "a=1"), ("x", "y"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        fold_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1")]);
+        fold_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
     }
 
     #[test]

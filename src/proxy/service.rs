@@ -216,6 +216,7 @@ async fn route_and_forward<'r>(
         backend,
         conn,
         host,
+        request_id: &rt.request_id_header,
         path_and_query,
         max_body: rt.file.server.limits.max_body_bytes,
         shadow: mirror.map(|m| (m, primary_rx)),

@@ -17,14 +17,56 @@ pub enum Rejection {
 }
 
 pub fn check<B>(req: &Request<B>) -> Result<(), Rejection> {
+    let hosts = req.headers().get_all(HOST);
     if matches!(req.version(), Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_09) {
         check_framing(req.headers())?;
-        let hosts = req.headers().get_all(HOST).iter().count();
-        if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
+        let count = hosts.iter().count();
+        if count > 1 || (count == 0 && req.version() == Version::HTTP_11) {
             return Err(Rejection::Malformed);
         }
     }
+    // The authority the request names, wherever it names it (`Host`, an absolute-form
+    // target, `:authority`), is routed on and forwarded: it must be one.
+    let authority_ok = req.uri().authority().is_none_or(|a| valid_authority(a.as_str().as_bytes()));
+    if !authority_ok || !hosts.iter().all(|h| valid_authority(h.as_bytes())) {
+        return Err(Rejection::Malformed);
+    }
     check_target(req)
+}
+
+/// RFC 3986 `host [ ":" port ]`, and nothing else: no userinfo (`user:pass@host` would
+/// be routed and forwarded as a host name), a reg-name of unreserved characters,
+/// sub-delims and `%XX` escapes, an IPv6 address in brackets, and a port of at most
+/// 65535. An empty host is refused, as nginx does (there is nothing to route on);
+/// IPvFuture literals are refused too (no HTTP server takes them).
+pub fn valid_authority(a: &[u8]) -> bool {
+    let (host, port) = match a.iter().rposition(|&b| b == b':' || b == b']') {
+        Some(i) if a[i] == b':' => (&a[..i], &a[i + 1..]),
+        _ => (a, &[][..]),
+    };
+    let host_ok = match host {
+        [b'[', ip @ .., b']'] => std::str::from_utf8(ip).is_ok_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        [] => false,
+        name => valid_reg_name(name),
+    };
+    let port_ok = port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535;
+    host_ok && port_ok
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )` (an IPv4 address is one too).
+fn valid_reg_name(name: &[u8]) -> bool {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' if name.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+            b if plain(b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// One framing, stated once: not both Content-Length and Transfer-Encoding, a
@@ -70,8 +112,14 @@ fn check_target<B>(req: &Request<B>) -> Result<(), Rejection> {
     }
     let is_connect = req.method() == Method::CONNECT;
     if req.version() == Version::HTTP_2 {
-        // h2 carries the target in pseudo-headers that hyper has already validated.
-        return if is_connect { Err(Rejection::ConnectUnsupported) } else { Ok(()) };
+        // h2 carries the target in pseudo-headers that the h2 layer has checked for
+        // presence; `:path` is `*` only for OPTIONS (RFC 9113 §8.3.1), as on HTTP/1.1.
+        return match uri.path() {
+            _ if is_connect => Err(Rejection::ConnectUnsupported),
+            "*" if req.method() == Method::OPTIONS => Ok(()),
+            p if p.starts_with('/') => Ok(()),
+            _ => Err(Rejection::Malformed),
+        };
     }
     match (uri.scheme_str(), uri.authority(), uri.path()) {
         (None, Some(_), _) if is_connect => Err(Rejection::ConnectUnsupported),
@@ -139,6 +187,70 @@ mod tests {
         ] {
             assert_eq!(check(&req("POST", "/", &bad)), Err(Rejection::Malformed), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn authorities_are_host_and_port_only() {
+        for good in [
+            "t.example",
+            "t.example:8080",
+            "t.example:",
+            "T.Example.",
+            "10.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::1]:0",
+            "a%41b",
+            "svc_a",
+            "a,b",
+        ] {
+            assert!(valid_authority(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "a b",
+            "t.example/evil",
+            "t.example, evil.example",
+            "evil@t",
+            "user:pass@t.example",
+            "t.example:99999",
+            "t.example:65536",
+            "t.example:abc",
+            "t.example:-1",
+            "t.example:000080",
+            "[::1",
+            "::1",
+            "[::g]",
+            "[v1.x]",
+            "[::1]x",
+            "a%4",
+            "a%zz",
+            "a\\b",
+            "a\"b",
+            "a\u{7f}",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hosts_and_authorities_are_checked_where_they_are() {
+        assert_eq!(check(&req("GET", "/", &[("host", "t.example:8080")])), Ok(()));
+        assert_eq!(check(&req("GET", "/", &[("host", "evil@t")])), Err(Rejection::Malformed));
+        assert_eq!(
+            check(&req("GET", "http://user:pass@t.example/", &[("host", "t.example")])),
+            Err(Rejection::Malformed)
+        );
+        let h2 = |method: &str, target: &str| {
+            let mut r = req(method, target, &[]);
+            *r.version_mut() = Version::HTTP_2;
+            check(&r)
+        };
+        assert_eq!(h2("GET", "https://t.example/x"), Ok(()));
+        assert_eq!(h2("OPTIONS", "*"), Ok(()));
+        assert_eq!(h2("GET", "*"), Err(Rejection::Malformed));
+        assert_eq!(h2("GET", "https://u@t.example/x"), Err(Rejection::Malformed));
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: refused.invalid\r\n\r\n";
 const MAX_HEADERS: usize = 100;
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
+/// The most hex digits a chunk size may have (leading zeros count).
+const MAX_CHUNK_DIGITS: u8 = 16;
+
 /// What one `feed` saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
@@ -82,10 +85,11 @@ enum State {
     Head,
     /// A fixed-length body with this many bytes left.
     Body(u64),
-    /// Chunk size line: the size so far, and whether we are past the digits.
+    /// Chunk size line: the size so far, its digits so far, and whether we are past
+    /// the digits.
     ChunkSize {
         size: u64,
-        digits: bool,
+        digits: u8,
         ext: bool,
     },
     ChunkData(u64),
@@ -236,21 +240,28 @@ impl Framing {
                 }
                 State::ChunkSize { size, digits, ext } => {
                     let b = input[at];
-                    at += 1;
                     self.state = match b {
-                        b'\n' if !digits => State::Off,
+                        b'\n' if digits == 0 => State::Off,
                         b'\n' if size == 0 => State::Trailer(0),
                         b'\n' => State::ChunkData(size),
                         _ if ext || b == b'\r' || b == b';' || b == b' ' || b == b'\t' => {
                             State::ChunkSize { size, digits, ext: true }
                         }
                         _ => match (b as char).to_digit(16) {
-                            Some(d) if size < (1 << 58) => {
-                                State::ChunkSize { size: size * 16 + u64::from(d), digits: true, ext }
+                            // At most 16 digits and under 2^63: a size that a reader
+                            // with a signed 64-bit length (or a digit limit) decodes
+                            // differently puts the next request somewhere else for it.
+                            Some(d) if digits < MAX_CHUNK_DIGITS && size < (1 << 59) => {
+                                State::ChunkSize { size: size * 16 + u64::from(d), digits: digits + 1, ext }
                             }
-                            _ => State::Off,
+                            Some(_) => {
+                                self.spoil(input, &mut cur, at);
+                                break;
+                            }
+                            None => State::Off,
                         },
                     };
+                    at += 1;
                     self.clear_to(input, &mut cur, at);
                 }
                 State::ChunkData(n) => {
@@ -263,7 +274,7 @@ impl Framing {
                     let b = input[at];
                     at += 1;
                     self.state = match (left, b) {
-                        (_, b'\n') => State::ChunkSize { size: 0, digits: false, ext: false },
+                        (_, b'\n') => State::ChunkSize { size: 0, digits: 0, ext: false },
                         (2, b'\r') => State::ChunkEnd(1),
                         _ => State::Off,
                     };
@@ -300,6 +311,17 @@ impl Framing {
             self.out.extend_from_slice(&input[..cur.cleared]);
             cur.rebuilt = true;
         }
+    }
+
+    /// A chunk size no two readers would agree on: hyper gets the body up to it, then
+    /// a byte no chunk-size line may hold, so its decoder fails the body (the request
+    /// path answers 400 `malformed-request` and the upstream request is aborted), and
+    /// nothing after it.
+    fn spoil(&mut self, input: &[u8], cur: &mut Cursor, at: usize) {
+        self.clear_to(input, cur, at);
+        self.rebuild(input, cur);
+        self.out.push(0);
+        self.state = State::Refused;
     }
 
     /// The head being read is refused: hyper gets what was cleared before it, then the
@@ -387,7 +409,7 @@ fn classify(head: &[u8]) -> Result<State, ProxyError> {
             let chunked =
                 te.rsplit(|b| *b == b',').next().is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             if chunked {
-                Ok(State::ChunkSize { size: 0, digits: false, ext: false })
+                Ok(State::ChunkSize { size: 0, digits: 0, ext: false })
             } else {
                 Err(ProxyError::BadRequest)
             }
@@ -559,6 +581,22 @@ GET /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\
         let (seen, f) = feed_all(&[preface]);
         assert_eq!(f.state, State::Off);
         assert_eq!(seen[0].pass, Pass::Direct(preface.len()));
+    }
+
+    #[test]
+    fn chunk_sizes_past_16_digits_or_2_pow_63_spoil_the_body_for_hyper() {
+        let head: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for size in [&b"ffffffffffffffff"[..], b"8000000000000000", b"00000000000000001"] {
+            let body = [size, b"\r\nab\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n"].concat();
+            // Split inside the digits: the bound holds across reads.
+            let (out, _) = passed(&mut Framing::new(65_536), &[head, &body[..9], &body[9..]]);
+            let spoiled = [head, &size[..size.len() - 1], b"\0"].concat();
+            assert_eq!(out, spoiled, "{}", String::from_utf8_lossy(size));
+        }
+        for size in [&b"7fffffffffffffff"[..], b"000000000000000a"] {
+            let (out, _) = passed(&mut Framing::new(65_536), &[head, size, b"\r\n"]);
+            assert_eq!(out, [head, size, b"\r\n"].concat(), "{}", String::from_utf8_lossy(size));
+        }
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Transport {
     pub connect_timeout: Duration,
     pub protocol: Protocol,
     pub tls: Option<ClientTls>,
+    /// The largest response head accepted: a larger one fails the exchange (502
+    /// `bad-upstream-response`) instead of being buffered without bound.
+    pub max_head: usize,
 }
 
 impl Transport {
@@ -84,7 +87,13 @@ impl Transport {
             }
         };
         let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_idle_timeout(POOL_IDLE).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
+        builder
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            // hyper's floor for its read buffer is 8 KiB (max_header_bytes' floor too).
+            .http1_max_buf_size(self.max_head.max(8192))
+            .http2_max_header_list_size(u32::try_from(self.max_head).unwrap_or(u32::MAX));
         if self.protocol == Protocol::H2 {
             // One multiplexed connection per endpoint and worker carries every request.
             builder.http2_only(true);

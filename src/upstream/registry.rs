@@ -25,11 +25,21 @@ pub struct UpstreamRegistry {
     resolver: Arc<dyn Resolver>,
     /// Worker threads: each endpoint gets a connection pool per worker.
     workers: usize,
+    /// The largest response head accepted from an upstream (`max_header_bytes` as bound
+    /// at start, like the listeners' own limit).
+    max_head: usize,
 }
 
 impl UpstreamRegistry {
-    pub fn new(resolver: Arc<dyn Resolver>, workers: usize) -> Self {
-        UpstreamRegistry { live: HashMap::new(), dns: HashMap::new(), health: HashMap::new(), resolver, workers }
+    pub fn new(resolver: Arc<dyn Resolver>, workers: usize, max_head: usize) -> Self {
+        UpstreamRegistry {
+            live: HashMap::new(),
+            dns: HashMap::new(),
+            health: HashMap::new(),
+            resolver,
+            workers,
+            max_head,
+        }
     }
 
     /// The resolver, for lookups made without holding the registry.
@@ -80,7 +90,7 @@ impl UpstreamRegistry {
             });
             let upstream = match unchanged {
                 Some(u) => u.clone(),
-                None => Arc::new(rebuild(source, &addrs, old.map(|u| &**u), telemetry, self.workers)),
+                None => Arc::new(rebuild(source, &addrs, old.map(|u| &**u), telemetry, self.workers, self.max_head)),
             };
             next.insert(source.name.clone(), upstream);
         }
@@ -166,10 +176,15 @@ fn rebuild(
     old: Option<&Upstream>,
     telemetry: &Telemetry,
     workers: usize,
+    max_head: usize,
 ) -> Upstream {
     let checked = source.health.is_some();
-    let transport =
-        Transport { connect_timeout: source.connect_timeout, protocol: source.protocol, tls: source.tls.clone() };
+    let transport = Transport {
+        connect_timeout: source.connect_timeout,
+        protocol: source.protocol,
+        tls: source.tls.clone(),
+        max_head,
+    };
     let endpoints: Vec<Arc<Endpoint>> = addrs
         .iter()
         .map(|(addr, host)| {

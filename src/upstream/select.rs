@@ -120,6 +120,7 @@ mod tests {
                     connect_timeout: Duration::from_secs(1),
                     protocol: crate::config::Protocol::Http1,
                     tls: None,
+                    max_head: 65_536,
                 };
                 Arc::new(Endpoint::new(addr, "x", &transport, true, metrics::Gauge::noop(), 1))
             })

@@ -83,7 +83,9 @@ impl Chunked {
         }
         self.state = match (self.state, b) {
             (Size, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
-                if self.digits == 16 {
+                // At most 16 digits and under 2^63, as for requests (see
+                // `server::framing`): no two readers may disagree on a size.
+                if self.digits == 16 || self.size >= 1 << 59 {
                     return Err(Malformed);
                 }
                 self.digits += 1;
@@ -149,6 +151,9 @@ mod tests {
             b"5\r\nhelloX",
             b"5\r\nhello\r\n0\r\n\n",
             b"11111111111111111\r\n",
+            b"00000000000000001\r\n",
+            b"ffffffffffffffff\r\n",
+            b"8000000000000000\r\n",
             b";ext\r\n",
         ] {
             assert_eq!(follow(bad), Err(Malformed), "{}", String::from_utf8_lossy(bad));

@@ -646,7 +646,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         loop {
             if !up.buf.is_empty() {
                 let mut slots = response::slots();
-                match response::parse(&up.buf, &mut slots, plan.head_request) {
+                match response::parse(&up.buf, &mut slots, plan.head_request, self.max_head) {
                     Parsed::Partial => {}
                     Parsed::Bad => return Attempt::Failed(ProxyError::Upstream(UpstreamErrorKind::Protocol)),
                     // No upgrade was asked for on this path.

@@ -89,7 +89,10 @@ pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, max_head: usize) -> Ve
             _ => {}
         }
     }
-    let Some(host) = host.filter(|_| hosts == 1) else { return Verdict::Fallback };
+    // A Host that is not `host[:port]` is refused, with its cause, by the other path.
+    let Some(host) = host.filter(|h| hosts == 1 && crate::proxy::validate::valid_authority(h)) else {
+        return Verdict::Fallback;
+    };
     Verdict::Fast(Head {
         len,
         method,
@@ -172,6 +175,8 @@ mod tests {
             b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: evil@a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",

@@ -10,8 +10,6 @@ use super::lines::{line, Lines};
 
 /// Response header lines accepted from an upstream (hyper's client accepts 100).
 pub const MAX_HEADERS: usize = 100;
-/// The largest response head accepted from an upstream.
-pub const MAX_HEAD: usize = 64 * 1024;
 
 pub type Slots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
 
@@ -48,12 +46,13 @@ pub enum Parsed<'b> {
 }
 
 /// Parse the response head at the start of `buf`; `head_request` says the request was
-/// a HEAD (no body follows whatever the head says).
-pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, head_request: bool) -> Parsed<'b> {
+/// a HEAD (no body follows whatever the head says). A head still unfinished past
+/// `max_head` bytes (`max_header_bytes`) is `Bad`.
+pub fn parse<'b>(buf: &'b [u8], slots: &'b mut Slots<'b>, head_request: bool, max_head: usize) -> Parsed<'b> {
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, slots) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Parsed::Partial,
         _ => return Parsed::Bad,
     };
     let (Some(status), Some(version)) = (resp.code, resp.version) else { return Parsed::Bad };
@@ -249,10 +248,21 @@ mod tests {
 
     fn framing(bytes: &[u8], head_request: bool) -> Option<(Framing, bool)> {
         let mut s = slots();
-        match parse(bytes, &mut s, head_request) {
+        match parse(bytes, &mut s, head_request, 65_536) {
             Parsed::Head(h) => Some((h.framing, h.keep_alive)),
             _ => None,
         }
+    }
+
+    #[test]
+    fn heads_over_the_limit_are_bad_whole_or_unfinished() {
+        let head = format!("HTTP/1.1 200 OK\r\nx: {}\r\ncontent-length: 0\r\n\r\n", "a".repeat(9000));
+        let mut s = slots();
+        assert!(matches!(parse(head.as_bytes(), &mut s, false, 8192), Parsed::Bad));
+        let mut s = slots();
+        assert!(matches!(parse(&head.as_bytes()[..8500], &mut s, false, 8192), Parsed::Bad));
+        let mut s = slots();
+        assert!(matches!(parse(head.as_bytes(), &mut s, false, 16_384), Parsed::Head(_)));
     }
 
     #[test]
@@ -288,7 +298,7 @@ mod tests {
     fn the_client_head_loses_hop_by_hop_fields_and_gains_ours() {
         let bytes = b"HTTP/1.1 200 OK\r\nConnection: x-hop, content-length\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nVia: 1.0 cdn\r\nX-Version: fake\r\nContent-Length: 2\r\nX-Kept: 1\r\nDate: D\r\n\r\n";
         let mut s = slots();
-        let Parsed::Head(h) = parse(bytes, &mut s, false) else { panic!() };
+        let Parsed::Head(h) = parse(bytes, &mut s, false, 65_536) else { panic!() };
         let mut out = Vec::new();
         let x = Extras {
             via: b"1.1 switchyard",
