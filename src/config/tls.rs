@@ -78,7 +78,7 @@ fn decode_certs(t: &mut Table<'_, '_>, errs: &mut Collector) -> Option<ServerTls
             complete = false;
             continue;
         };
-        match cert_pair(&mut ct, "cert", "key", errs) {
+        match listener_cert(&mut ct, errs) {
             Some(pair) => {
                 pairs.push(pair);
                 spans.push((node.span(), ct.field("key")));
@@ -106,7 +106,20 @@ fn cert_pair(t: &mut Table<'_, '_>, cert: &'static str, key: &'static str, errs:
     let key_file = required_file(t, key, errs);
     let (cert_file, chain) = read(t, cert, cert_file?, tls::read_certs, errs)?;
     let (key_file, key) = read(t, key, key_file?, tls::read_key, errs)?;
-    Some(CertPair { cert_file, chain, key_file, key })
+    Some(CertPair { cert_file, chain, key_file, key, ocsp: None })
+}
+
+/// A listener certificate: `cert`, `key`, and optionally `ocsp`, a DER OCSP response
+/// for the certificate that is stapled to handshakes that ask for one (nginx's
+/// `ssl_stapling_file`: fetching and refreshing it is left to a job outside the proxy,
+/// whose write of a new file reloads it like a certificate).
+fn listener_cert(t: &mut Table<'_, '_>, errs: &mut Collector) -> Option<CertPair> {
+    let mut pair = cert_pair(t, "cert", "key", errs)?;
+    if t.get("ocsp").is_some() {
+        let file = required_file(t, "ocsp", errs)?;
+        pair.ocsp = Some(read(t, "ocsp", file, tls::read_ocsp, errs)?);
+    }
+    Some(pair)
 }
 
 fn required_file(

@@ -18,7 +18,7 @@ mod server;
 use std::sync::Arc;
 
 pub use client::{ClientTls, ClientTlsField, ClientTlsFiles};
-pub use pem::{read_certs, read_key, PemFile};
+pub use pem::{read_certs, read_key, read_ocsp, PemFile};
 pub use server::{CertPair, ServerTls};
 
 /// Every TLS config is built on the same provider, passed explicitly rather than

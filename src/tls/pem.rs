@@ -40,3 +40,13 @@ pub fn read_key(path: &Path) -> Result<(PemFile, PrivateKeyDer<'static>), String
         Err(e) => Err(format!("{} is not a valid PEM private key file: {e}", path.display())),
     }
 }
+
+/// A DER OCSP response to staple (as `openssl ocsp -respout` writes it). Only its outer
+/// shape is checked; whether it is current is the client's judgement, as with nginx.
+pub fn read_ocsp(path: &Path) -> Result<PemFile, String> {
+    let file = read(path)?;
+    match file.bytes.first() {
+        Some(0x30) => Ok(file),
+        _ => Err(format!("{} is not a DER OCSP response (as `openssl ocsp -respout` writes)", path.display())),
+    }
+}

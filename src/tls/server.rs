@@ -22,6 +22,8 @@ pub struct CertPair {
     pub chain: Vec<CertificateDer<'static>>,
     pub key_file: PemFile,
     pub key: PrivateKeyDer<'static>,
+    /// A DER OCSP response stapled to handshakes that ask for one.
+    pub ocsp: Option<PemFile>,
 }
 
 /// One TLS listener's loaded certificates and the config its handshakes use.
@@ -40,24 +42,30 @@ impl ServerTls {
     /// parse) is reported with its index.
     pub fn build(pairs: Vec<CertPair>) -> Result<ServerTls, (usize, String)> {
         let provider = super::provider();
-        let fingerprint =
-            super::fingerprint(pairs.iter().flat_map(|p| {
-                [p.cert_file.path.as_os_str().as_encoded_bytes(), &p.cert_file.bytes, &p.key_file.bytes]
-            }));
-        let files = pairs.iter().flat_map(|p| [p.cert_file.path.clone(), p.key_file.path.clone()]).collect();
+        let fingerprint = super::fingerprint(pairs.iter().flat_map(|p| {
+            let ocsp: &[u8] = p.ocsp.as_ref().map_or(&[], |f| &f.bytes);
+            [p.cert_file.path.as_os_str().as_encoded_bytes(), &p.cert_file.bytes, &p.key_file.bytes, ocsp]
+        }));
+        let files = pairs
+            .iter()
+            .flat_map(|p| [Some(&p.cert_file), Some(&p.key_file), p.ocsp.as_ref()])
+            .flatten()
+            .map(|f| f.path.clone())
+            .collect();
         let mut resolver = SniResolver { exact: HashMap::new(), wildcard: HashMap::new(), default: None };
         let mut names = Vec::new();
         for (i, pair) in pairs.into_iter().enumerate() {
             let cert_path = pair.cert_file.path.display().to_string();
             let key_path = pair.key_file.path.display().to_string();
             let leaf_names = dns_names(&pair.chain[0]).map_err(|e| (i, format!("{cert_path}: {e}")))?;
-            let key = CertifiedKey::from_der(pair.chain, pair.key, &provider).map_err(|e| {
+            let mut key = CertifiedKey::from_der(pair.chain, pair.key, &provider).map_err(|e| {
                 let why = match e {
                     rustls::Error::InconsistentKeys(_) => "does not match the certificate".to_string(),
                     other => format!("cannot be used: {other}"),
                 };
                 (i, format!("the private key in {key_path} {why} in {cert_path}"))
             })?;
+            key.ocsp = pair.ocsp.map(|f| f.bytes);
             let key = Arc::new(key);
             resolver.add(&leaf_names, &key);
             names.push(leaf_names);

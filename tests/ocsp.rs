@@ -1,0 +1,136 @@
+//! OCSP stapling from a file beside the certificate: a listener certificate's `ocsp`
+//! response reaches clients that ask for one, a new file is picked up like a new
+//! certificate, and a file that is not an OCSP response is a config error.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use support::pki::TestCa;
+use support::*;
+
+/// Two stand-in OCSP responses: DER SEQUENCEs (no client here checks their contents).
+const FIRST: &[u8] = &[0x30, 0x03, 0x0a, 0x01, 0x00];
+const SECOND: &[u8] = &[0x30, 0x03, 0x0a, 0x01, 0x01];
+
+/// Records the OCSP response the server stapled (rustls asks for one in every hello).
+#[derive(Debug, Default)]
+struct Stapled(Mutex<Option<Vec<u8>>>);
+
+impl ServerCertVerifier for Stapled {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        ocsp: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(ocsp.to_vec());
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+async fn stapled(addr: SocketAddr) -> Vec<u8> {
+    let verifier = Arc::new(Stapled::default());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector.connect(ServerName::try_from("a.test").unwrap(), tcp).await.unwrap();
+    let seen = verifier.0.lock().unwrap().clone();
+    seen.expect("the certificate was verified")
+}
+
+fn config(ocsp: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\ncerts = [{{ cert = \"a.pem\", key = \"a-key.pem\"{ocsp} }}, {{ cert = \"b.pem\", key = \"b-key.pem\" }}]\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"u\" }}]\n"
+    )
+}
+
+#[tokio::test]
+async fn a_stapling_file_is_served_and_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("ocsp ca");
+    ca.leaf(&["a.test"]).write(dir.path(), "a");
+    ca.leaf(&["b.test"]).write(dir.path(), "b");
+    std::fs::write(dir.path().join("a.ocsp"), FIRST).unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config(", ocsp = \"a.ocsp\"")).unwrap();
+    let proxy = spawn_proxy_file(path, dir).await;
+    let tls = proxy.tls_addrs[0];
+    assert_eq!(stapled(tls).await, FIRST);
+
+    // A refreshed response (a cron job's `openssl ocsp -respout`) is a watched file.
+    std::fs::write(proxy.dir.path().join("a.ocsp"), SECOND).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = stapled(tls).await;
+        if seen == SECOND {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, SECOND, "the new response is stapled after the reload");
+}
+
+#[tokio::test]
+async fn without_a_stapling_file_nothing_is_stapled() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("ocsp ca");
+    ca.leaf(&["a.test"]).write(dir.path(), "a");
+    ca.leaf(&["b.test"]).write(dir.path(), "b");
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config("")).unwrap();
+    let proxy = spawn_proxy_file(path, dir).await;
+    assert_eq!(stapled(proxy.tls_addrs[0]).await, Vec::<u8>::new());
+}
+
+#[test]
+fn a_stapling_file_that_is_not_an_ocsp_response_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("ocsp ca");
+    ca.leaf(&["a.test"]).write(dir.path(), "a");
+    ca.leaf(&["b.test"]).write(dir.path(), "b");
+    std::fs::write(dir.path().join("a.ocsp"), "-----BEGIN OCSP-----\n").unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let text = config(", ocsp = \"a.ocsp\"");
+    std::fs::write(&path, &text).unwrap();
+    let errors = switchyard::config::load(&path).unwrap_err().to_string();
+    let col = text.lines().nth(4).unwrap().find("\"a.ocsp\"").unwrap() + 1;
+    assert!(errors.contains(&format!("switchyard.toml:5:{col}")), "{errors}");
+    assert!(errors.contains("not a DER OCSP response"), "{errors}");
+    std::fs::remove_file(dir.path().join("a.ocsp")).unwrap();
+    let errors = switchyard::config::load(&path).unwrap_err().to_string();
+    assert!(errors.contains("a.ocsp"), "{errors}");
+}
