@@ -413,6 +413,10 @@ async fn upstream_faults_are_still_charged_to_the_version_by_kind() {
     up.set_status(500);
     let (status, _, _) = send(&client(), "POST", &proxy.url("/"), &[], "whole body").await;
     assert_eq!(status, 500);
+    // Counted as the response ends, which the client may see a moment before the proxy
+    // has counted it (the last write, then the count).
+    eventually_metric(&proxy, r#"switchyard_requests_total{route="r",upstream="u",version="u",status="500"}"#, 1.0)
+        .await;
     let text = proxy.metrics().await;
     let m = |k: &str| metric_value(&text, &format!("switchyard_{k}"));
     assert_eq!(m(r#"upstream_errors_total{route="r",upstream="u",version="u",kind="reset"}"#), 1.0, "{text}");
