@@ -38,7 +38,7 @@
 //! | [`upstream`] | endpoints and their per-worker pools, endpoint choice, health, DNS, draining |
 //! | [`mirror`] | shadow traffic: sampling, the bounded copy, comparison with the primary |
 //! | [`proxy`] | the request path: validation, forwarding, retries, upgrades, proxy-made errors |
-//! | [`server`] | workers, listeners, the HTTP/1.1 fast path, hyper for HTTP/2 and the rest, framing tracker, timeouts, graceful drain |
+//! | [`server`] | workers, listeners, the HTTP/1.1 fast path, hyper for HTTP/2 and the rest, framing tracker, the protocol ALPN agreed, HTTP/2 control-frame budgets, timeouts, graceful drain |
 //! | [`reload`] | file watching, debounce, SIGHUP |
 //! | [`rollout`] | automated rollouts: steps, judging, rollback, promotion |
 //! | [`admin`] | the admin listener: control API, auth, status page, `/metrics`, probes |

@@ -233,8 +233,13 @@ async fn shutdown_signal() {
     }
 }
 
+/// The log filter without `RUST_LOG`. The h2 crate warns once per offending frame (an
+/// unsolicited PING ACK, say): a client could write the log for us, so its own lines
+/// are errors only, and the server logs one line per connection it closes for a flood.
+const DEFAULT_LOG_FILTER: &str = "info,h2=error";
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {

@@ -1,4 +1,5 @@
-//! The binary itself: exit codes, `check` output, and graceful shutdown on SIGTERM.
+//! The binary itself: exit codes, `check` output, graceful shutdown on SIGTERM, and
+//! what it logs by default.
 
 mod support;
 
@@ -76,6 +77,7 @@ fn start(config: &std::path::Path) -> (Proc, SocketAddr, mpsc::Receiver<String>)
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "run", "-c"])
         .arg(config)
+        .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -284,4 +286,39 @@ async fn access_log_writes_one_json_line_per_request_on_stdout() {
         (v["status"].as_u64(), v["route"].as_str(), v["path"].as_str()),
         (Some(499), Some("r"), Some("/app/slow"))
     );
+}
+
+/// 10,000 PING ACKs nobody asked for: the h2 crate would warn about each one; by default
+/// the log gets one line, the server's own, for the connection it closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_flood_is_one_log_line_not_one_per_frame() {
+    use support::raw_h2::{flood, frame, ACK, PING};
+    let up = spawn_upstream("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, with_listeners(&format!("[upstreams.u]\nendpoints = [\"{}\"]\n", up.addr))).unwrap();
+    let (_proc, addr, logs) = start(&path);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let client = tcp.local_addr().unwrap().to_string();
+    let flooded = flood(tcp, frame(PING, ACK, 0, &[7; 8]), 10_000).await;
+    assert!(flooded.closed, "the connection stayed open");
+    // The server's line comes when the connection has ended, after anything h2 logged
+    // while it was open.
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Ok(line) = logs.recv_timeout(Duration::from_millis(100)) else { continue };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let ours = v["fields"]["peer"] == client.as_str();
+        lines.push(v);
+        if ours {
+            break;
+        }
+    }
+    let from_h2 = lines.iter().filter(|v| v["target"].as_str().is_some_and(|t| t.starts_with("h2"))).count();
+    assert_eq!(from_h2, 0, "{lines:#?}");
+    let ours: Vec<_> = lines.iter().filter(|v| v["fields"]["peer"] == client.as_str()).collect();
+    assert_eq!(ours.len(), 1, "{lines:#?}");
+    assert_eq!(ours[0]["level"], "WARN");
+    assert_eq!(ours[0]["fields"]["frame"], "ping");
 }

@@ -11,39 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use support::pki::{self, TestCa};
+use support::pki::{self, one_route, tls_proxy, tls_proxy_in, Loopback, TestCa};
 use support::*;
-use switchyard::upstream::dns::Resolved;
-use switchyard::upstream::Resolver;
-
-/// A proxy whose `[[server.tls]]` listener offers the certificates written as
-/// `cert-N.pem` / `cert-N-key.pem` into its config directory.
-async fn tls_proxy(certs: &[&pki::Leaf], upstreams_and_routes: &str) -> TestProxy {
-    tls_proxy_in(tempfile::tempdir().unwrap(), certs, upstreams_and_routes).await
-}
-
-/// Like [`tls_proxy`], in a directory the test prepared (e.g. with a `ca.pem`); hostname
-/// endpoints resolve to 127.0.0.1.
-async fn tls_proxy_in(dir: tempfile::TempDir, certs: &[&pki::Leaf], upstreams_and_routes: &str) -> TestProxy {
-    let mut entries = Vec::new();
-    for (i, leaf) in certs.iter().enumerate() {
-        leaf.write(dir.path(), &format!("cert-{i}"));
-        entries.push(format!("{{ cert = \"cert-{i}.pem\", key = \"cert-{i}-key.pem\" }}"));
-    }
-    let config = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"5s\"\n\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\ncerts = [{}]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{upstreams_and_routes}",
-        entries.join(", ")
-    );
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config).unwrap();
-    spawn_proxy_resolving(path, dir, Arc::new(Loopback)).await
-}
-
-fn one_route(upstream: SocketAddr, extra: &str) -> String {
-    format!(
-        "[upstreams.app]\nendpoints = [\"{upstream}\"]\n\n[[routes]]\nname = \"app\"\nbackends = [{{ upstream = \"app\" }}]\n{extra}\n"
-    )
-}
 
 #[tokio::test]
 async fn sni_picks_the_certificate_for_each_hostname_and_requests_are_proxied_as_https() {
@@ -229,15 +198,6 @@ tls = { ca_file = "nope.pem", client_cert = "a.pem" }
     at("8:10", "server.tls[1].certs[0].key", "does not match the certificate");
     at("11:19", "server.tls[2].certs[0].cert", "holds no PEM certificate");
     at("14:7", "upstreams.fn.tls.client_key", "`client_cert` needs `client_key` too");
-}
-
-/// Every name resolves to 127.0.0.1 (so endpoints can be written as hostnames).
-struct Loopback;
-
-impl Resolver for Loopback {
-    fn resolve(&self, _host: &str, port: u16) -> Resolved {
-        Box::pin(async move { Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]) })
-    }
 }
 
 async fn proxy_with_loopback_dns(dir: tempfile::TempDir, body: &str) -> TestProxy {

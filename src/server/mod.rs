@@ -25,6 +25,8 @@ use crate::admin;
 mod conn;
 mod framing;
 mod h1;
+mod h2_frames;
+mod rewind;
 mod tls;
 mod watched;
 pub mod worker;

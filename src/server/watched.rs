@@ -3,6 +3,13 @@
 //! connection task knows when a head is in progress (slowloris cut-off) or the
 //! connection is idle, and the request path knows which request stands in for a head
 //! the tracker refused (and why).
+//!
+//! It also holds the connection to the protocol it may speak ([`Speaks`]): HTTP/2 is
+//! told by its preface's first line, which over TLS with HTTP/1.1 agreed is refused
+//! like a malformed head (hyper's version sniffing never sees it, so never serves
+//! HTTP/2 there); and on a connection that speaks HTTP/2, the client's PING and
+//! SETTINGS frames are counted (see [`h2_frames`](super::h2_frames)) and a flood ends
+//! the connection with a read error.
 
 use std::io;
 use std::pin::Pin;
@@ -13,8 +20,38 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::framing::{Framing, Pass};
+use super::framing::{Framing, Pass, STAND_IN};
+use super::h2_frames::{Budgets, Frames};
 use crate::proxy::ProxyError;
+use crate::telemetry::ControlFrame;
+
+/// What a connection may speak, fixed before hyper reads a byte of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaks {
+    /// A cleartext listener: HTTP/1.1, or HTTP/2 with prior knowledge (h2c), which
+    /// hyper tells apart by the connection preface.
+    Http1OrH2c,
+    /// TLS that agreed `http/1.1`, or no protocol: an HTTP/2 preface is a malformed
+    /// request (400, then the connection closes), as with nginx.
+    Http1,
+    /// TLS that agreed `h2`: the preface was checked before hyper was given the stream.
+    Http2,
+}
+
+impl Speaks {
+    /// What a connection that did not agree `h2` by ALPN speaks.
+    pub fn without_alpn_h2(tls: bool) -> Speaks {
+        if tls {
+            Speaks::Http1
+        } else {
+            Speaks::Http1OrH2c
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        self != Speaks::Http1OrH2c
+    }
+}
 
 /// Connection state shared by the stream wrapper, the connection task and the request
 /// path. The I/O path only bumps counters (no clock reads); the connection task turns
@@ -40,6 +77,8 @@ pub struct Activity {
     requests: AtomicU64,
     /// The request path accepted an upgrade (101): the stream is no longer HTTP/1.
     upgraded: AtomicBool,
+    /// The stream was cut off for a control-frame flood: 1 + the [`ControlFrame`].
+    flooded: AtomicU8,
     /// Wakes the connection task when a head starts, so it re-arms its timer from the
     /// idle deadline to the (shorter) head deadline.
     pub head_started: tokio::sync::Notify,
@@ -99,6 +138,14 @@ impl Activity {
     /// The connection switched protocols; stop following HTTP/1 framing.
     pub fn mark_upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// The control frame the client flooded the connection with, once it was cut off.
+    pub fn flooded(&self) -> Option<ControlFrame> {
+        match self.flooded.load(Ordering::Relaxed) {
+            0 => None,
+            n => ControlFrame::ALL.get(usize::from(n - 1)).copied(),
+        }
     }
 
     /// Count a request as active until the guard drops.
@@ -169,10 +216,15 @@ fn refusal_from_code(code: u8) -> ProxyError {
 }
 
 /// An I/O stream whose traffic updates an [`Activity`], and whose reads reach hyper
-/// only through the framing tracker.
+/// only through the framing tracker and the HTTP/2 frame counter.
 pub struct Watched<IO> {
     inner: IO,
+    speaks: Speaks,
     framing: Framing,
+    frames: Frames,
+    budgets: Budgets,
+    /// Set when this wrapper ended what hyper may read.
+    cut: Option<Cut>,
     activity: Arc<Activity>,
     /// Bytes cleared for hyper that did not fit its buffer yet (a held head that
     /// completed, or the stand-in for a refused one), and how far they were handed over.
@@ -180,9 +232,28 @@ pub struct Watched<IO> {
     handed: usize,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// An HTTP/2 preface on an HTTP/1-only connection: hyper got the stand-in for a
+    /// refused head, and nothing after it.
+    Http2Refused,
+    /// Too many control frames: every read fails, so hyper ends the connection.
+    Flood(ControlFrame),
+}
+
 impl<IO> Watched<IO> {
-    pub fn new(inner: IO, activity: Arc<Activity>, max_head: usize) -> Self {
-        Watched { inner, framing: Framing::new(max_head), activity, pending: Vec::new(), handed: 0 }
+    pub fn new(inner: IO, activity: Arc<Activity>, max_head: usize, speaks: Speaks) -> Self {
+        Watched {
+            inner,
+            speaks,
+            framing: Framing::new(max_head),
+            frames: Frames::default(),
+            budgets: Budgets::default(),
+            cut: None,
+            activity,
+            pending: Vec::new(),
+            handed: 0,
+        }
     }
 
     /// Hand over what is pending, as much as fits.
@@ -198,7 +269,7 @@ impl<IO> Watched<IO> {
 
     /// The client's stream ended.
     fn end_of_stream(&self) -> Poll<io::Result<()>> {
-        if self.framing.refused() {
+        if self.framing.refused() || self.cut == Some(Cut::Http2Refused) {
             // The client finished sending after a refused head. hyper is answering the
             // stand-in; an end of stream now would make it drop that answer, and it
             // closes the connection once the answer is written.
@@ -208,8 +279,45 @@ impl<IO> Watched<IO> {
     }
 
     /// Follow the bytes just read and update the connection's state; returns what of
-    /// them hyper may see.
-    fn follow(&mut self, new: &[u8]) -> Pass {
+    /// them hyper may see, or the error that ends the connection.
+    fn follow(&mut self, new: &[u8]) -> io::Result<Pass> {
+        if self.cut == Some(Cut::Http2Refused) {
+            return Ok(Pass::Direct(0));
+        }
+        let control = self.frames.feed(new);
+        if self.frames.is_http2() {
+            if self.speaks == Speaks::Http1 {
+                self.refuse_http2();
+                return Ok(Pass::Direct(0));
+            }
+            if let Err(frame) = self.budgets.spend(control, Instant::now) {
+                self.cut = Some(Cut::Flood(frame));
+                self.activity.flooded.store(frame as u8 + 1, Ordering::Relaxed);
+                return Err(flood_error(frame));
+            }
+        }
+        if self.speaks == Speaks::Http2 {
+            return Ok(Pass::Direct(new.len()));
+        }
+        Ok(self.follow_http1(new))
+    }
+
+    /// An HTTP/2 preface on a connection that agreed HTTP/1.1: it is refused like a
+    /// malformed head, before any of it reached hyper (the framing tracker holds a
+    /// head until it is complete, and the preface's line is shorter than its head).
+    fn refuse_http2(&mut self) {
+        let a = &self.activity;
+        let index = a.heads_done.fetch_add(1, Ordering::Relaxed);
+        a.refuse(index, ProxyError::BadRequest);
+        a.in_head.store(false, Ordering::Relaxed);
+        self.pending.clear();
+        self.pending.extend_from_slice(STAND_IN);
+        self.handed = 0;
+        self.cut = Some(Cut::Http2Refused);
+    }
+
+    /// Follow HTTP/1 request framing (see [`Framing`]).
+    fn follow_http1(&mut self, new: &[u8]) -> Pass {
         let a = &self.activity;
         let seen = self.framing.feed(new);
         if seen.heads > 0 {
@@ -231,6 +339,14 @@ impl<IO> Watched<IO> {
     }
 }
 
+fn flood_error(frame: ControlFrame) -> io::Error {
+    let what = match frame {
+        ControlFrame::Ping => "too many HTTP/2 PING frames",
+        ControlFrame::Settings => "too many HTTP/2 SETTINGS frames",
+    };
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
 /// Below this much room in the caller's buffer, read into our own (on the stack) and
 /// hand the bytes over from `pending`: hyper's protocol sniffing reads 24 bytes at a
 /// time, and a head held back until complete would otherwise cost a read per 24 bytes.
@@ -239,6 +355,9 @@ const SMALL_READ: usize = 4096;
 impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(Cut::Flood(frame)) = this.cut {
+            return Poll::Ready(Err(flood_error(frame)));
+        }
         if this.activity.upgraded.load(Ordering::Relaxed) {
             // Not HTTP/1 any more: what was held as the start of a head is the new
             // protocol's first bytes, handed over before anything read later.
@@ -256,7 +375,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                 if own.filled().is_empty() {
                     return this.end_of_stream();
                 }
-                match this.follow(own.filled()) {
+                match this.follow(own.filled())? {
                     Pass::Direct(n) => this.pending.extend_from_slice(&own.filled()[..n]),
                     Pass::Rebuilt => this.framing.take_out(&mut this.pending),
                 }
@@ -269,7 +388,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
             if read == 0 {
                 return this.end_of_stream();
             }
-            match this.follow(&buf.filled()[before..]) {
+            let pass = match this.follow(&buf.filled()[before..]) {
+                Ok(pass) => pass,
+                Err(e) => {
+                    buf.set_filled(before);
+                    return Poll::Ready(Err(e));
+                }
+            };
+            match pass {
                 Pass::Direct(n) => {
                     buf.set_filled(before + n);
                     if n > 0 {
@@ -352,7 +478,7 @@ mod tests {
     async fn a_head_read_through_a_small_buffer_costs_one_read() {
         let head = format!("GET / HTTP/1.1\r\nHost: a\r\nCookie: {}\r\n\r\n", "c".repeat(2000));
         let source = Source { data: head.clone().into_bytes(), reads: 0 };
-        let mut w = Watched::new(source, Arc::new(Activity::new()), 65_536);
+        let mut w = Watched::new(source, Arc::new(Activity::new()), 65_536, Speaks::Http1OrH2c);
         // hyper's protocol sniffing reads 24 bytes at a time.
         let mut got = Vec::new();
         while got.len() < head.len() {
@@ -372,7 +498,7 @@ mod tests {
         let early = b"\x81\x05hello";
         let source = Source { data: [&request[..], early].concat(), reads: 0 };
         let activity = Arc::new(Activity::new());
-        let mut w = Watched::new(source, activity.clone(), 65_536);
+        let mut w = Watched::new(source, activity.clone(), 65_536, Speaks::Http1OrH2c);
         let mut got = vec![0u8; request.len()];
         w.read_exact(&mut got).await.unwrap();
         assert_eq!(got, request);
@@ -383,10 +509,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_http2_preface_where_http1_was_agreed_reaches_hyper_as_the_stand_in() {
+        let preface = super::super::h2_frames::PREFACE;
+        for cut in [preface.len(), 10] {
+            let source = Source { data: preface[..cut].to_vec(), reads: 0 };
+            let activity = Arc::new(Activity::new());
+            let mut w = Watched::new(source, activity.clone(), 65_536, Speaks::Http1);
+            let mut buf = [0u8; 64];
+            if cut < preface.len() {
+                // The source runs dry (an end of stream, to the reader), then has the rest.
+                assert_eq!(w.read(&mut buf).await.unwrap(), 0, "nothing of a partial head is handed over");
+                w.inner.data.extend_from_slice(&preface[cut..]);
+            }
+            let n = w.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], STAND_IN, "cut at {cut}");
+            assert_eq!(activity.next_request_refusal(), Some(ProxyError::BadRequest));
+        }
+        // Where h2c is allowed, the preface is hyper's.
+        let source = Source { data: preface.to_vec(), reads: 0 };
+        let mut w = Watched::new(source, Arc::new(Activity::new()), 65_536, Speaks::Http1OrH2c);
+        let mut got = vec![0u8; preface.len()];
+        w.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..], &preface[..]);
+    }
+
+    #[tokio::test]
+    async fn a_ping_flood_fails_the_read_and_is_recorded() {
+        let ping: &[u8] = &[0, 0, 8, 0x6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut data = super::super::h2_frames::PREFACE.to_vec();
+        for _ in 0..=super::super::h2_frames::Budget::BURST {
+            data.extend_from_slice(ping);
+        }
+        let activity = Arc::new(Activity::new());
+        let mut w = Watched::new(Source { data, reads: 0 }, activity.clone(), 65_536, Speaks::Http2);
+        let mut buf = vec![0u8; 64 * 1024];
+        let e = w.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(activity.flooded(), Some(ControlFrame::Ping));
+        assert!(w.read(&mut buf).await.is_err(), "and stays cut off");
+    }
+
+    #[tokio::test]
     async fn a_refused_head_reaches_hyper_as_the_stand_in() {
         let source = Source { data: b"GET / HTTP/1.2\r\nHost: a\r\n\r\n".to_vec(), reads: 0 };
         let activity = Arc::new(Activity::new());
-        let mut w = Watched::new(source, activity.clone(), 65_536);
+        let mut w = Watched::new(source, activity.clone(), 65_536, Speaks::Http1OrH2c);
         let mut got = vec![0u8; super::super::framing::STAND_IN.len()];
         w.read_exact(&mut got).await.unwrap();
         assert_eq!(got, super::super::framing::STAND_IN);

@@ -13,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use super::conn::{self, Serving};
 use super::h1;
 use super::tls::{self, TlsListener};
+use super::watched::Speaks;
 use crate::runtime::Shared;
 
 thread_local! {
@@ -147,9 +148,10 @@ async fn accept_loop(
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let Some(stream) = tls::handshake(stream, peer, &listener, &worker.shared).await else { return };
-                    // ALPN `h2` is hyper's; HTTP/1.1 takes the fast path.
+                    // ALPN binds the protocol: `h2` is hyper's, HTTP/2 only; `http/1.1`
+                    // (or none) takes the fast path, HTTP/1.1 only.
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        conn::serve(stream, peer, true, &worker.serving, watcher, permit);
+                        conn::serve(stream, peer, Speaks::Http2, &worker.serving, watcher, permit);
                     } else {
                         h1::serve(stream, peer, true, &worker, watcher, permit);
                     }

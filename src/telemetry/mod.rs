@@ -23,6 +23,7 @@ pub const ENDPOINT_HEALTHY: &str = "switchyard_endpoint_healthy";
 pub const ROLLOUT_STEP: &str = "switchyard_rollout_step";
 pub const ROLLOUTS: &str = "switchyard_rollouts_total";
 pub const MIRROR: &str = "switchyard_mirror_requests_total";
+pub const FLOODS: &str = "switchyard_client_floods_total";
 
 /// Latency buckets in seconds: from sub-millisecond proxy hops to 30 s timeouts.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -51,6 +52,25 @@ impl UpstreamErrorKind {
     }
 }
 
+/// An HTTP/2 control frame a client can flood a connection with, as the `frame` label
+/// of `switchyard_client_floods_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlFrame {
+    Ping = 0,
+    Settings = 1,
+}
+
+impl ControlFrame {
+    pub const ALL: [ControlFrame; 2] = [Self::Ping, Self::Settings];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Settings => "settings",
+        }
+    }
+}
+
 /// The recorder and the process-wide handles.
 pub struct Telemetry {
     recorder: Arc<PrometheusRecorder>,
@@ -60,6 +80,8 @@ pub struct Telemetry {
     pub generation: Gauge,
     /// Responses made before any route was found (404 no-route, 400, 431, ...).
     pub unrouted: Arc<StatusCounters>,
+    /// Connections closed for a control-frame flood, by [`ControlFrame`].
+    floods: [Counter; 2],
     /// Handles already registered, so a reload of 10,000 routes reuses them instead of
     /// registering (and allocating labels for) every one again. Only compilation
     /// touches this lock; the request path holds `Arc`s to the handles.
@@ -99,7 +121,25 @@ impl Telemetry {
             recorder.register_counter(&Key::from_parts(RELOADS, vec![Label::new("result", "error")]), &METADATA);
         let generation = recorder.register_gauge(&Key::from_name(GENERATION), &METADATA);
         let unrouted = Arc::new(StatusCounters::new(recorder.clone(), "", "", ""));
-        Telemetry { recorder, handle, reloads_ok, reloads_error, generation, unrouted, cache: Default::default() }
+        let floods = ControlFrame::ALL.map(|frame| {
+            let labels = vec![Label::new("frame", frame.as_str())];
+            recorder.register_counter(&Key::from_parts(FLOODS, labels), &METADATA)
+        });
+        Telemetry {
+            recorder,
+            handle,
+            reloads_ok,
+            reloads_error,
+            generation,
+            unrouted,
+            floods,
+            cache: Default::default(),
+        }
+    }
+
+    /// A client connection was closed for flooding it with `frame`s.
+    pub fn flood(&self, frame: ControlFrame) {
+        self.floods[frame as usize].increment(1);
     }
 
     /// Prometheus text exposition.
@@ -242,6 +282,12 @@ fn describe(r: &PrometheusRecorder) {
         MIRROR.into(),
         None,
         "Mirrored copies by route, mirror upstream and result (match, mismatch, error, dropped).".into(),
+    );
+    r.describe_counter(
+        FLOODS.into(),
+        None,
+        "Client connections closed for sending more HTTP/2 control frames than their budget, by frame (ping, settings)."
+            .into(),
     );
     r.describe_counter(RELOADS.into(), None, "Config reloads by result.".into());
     r.describe_gauge(GENERATION.into(), None, "Generation of the live config snapshot (1 = the first).".into());

@@ -26,6 +26,7 @@ use switchyard::server::Server;
 pub mod devtools;
 pub mod grpc;
 pub mod pki;
+pub mod raw_h2;
 pub mod ws;
 
 /// What an upstream saw of one request.
@@ -326,6 +327,20 @@ impl TestProxy {
     /// Value of one sample line from `/metrics`, 0 when absent.
     pub async fn metric(&self, name_and_labels: &str) -> f64 {
         metric_value(&self.metrics().await, name_and_labels)
+    }
+
+    /// Wait (bounded) until one sample of `/metrics` reads `want`; returns what it read
+    /// last (for the assertion's message).
+    pub async fn metric_reaching(&self, name_and_labels: &str, want: f64) -> f64 {
+        let mut value = 0.0;
+        for _ in 0..100 {
+            value = self.metric(name_and_labels).await;
+            if value == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        value
     }
 
     /// Wait (bounded) until `/metrics` shows the config generation `want`.

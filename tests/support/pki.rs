@@ -1,5 +1,6 @@
 //! Test PKI made fresh in each test with rcgen: a CA, leaf certificates for chosen
-//! names, PEM files, and a TLS client that reports what the server presented.
+//! names, PEM files, a proxy with a TLS listener that serves them, and a TLS client
+//! that reports what the server presented.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+
+use super::{spawn_proxy_resolving, spawn_upstream, TestProxy, TestUpstream};
+use switchyard::upstream::dns::Resolved;
+use switchyard::upstream::Resolver;
 
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -100,6 +105,53 @@ impl Leaf {
         std::fs::write(&cert, &self.cert_pem).unwrap();
         std::fs::write(&key, &self.key_pem).unwrap();
         (cert, key)
+    }
+}
+
+/// A proxy whose `[[server.tls]]` listener offers the certificates written as
+/// `cert-N.pem` / `cert-N-key.pem` into its config directory.
+pub async fn tls_proxy(certs: &[&Leaf], upstreams_and_routes: &str) -> TestProxy {
+    tls_proxy_in(tempfile::tempdir().unwrap(), certs, upstreams_and_routes).await
+}
+
+/// Like [`tls_proxy`], in a directory the test prepared (e.g. with a `ca.pem`); hostname
+/// endpoints resolve to 127.0.0.1.
+pub async fn tls_proxy_in(dir: tempfile::TempDir, certs: &[&Leaf], upstreams_and_routes: &str) -> TestProxy {
+    let mut entries = Vec::new();
+    for (i, leaf) in certs.iter().enumerate() {
+        leaf.write(dir.path(), &format!("cert-{i}"));
+        entries.push(format!("{{ cert = \"cert-{i}.pem\", key = \"cert-{i}-key.pem\" }}"));
+    }
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"5s\"\n\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\ncerts = [{}]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{upstreams_and_routes}",
+        entries.join(", ")
+    );
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    spawn_proxy_resolving(path, dir, Arc::new(Loopback)).await
+}
+
+pub fn one_route(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "[upstreams.app]\nendpoints = [\"{upstream}\"]\n\n[[routes]]\nname = \"app\"\nbackends = [{{ upstream = \"app\" }}]\n{extra}\n"
+    )
+}
+
+/// An upstream "app" and a proxy routing everything to it, on a plain listener and a TLS
+/// one presenting a certificate for `a.test` from the returned CA.
+pub async fn app_behind_tls() -> (TestUpstream, TestProxy, TestCa) {
+    let app = spawn_upstream("app").await;
+    let ca = TestCa::new("test ca");
+    let proxy = tls_proxy(&[&ca.leaf(&["a.test"])], &one_route(app.addr, "")).await;
+    (app, proxy, ca)
+}
+
+/// Every name resolves to 127.0.0.1 (so endpoints can be written as hostnames).
+pub struct Loopback;
+
+impl Resolver for Loopback {
+    fn resolve(&self, _host: &str, port: u16) -> Resolved {
+        Box::pin(async move { Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]) })
     }
 }
 

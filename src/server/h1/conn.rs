@@ -19,9 +19,10 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 
-use super::rewind::Rewind;
 use crate::runtime::Shared;
 use crate::server::conn::Serving;
+use crate::server::rewind::Rewind;
+use crate::server::watched::Speaks;
 
 /// A client read buffer's starting size; it grows for a large head and shrinks back.
 pub(super) const READ_BUFFER: usize = 4 * 1024;
@@ -124,7 +125,8 @@ pub fn serve<S>(
                 }
                 Next::Hyper => {
                     let Conn { io, buf, worker, facts: Facts { peer, tls, .. }, .. } = conn;
-                    crate::server::conn::serve(Rewind::new(buf, io), peer, tls, &worker.serving, watcher, permit);
+                    let speaks = Speaks::without_alpn_h2(tls);
+                    crate::server::conn::serve(Rewind::new(buf, io), peer, speaks, &worker.serving, watcher, permit);
                     return;
                 }
             }

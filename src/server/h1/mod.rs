@@ -21,6 +21,5 @@ pub(super) mod head;
 mod lines;
 pub mod pool;
 mod response;
-mod rewind;
 
 pub(super) use conn::{serve, Worker};

@@ -1,5 +1,6 @@
-//! A stream with bytes already read from it put back in front, for handing a
-//! connection from the fast path to hyper mid-stream.
+//! A stream with bytes already read from it put back in front: for handing a
+//! connection from the fast path to hyper mid-stream, and an HTTP/2 preface, once
+//! checked, to hyper.
 
 use std::io;
 use std::pin::Pin;
