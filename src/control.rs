@@ -285,7 +285,7 @@ impl crate::runtime::Shared {
         let mut admin = writer.admin.clone();
         admin.set(file_route, changes);
         // Durable before visible: a crash after the swap must not restore older weights.
-        let warning = self.persist(&admin);
+        let warning = self.persist(&admin).await;
         self.swap_table(&old, &admin);
         writer.admin = admin;
         tracing::info!(route, ?changes, "admin weight change applied");
@@ -323,7 +323,7 @@ impl crate::runtime::Shared {
         self.refuse_during_rollout(route)?;
         let mut admin = writer.admin.clone();
         admin.clear(route);
-        let warning = self.persist(&admin);
+        let warning = self.persist(&admin).await;
         self.swap_table(&old, &admin);
         writer.admin = admin;
         tracing::info!(route, "rolled back to the config file's weights");

@@ -116,7 +116,7 @@ impl Shared {
         {
             let mut writer = shared.writer.lock().await;
             let rt = shared.runtime();
-            shared.reconcile_rollouts(&mut writer, &rt.file);
+            shared.reconcile_rollouts(&mut writer, &rt.file).await;
         }
         shared.publish_gauges(None);
         shared
@@ -164,11 +164,11 @@ impl Shared {
         let runtime = compile(cfg, generation, &self.telemetry, registry, admin).await;
         if !dropped.is_empty() {
             // Durable before visible, as for every writer of the state file.
-            self.persist_to(runtime.file.admin.state_file.as_deref(), &writer.admin);
+            self.persist_to(runtime.file.admin.state_file.as_deref(), &writer.admin).await;
         }
         self.install(runtime, &old);
         let live = self.runtime();
-        self.reconcile_rollouts(&mut writer, &live.file);
+        self.reconcile_rollouts(&mut writer, &live.file).await;
         drop(writer);
         self.telemetry.reloads_ok.increment(1);
         *self.last_reload_error.lock().expect("not poisoned") = None;
@@ -213,14 +213,24 @@ impl Shared {
     /// Save admin weights to the state file, if one is configured. A failure is logged:
     /// the change is live either way, and refusing a cutover because a disk is full
     /// would be worse than not persisting it.
-    pub(crate) fn persist(&self, admin: &AdminWeights) -> Option<String> {
-        self.persist_to(self.runtime().file.admin.state_file.as_deref(), admin)
+    pub(crate) async fn persist(&self, admin: &AdminWeights) -> Option<String> {
+        let path = self.runtime().file.admin.state_file.clone();
+        self.persist_to(path.as_deref(), admin).await
     }
 
-    /// [`Shared::persist`] to the state file a snapshot not yet live names.
-    pub(crate) fn persist_to(&self, path: Option<&std::path::Path>, admin: &AdminWeights) -> Option<String> {
-        let path = path?;
-        match off_the_workers(|| admin.save(path)) {
+    /// [`Shared::persist`] to the state file a snapshot not yet live names. The write
+    /// and fsync run on the blocking pool: a slow or hung disk (or a FIFO) must not stall
+    /// the runtime that serves the admin API, reloads and health checks, nor, on a
+    /// multi-thread runtime, the worker whose turn it is to drive timers and sockets.
+    /// The caller still waits for it (durable before visible).
+    pub(crate) async fn persist_to(&self, path: Option<&std::path::Path>, admin: &AdminWeights) -> Option<String> {
+        let path = path?.to_path_buf();
+        let state = admin.clone();
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || state.save(&target))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match written {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot write the state file; the change is live but will not survive a restart");
@@ -252,20 +262,6 @@ impl Shared {
             }
         }
         self.telemetry.generation.set(rt.generation as f64);
-    }
-}
-
-/// Run blocking file I/O without stalling a multi-thread runtime: there, a worker
-/// blocked in a syscall may be the one whose turn it was to drive timers and sockets,
-/// and every other task would wait on it (a FIFO or a hung disk blocks without bound).
-/// `block_in_place` hands the worker's queue and the driver to another thread first.
-/// On a current-thread runtime (the binary's control runtime) the call blocks that
-/// runtime only, never a request worker, and runs as it is.
-fn off_the_workers<T>(io: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
-        _ => io(),
     }
 }
 

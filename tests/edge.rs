@@ -125,6 +125,8 @@ async fn userinfo_and_invalid_hosts_are_refused_and_never_forwarded() {
         "GET / HTTP/1.1\r\nHost: evil@t\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: t.example:99999\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: t.example:abc\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: t.example,evil.example\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: t%2Eexample\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: \r\n\r\n",
         // The fast path's subset and the general path agree: with a body, too.
@@ -140,7 +142,7 @@ async fn userinfo_and_invalid_hosts_are_refused_and_never_forwarded() {
     let heads = up.heads();
     assert_eq!(heads.len(), 4, "only the valid hosts reached the upstream: {heads:?}");
     assert!(!up.text().contains('@') && !up.text().contains("evil"), "{}", up.text());
-    assert_eq!(proxy.metric(r#"switchyard_requests_total{route="",upstream="",version="",status="400"}"#).await, 11.0);
+    assert_eq!(proxy.metric(r#"switchyard_requests_total{route="",upstream="",version="",status="400"}"#).await, 13.0);
 }
 
 /// One HTTP/2 request over a fresh h2c connection to `addr`, with the pseudo-headers
@@ -186,6 +188,10 @@ async fn http2_authorities_are_checked_like_host() {
     let (status, headers, _) =
         h2_send(proxy.addr, "GET", "http://t.example/".parse().unwrap(), &[("host", "a b")]).await;
     assert_eq!((status, cause(&headers)), (400, Some("malformed-request")));
+    // Two names for the request: refused, as HTTP/1.1 refuses two Hosts.
+    let (status, headers, _) =
+        h2_send(proxy.addr, "GET", "http://t.example/".parse().unwrap(), &[("host", "evil.example")]).await;
+    assert_eq!((status, cause(&headers)), (400, Some("malformed-request")));
     let (status, _, _) = h2_send(proxy.addr, "GET", "http://t.example:8443/".parse().unwrap(), &[]).await;
     assert_eq!(status, 200);
     assert_eq!(up.heads().len(), 1, "{:?}", up.heads());
@@ -229,15 +235,23 @@ async fn chunk_sizes_past_16_digits_or_2_pow_63_are_refused() {
         assert_eq!(status_and_cause(&response), ("400".into(), Some("malformed-request".into())), "{size}: {response}");
         assert!(response.to_ascii_lowercase().contains("connection: close"), "{response}");
     }
+    // A body fault: the head was streamed upstream before the size line arrived, and
+    // is all it got (then a close); never a complete body, never what followed.
     let seen = up.text();
     assert!(
         !seen.contains("\r\n0\r\n\r\n") && !seen.contains("smuggled"),
         "a body or request completed upstream: {seen:?}"
     );
-    // The largest size both readers agree on still passes (its body then is cut short).
+    // A bad size after a good chunk is refused the same way.
+    let late = "POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n10000000000000000\r\nc\r\n0\r\n\r\n";
+    let response = exchange(proxy.addr, late.as_bytes()).await;
+    assert_eq!(status_and_cause(&response), ("400".into(), Some("malformed-request".into())), "{response}");
+    assert!(!up.text().contains("\r\n0\r\n\r\n"), "{:?}", up.text());
+    // 16 digits, leading zeros counted, is the most both readers agree on.
     let ok =
-        "POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked\r\n\r\n000000000000002\r\nab\r\n0\r\n\r\n";
+        "POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000002\r\nab\r\n0\r\n\r\n";
     assert!(exchange(proxy.addr, ok.as_bytes()).await.starts_with("HTTP/1.1 200"));
+    assert!(up.text().contains("\r\n0\r\n\r\n"), "the valid body completed upstream");
 }
 
 #[tokio::test]
@@ -298,6 +312,13 @@ async fn response_heads_over_max_header_bytes_are_bad_upstream_responses() {
         "[server.limits]\nmax_header_bytes = 8192",
     )
     .await;
+}
+
+#[tokio::test]
+async fn response_heads_over_the_default_limit_are_refused_however_they_are_read() {
+    // 100 KiB in one write: more than 64 KiB arrives in a single read on both paths.
+    let head = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok", "b".repeat(100 * 1024));
+    refused_upstream_answer(Box::leak(head.into_bytes().into_boxed_slice()), "").await;
 }
 
 #[tokio::test]

@@ -13,9 +13,10 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use support::pki::TestCa;
 use support::*;
 
-/// Two stand-in OCSP responses: DER SEQUENCEs (no client here checks their contents).
-const FIRST: &[u8] = &[0x30, 0x03, 0x0a, 0x01, 0x00];
-const SECOND: &[u8] = &[0x30, 0x03, 0x0a, 0x01, 0x01];
+/// Two stand-in OCSP responses: successful, with (empty) response bytes; no client here
+/// checks what they say.
+const FIRST: &[u8] = &[0x30, 0x07, 0x0a, 0x01, 0x00, 0xa0, 0x02, 0x05, 0x00];
+const SECOND: &[u8] = &[0x30, 0x07, 0x0a, 0x01, 0x00, 0xa0, 0x02, 0x04, 0x00];
 
 /// Records the OCSP response the server stapled (rustls asks for one in every hello).
 #[derive(Debug, Default)]
@@ -102,6 +103,17 @@ async fn a_stapling_file_is_served_and_reloaded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(seen, SECOND, "the new response is stapled after the reload");
+
+    // A half-written file is refused like any bad config: the last good one stays.
+    std::fs::write(proxy.dir.path().join("a.ocsp"), &FIRST[..6]).unwrap();
+    for _ in 0..100 {
+        if proxy.shared.last_reload_error().is_some_and(|e| e.contains("a.ocsp")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(proxy.shared.last_reload_error().is_some_and(|e| e.contains("a.ocsp")));
+    assert_eq!(stapled(tls).await, SECOND);
 }
 
 #[tokio::test]
@@ -129,7 +141,7 @@ fn a_stapling_file_that_is_not_an_ocsp_response_is_a_config_error() {
     let errors = switchyard::config::load(&path).unwrap_err().to_string();
     let col = text.lines().nth(4).unwrap().find("\"a.ocsp\"").unwrap() + 1;
     assert!(errors.contains(&format!("switchyard.toml:5:{col}")), "{errors}");
-    assert!(errors.contains("not a DER OCSP response"), "{errors}");
+    assert!(errors.contains("not a whole, successful DER OCSP response"), "{errors}");
     std::fs::remove_file(dir.path().join("a.ocsp")).unwrap();
     let errors = switchyard::config::load(&path).unwrap_err().to_string();
     assert!(errors.contains("a.ocsp"), "{errors}");

@@ -114,11 +114,19 @@ fn cert_pair(t: &mut Table<'_, '_>, cert: &'static str, key: &'static str, errs:
 /// `ssl_stapling_file`: fetching and refreshing it is left to a job outside the proxy,
 /// whose write of a new file reloads it like a certificate).
 fn listener_cert(t: &mut Table<'_, '_>, errs: &mut Collector) -> Option<CertPair> {
+    // Read first, so a broken certificate is not also reported as an unknown `ocsp`.
+    let ocsp = match t.get("ocsp") {
+        Some(_) => {
+            let file = required_file(t, "ocsp", errs);
+            Some(file.and_then(|f| read(t, "ocsp", f, tls::read_ocsp, errs)))
+        }
+        None => None,
+    };
     let mut pair = cert_pair(t, "cert", "key", errs)?;
-    if t.get("ocsp").is_some() {
-        let file = required_file(t, "ocsp", errs)?;
-        pair.ocsp = Some(read(t, "ocsp", file, tls::read_ocsp, errs)?);
-    }
+    pair.ocsp = match ocsp {
+        Some(read) => Some(read?),
+        None => None,
+    };
     Some(pair)
 }
 

@@ -186,6 +186,11 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
             Ok(Ok(resp)) if validate::check_response_framing(resp.headers()).is_err() => {
                 Err(ProxyError::Upstream(UpstreamErrorKind::Protocol))
             }
+            // hyper's buffer limit only bounds a head loosely (it is checked between
+            // reads): the head as received is measured here, as the fast path does.
+            Ok(Ok(resp)) if response_head_len(&resp) > endpoint.transport.max_head => {
+                Err(ProxyError::Upstream(UpstreamErrorKind::Protocol))
+            }
             // Switching protocols nobody asked to switch: what follows is not HTTP the
             // client could read.
             Ok(Ok(resp)) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() => {
@@ -324,6 +329,13 @@ enum Payload {
     Replay(Bytes),
     /// Streamed: only one attempt can send it.
     Stream(Option<UpstreamBody>),
+}
+
+/// The size of a response head as HTTP/1.1 would carry it (a status line, then
+/// `name: value` lines): what `max_header_bytes` bounds.
+fn response_head_len<B>(resp: &Response<B>) -> usize {
+    let status_line = "HTTP/1.1 200 \r\n".len() + resp.status().canonical_reason().map_or(0, str::len);
+    status_line + 2 + resp.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>()
 }
 
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {

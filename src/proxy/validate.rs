@@ -18,10 +18,22 @@ pub enum Rejection {
 
 pub fn check<B>(req: &Request<B>) -> Result<(), Rejection> {
     let hosts = req.headers().get_all(HOST);
+    let count = hosts.iter().count();
     if matches!(req.version(), Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_09) {
         check_framing(req.headers())?;
-        let count = hosts.iter().count();
         if count > 1 || (count == 0 && req.version() == Version::HTTP_11) {
+            return Err(Rejection::Malformed);
+        }
+    } else {
+        // HTTP/2 names the authority once: in `:authority`, or in one `host` that agrees
+        // with it (RFC 9113 §8.3.1), as HTTP/1.1 must name it in exactly one `Host`.
+        let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+        let agrees = match (authority, hosts.iter().next()) {
+            (None, None) => false,
+            (Some(a), Some(h)) => a.eq_ignore_ascii_case(h.as_bytes()),
+            _ => true,
+        };
+        if count > 1 || !agrees {
             return Err(Rejection::Malformed);
         }
     }
@@ -35,10 +47,14 @@ pub fn check<B>(req: &Request<B>) -> Result<(), Rejection> {
 }
 
 /// RFC 3986 `host [ ":" port ]`, and nothing else: no userinfo (`user:pass@host` would
-/// be routed and forwarded as a host name), a reg-name of unreserved characters,
-/// sub-delims and `%XX` escapes, an IPv6 address in brackets, and a port of at most
-/// 65535. An empty host is refused, as nginx does (there is nothing to route on);
-/// IPvFuture literals are refused too (no HTTP server takes them).
+/// be routed and forwarded as a host name), a host name or IPv4 address, an IPv6
+/// address in brackets, and a port of at most 65535. Of the reg-names RFC 3986 allows,
+/// only host names are taken: labels of letters, digits, `-` and `_` (docker-compose
+/// service names), no empty label but a trailing dot. Sub-delims and `%XX` are refused:
+/// `t.example,evil.example` would be forwarded as `X-Forwarded-Host`, which frameworks
+/// read as a list (a host injection), and an escaped host is routed as one name and may
+/// be decoded as another upstream. An empty host is refused, as nginx does (there is
+/// nothing to route on), and so are IPvFuture literals (no HTTP server takes them).
 pub fn valid_authority(a: &[u8]) -> bool {
     let (host, port) = match a.iter().rposition(|&b| b == b':' || b == b']') {
         Some(i) if a[i] == b':' => (&a[..i], &a[i + 1..]),
@@ -46,8 +62,7 @@ pub fn valid_authority(a: &[u8]) -> bool {
     };
     let host_ok = match host {
         [b'[', ip @ .., b']'] => std::str::from_utf8(ip).is_ok_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-        [] => false,
-        name => valid_reg_name(name),
+        name => valid_host_name(name),
     };
     let port_ok = port.len() <= 5
         && port.iter().all(u8::is_ascii_digit)
@@ -55,18 +70,13 @@ pub fn valid_authority(a: &[u8]) -> bool {
     host_ok && port_ok
 }
 
-/// `*( unreserved / pct-encoded / sub-delims )` (an IPv4 address is one too).
-fn valid_reg_name(name: &[u8]) -> bool {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
-    let mut i = 0;
-    while i < name.len() {
-        match name[i] {
-            b'%' if name.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
-            b if plain(b) => i += 1,
-            _ => return false,
-        }
-    }
-    true
+/// Dot-separated labels of `[A-Za-z0-9_-]`, none empty (a trailing dot ends an FQDN).
+fn valid_host_name(name: &[u8]) -> bool {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    !name.is_empty()
+        && name.split(|&b| b == b'.').all(|label| {
+            !label.is_empty() && label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// One framing, stated once: not both Content-Length and Transfer-Encoding, a
@@ -200,9 +210,8 @@ mod tests {
             "[::1]",
             "[::1]:443",
             "[2001:db8::1]:0",
-            "a%41b",
             "svc_a",
-            "a,b",
+            "web-1.shop_net",
         ] {
             assert!(valid_authority(good.as_bytes()), "{good}");
         }
@@ -226,6 +235,15 @@ mod tests {
             "[::1]x",
             "a%4",
             "a%zz",
+            "a%41b",
+            "t%2Eexample",
+            "a,b",
+            "t.example,evil.example",
+            "a;b",
+            "a..b",
+            ".a",
+            ".",
+            "a~b",
             "a\\b",
             "a\"b",
             "a\u{7f}",
@@ -248,9 +266,25 @@ mod tests {
             check(&r)
         };
         assert_eq!(h2("GET", "https://t.example/x"), Ok(()));
-        assert_eq!(h2("OPTIONS", "*"), Ok(()));
-        assert_eq!(h2("GET", "*"), Err(Rejection::Malformed));
         assert_eq!(h2("GET", "https://u@t.example/x"), Err(Rejection::Malformed));
+        let h2_with_host = |target: &str, hosts: &[&str]| {
+            let headers: Vec<(&str, &str)> = hosts.iter().map(|h| ("host", *h)).collect();
+            let mut r = req("GET", target, &headers);
+            *r.version_mut() = Version::HTTP_2;
+            check(&r)
+        };
+        assert_eq!(h2_with_host("https://t.example/x", &["T.example"]), Ok(()));
+        assert_eq!(h2_with_host("/x", &["t.example"]), Ok(()));
+        assert_eq!(h2_with_host("https://t.example/x", &["evil.example"]), Err(Rejection::Malformed));
+        assert_eq!(h2_with_host("/x", &["t.example", "t.example"]), Err(Rejection::Malformed));
+        assert_eq!(h2_with_host("/x", &[]), Err(Rejection::Malformed));
+        let star = |method: &str| {
+            let mut r = req(method, "*", &[("host", "t.example")]);
+            *r.version_mut() = Version::HTTP_2;
+            check(&r)
+        };
+        assert_eq!(star("OPTIONS"), Ok(()));
+        assert_eq!(star("GET"), Err(Rejection::Malformed));
     }
 
     #[test]

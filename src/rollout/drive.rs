@@ -17,6 +17,8 @@
 //!   on that route get 409: abort it first.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -66,23 +68,23 @@ impl Shared {
         match action {
             Action::Start if phase.is_active() => refuse("start"),
             Action::Start => {
-                self.begin(&mut writer, file_route, rollout, 0, Phase::Running, "started".into());
+                self.begin(&mut writer, file_route, rollout, 0, Phase::Running, "started".into()).await;
                 Ok(())
             }
             Action::Pause if phase != Phase::Running => refuse("pause"),
             Action::Pause => {
-                self.transition(&mut writer, file_route, Phase::Paused, "paused by hand".into(), None, false);
+                self.transition(&mut writer, file_route, Phase::Paused, "paused by hand".into(), None, false).await;
                 Ok(())
             }
             Action::Resume if phase != Phase::Paused => refuse("resume"),
             Action::Resume => {
                 let step = self.rollouts.runs.lock().expect("not poisoned").get(route).map_or(0, |r| r.step);
-                self.begin(&mut writer, file_route, rollout, step, Phase::Running, "resumed by hand".into());
+                self.begin(&mut writer, file_route, rollout, step, Phase::Running, "resumed by hand".into()).await;
                 Ok(())
             }
             Action::Abort if !phase.is_active() => refuse("abort"),
             Action::Abort => {
-                self.finish(&mut writer, file_route, rollout, Phase::Aborted, "aborted by hand".into(), None);
+                self.finish(&mut writer, file_route, rollout, Phase::Aborted, "aborted by hand".into(), None).await;
                 Ok(())
             }
         }
@@ -90,7 +92,7 @@ impl Shared {
 
     /// Enter `step` (setting its weights) as `phase`, with a fresh measurement window;
     /// when running, arm the timer.
-    fn begin(
+    async fn begin(
         self: &Arc<Self>,
         writer: &mut Writer,
         route: &FileRoute,
@@ -100,7 +102,7 @@ impl Shared {
         reason: String,
     ) {
         self.stage_rollout_weights(writer, route, rollout, rollout.steps[step]);
-        self.save_rollout(writer, route, phase, step, &reason);
+        self.save_rollout(writer, route, phase, step, &reason).await;
         self.swap_table(&self.runtime(), &writer.admin);
         let epoch = self.rollouts.next_epoch();
         let run = Run {
@@ -124,7 +126,7 @@ impl Shared {
 
     /// Change phase: without touching weights (pause), or swapping in the ones `finish`
     /// staged (`staged`), after the state file has the new phase.
-    fn transition(
+    async fn transition(
         &self,
         writer: &mut Writer,
         route: &FileRoute,
@@ -136,7 +138,7 @@ impl Shared {
         let Some(step) = self.rollouts.runs.lock().expect("not poisoned").get(&route.name).map(|r| r.step) else {
             return;
         };
-        self.save_rollout(writer, route, phase, step, &reason);
+        self.save_rollout(writer, route, phase, step, &reason).await;
         if staged {
             self.swap_table(&self.runtime(), &writer.admin);
         }
@@ -156,7 +158,7 @@ impl Shared {
 
     /// End the rollout: promoted (canary 100) or rolled back / aborted (canary 0), in
     /// one swap.
-    fn finish(
+    async fn finish(
         &self,
         writer: &mut Writer,
         route: &FileRoute,
@@ -167,7 +169,7 @@ impl Shared {
     ) {
         let canary = if phase == Phase::Promoted { 100.0 } else { 0.0 };
         self.stage_rollout_weights(writer, route, rollout, canary);
-        self.transition(writer, route, phase, reason.clone(), last, true);
+        self.transition(writer, route, phase, reason.clone(), last, true).await;
         let result = match phase {
             Phase::Promoted => "promoted",
             Phase::RolledBack => "rolled_back",
@@ -203,9 +205,9 @@ impl Shared {
         writer.admin.set_by_rollout(route, weights);
     }
 
-    fn save_rollout(&self, writer: &mut Writer, route: &FileRoute, phase: Phase, step: usize, reason: &str) {
+    async fn save_rollout(&self, writer: &mut Writer, route: &FileRoute, phase: Phase, step: usize, reason: &str) {
         writer.admin.save_rollout(route, phase, step, reason);
-        self.persist(&writer.admin);
+        self.persist(&writer.admin).await;
     }
 
     /// Counts of the canary and the baseline now: a window opens or closes here.
@@ -280,17 +282,17 @@ impl Shared {
             }
             Verdict::Fail(reason) => {
                 let reason = format!("step {step} ({}%) failed: {reason}", rollout.steps[step]);
-                self.finish(&mut writer, route, rollout, Phase::RolledBack, reason, Some(j));
+                self.finish(&mut writer, route, rollout, Phase::RolledBack, reason, Some(j)).await;
                 false
             }
             Verdict::Pass if step + 1 == rollout.steps.len() => {
                 let reason = format!("all {} steps passed", rollout.steps.len());
-                self.finish(&mut writer, route, rollout, Phase::Promoted, reason, Some(j));
+                self.finish(&mut writer, route, rollout, Phase::Promoted, reason, Some(j)).await;
                 false
             }
             Verdict::Pass => {
                 let reason = format!("step {step} ({}%) passed", rollout.steps[step]);
-                self.begin(&mut writer, route, rollout, step + 1, Phase::Running, reason);
+                self.begin(&mut writer, route, rollout, step + 1, Phase::Running, reason).await;
                 if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
                     run.last = Some(j);
                 }
@@ -303,7 +305,7 @@ impl Shared {
     /// After the first snapshot or a reload: end rollouts whose route the file changed
     /// or removed, restore persisted progress (at start), and start `auto_start` ones
     /// that have not run.
-    pub(crate) fn reconcile_rollouts(self: &Arc<Self>, writer: &mut Writer, cfg: &FileConfig) {
+    pub(crate) async fn reconcile_rollouts(self: &Arc<Self>, writer: &mut Writer, cfg: &FileConfig) {
         let stale: Vec<(String, Phase)> = {
             let runs = self.rollouts.runs.lock().expect("not poisoned");
             runs.iter()
@@ -335,14 +337,14 @@ impl Shared {
                     let reason = format!("restored from the state file ({})", first.unwrap_or(&saved.reason));
                     match saved.phase {
                         Phase::Running | Phase::Paused => {
-                            self.begin(writer, route, rollout, saved.step, saved.phase, reason);
+                            self.begin(writer, route, rollout, saved.step, saved.phase, reason).await;
                         }
                         Phase::Idle => {}
                         finished => self.restore_finished(route, saved.step, finished, reason),
                     }
                 }
                 _ if rollout.auto_start => {
-                    self.begin(writer, route, rollout, 0, Phase::Running, "auto_start".into());
+                    self.begin(writer, route, rollout, 0, Phase::Running, "auto_start".into()).await;
                 }
                 _ => {
                     if cfg.admin.state_file.is_none() {
@@ -375,10 +377,20 @@ async fn tick_loop(shared: Weak<Shared>, route: String, epoch: u64, interval: Du
     loop {
         tokio::time::sleep(interval).await;
         let Some(shared) = shared.upgrade() else { return };
-        if !shared.tick(&route, epoch).await {
+        if !tick_boxed(&shared, &route, epoch).await {
             return;
         }
     }
+}
+
+/// [`Shared::tick`], boxed: a tick may begin the next step, which spawns this loop
+/// again, and the box (stated `Send`) breaks that cycle in the future's type.
+fn tick_boxed<'a>(
+    shared: &'a Arc<Shared>,
+    route: &'a str,
+    epoch: u64,
+) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    Box::pin(shared.tick(route, epoch))
 }
 
 /// A measured value for a log line: plain and rounded (`0.2`, not

@@ -38,8 +38,8 @@ pub struct Transport {
     pub connect_timeout: Duration,
     pub protocol: Protocol,
     pub tls: Option<ClientTls>,
-    /// The largest response head accepted: a larger one fails the exchange (502
-    /// `bad-upstream-response`) instead of being buffered without bound.
+    /// The largest response head accepted (`max_header_bytes`): a larger one fails the
+    /// exchange (502 `bad-upstream-response`) instead of being buffered without bound.
     pub max_head: usize,
 }
 
@@ -92,8 +92,11 @@ impl Transport {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             // hyper's floor for its read buffer is 8 KiB (max_header_bytes' floor too).
+            // Both limits sit above max_head, which the request path checks exactly on
+            // the head received (hyper checks its buffer only between reads, and the
+            // h2 crate counts 32 bytes more per field and answers with a stream reset).
             .http1_max_buf_size(self.max_head.max(8192))
-            .http2_max_header_list_size(u32::try_from(self.max_head).unwrap_or(u32::MAX));
+            .http2_max_header_list_size(u32::try_from(self.max_head + 16 * 1024).unwrap_or(u32::MAX));
         if self.protocol == Protocol::H2 {
             // One multiplexed connection per endpoint and worker carries every request.
             builder.http2_only(true);

@@ -263,6 +263,10 @@ mod tests {
         assert!(matches!(parse(&head.as_bytes()[..8500], &mut s, false, 8192), Parsed::Bad));
         let mut s = slots();
         assert!(matches!(parse(head.as_bytes(), &mut s, false, 16_384), Parsed::Head(_)));
+        let mut s = slots();
+        assert!(matches!(parse(head.as_bytes(), &mut s, false, head.len()), Parsed::Head(_)), "exactly the limit");
+        let mut s = slots();
+        assert!(matches!(parse(head.as_bytes(), &mut s, false, head.len() - 1), Parsed::Bad));
     }
 
     #[test]
