@@ -22,8 +22,8 @@ use metrics::Counter;
 use serde::Serialize;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::body::UpstreamBody;
 use crate::config::{Compare, FileMirror, Protocol};
-use crate::proxy::UpstreamBody;
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
 

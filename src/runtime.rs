@@ -9,10 +9,11 @@
 //! long-lived objects the snapshot points to (see [`crate::upstream::UpstreamRegistry`]).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderName;
@@ -88,7 +89,7 @@ impl Shared {
         resolver: Arc<dyn Resolver>,
     ) -> Arc<Shared> {
         let telemetry = Telemetry::new();
-        let workers = crate::server::worker::count(cfg.server.workers);
+        let workers = crate::workers::count(cfg.server.workers);
         let mut registry = UpstreamRegistry::new(resolver, workers, cfg.server.limits.max_header_bytes);
         let mut admin = cfg.admin.state_file.as_deref().map(AdminWeights::load).unwrap_or_default();
         for route in admin.prune(&cfg) {
@@ -262,6 +263,29 @@ impl Shared {
             }
         }
         self.telemetry.generation.set(rt.generation as f64);
+    }
+}
+
+/// Re-resolve hostname endpoints while `shared` lives. Runs every `dns_refresh` (the
+/// shortest configured among upstreams that have hostnames).
+pub async fn dns_refresh_loop(shared: Weak<Shared>) {
+    loop {
+        let period = {
+            let Some(s) = shared.upgrade() else { return };
+            let rt = s.runtime();
+            rt.file
+                .upstreams
+                .iter()
+                .filter(|u| u.endpoints.iter().any(|e| e.host.parse::<IpAddr>().is_err()))
+                .map(|u| u.dns_refresh)
+                .min()
+        };
+        tokio::time::sleep(period.unwrap_or(Duration::from_secs(5))).await;
+        if period.is_none() {
+            continue;
+        }
+        let Some(s) = shared.upgrade() else { return };
+        s.refresh_dns().await;
     }
 }
 

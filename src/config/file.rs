@@ -13,7 +13,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::error::Collector;
-use super::reader::{expect_str, Node, Table};
+use super::reader::{header_name, socket_addr, Node, Table};
 use super::resilience::{decode_health, decode_limits, decode_outlier, decode_retry_on};
 use super::resilience::{FileHealth, FileLimits, FileOutlier, RetryOn};
 use super::route::FileRoute;
@@ -334,31 +334,6 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         queue_timeout,
         protocol,
         tls,
-    }
-}
-
-pub(super) fn socket_addr(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<SocketAddr> {
-    let s = expect_str(node, field, errs)?;
-    match s.get_ref().parse() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            errs.push(
-                s.span(),
-                field,
-                format!("invalid address {:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\"", s.get_ref()),
-            );
-            None
-        }
-    }
-}
-
-pub(super) fn header_name(s: &Spanned<String>, field: &str, errs: &mut Collector) -> Option<HeaderName> {
-    match HeaderName::from_bytes(s.get_ref().as_bytes()) {
-        Ok(h) => Some(h),
-        Err(_) => {
-            errs.push(s.span(), field, format!("invalid header name {:?}", s.get_ref()));
-            None
-        }
     }
 }
 

@@ -2,9 +2,11 @@
 //! at the first (serde's derive stops at the first error; operators want them all).
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
+use http::HeaderName;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
@@ -199,6 +201,33 @@ pub(crate) fn expect_number(node: &Node<'_>, field: &str, errs: &mut Collector) 
         Some(v) if v.is_finite() => Some(v),
         _ => {
             errs.push(node.span(), field, "expected a finite number");
+            None
+        }
+    }
+}
+
+/// An `IP:PORT` string.
+pub(crate) fn socket_addr(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<SocketAddr> {
+    let s = expect_str(node, field, errs)?;
+    match s.get_ref().parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(
+                s.span(),
+                field,
+                format!("invalid address {:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\"", s.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// A valid HTTP header name.
+pub(crate) fn header_name(s: &Spanned<String>, field: &str, errs: &mut Collector) -> Option<HeaderName> {
+    match HeaderName::from_bytes(s.get_ref().as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            errs.push(s.span(), field, format!("invalid header name {:?}", s.get_ref()));
             None
         }
     }

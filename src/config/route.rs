@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::delivery::{decode_mirror, decode_rollout, FileMirror, FileRollout};
 use super::error::Collector;
-use super::file::header_name;
+use super::reader::header_name;
 use super::reader::{expect_number, expect_str, Table};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use toml::de::DeValue;
 
 use super::error::Collector;
-use super::file::socket_addr;
+use super::reader::socket_addr;
 use super::reader::{Node, Table};
 use crate::tls::{self, CertPair, ClientTls, ClientTlsField, ClientTlsFiles, ServerTls};
 

@@ -66,6 +66,18 @@ pub enum Blame {
     Upstream(UpstreamErrorKind),
 }
 
+impl From<crate::body::ClientFault> for ProxyError {
+    fn from(fault: crate::body::ClientFault) -> Self {
+        use crate::body::ClientFault;
+        match fault {
+            ClientFault::Malformed => ProxyError::BadRequest,
+            ClientFault::CutShort => ProxyError::BodyCutShort,
+            ClientFault::TooLarge => ProxyError::BodyTooLarge,
+            ClientFault::Gone => ProxyError::ClientGone,
+        }
+    }
+}
+
 impl Blame {
     /// Counted against the version (its 5xx, its rollout error rate).
     pub fn charges_version(self) -> bool {

@@ -20,8 +20,8 @@ use super::error::{Blame, ProxyError};
 use super::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use super::service::ConnInfo;
 use super::upgrade;
-use super::upstream_body::{BodyWatch, ClientBodyError, UpstreamBody};
 use super::validate;
+use crate::body::{BodyWatch, ClientBodyError, UpstreamBody};
 use crate::config::{HostHeader, Protocol, RetryOn};
 use crate::mirror::{self, Mirror, Primary};
 use crate::routing::{Backend, Route};
@@ -201,7 +201,7 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
                 tracing::debug!(route = %route.name, upstream = %upstream.name, endpoint = %endpoint.addr, error = %e, "upstream request failed");
                 // The client's body failed first: whatever the HTTP client made of it
                 // (an HTTP/2 client reports only a reset stream), the fault is the client's.
-                Err(watch.as_ref().and_then(|w| w.client_fault()).unwrap_or_else(|| classify(&e)))
+                Err(watch.as_ref().and_then(|w| w.client_fault()).map_or_else(|| classify(&e), ProxyError::from))
             }
             // Still sending a body the client has not finished: the client stalled.
             Err(_elapsed) if watch.as_ref().is_some_and(|w| w.waiting_on_client()) => Err(ProxyError::ClientTimeout),
@@ -349,7 +349,7 @@ pub(crate) fn is_idempotent(method: &[u8]) -> bool {
 /// Why a buffered read of the client's body failed (always the client's fault).
 fn client_body_failure(e: &(dyn std::error::Error + 'static)) -> ProxyError {
     match e.downcast_ref::<hyper::Error>() {
-        Some(he) => ClientBodyError::from_incoming(he).0,
+        Some(he) => ClientBodyError::from_incoming(he).0.into(),
         // Over the buffer although it declared less: its framing lied.
         None => ProxyError::BadRequest,
     }
@@ -362,7 +362,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     let mut kind = UpstreamErrorKind::Reset;
     while let Some(s) = source {
         if let Some(client) = s.downcast_ref::<ClientBodyError>() {
-            return client.0;
+            return client.0.into();
         }
         if let Some(he) = s.downcast_ref::<hyper::Error>() {
             if he.is_parse() || he.is_parse_status() || he.is_parse_too_large() {

@@ -15,13 +15,13 @@ use super::body::ResponseBody;
 use super::error::{ProxyError, CLIENT_CLOSED};
 use super::forward::{forward, Target};
 use super::validate::{self, Rejection};
+use super::Activity;
 use crate::access_log::AccessRecord;
 use crate::config::Compare;
 use crate::mirror::Primary;
 use crate::routing::path::normalize;
 use crate::routing::{Backend, Route};
 use crate::runtime::{Runtime, Shared};
-use crate::server::Activity;
 use crate::telemetry::StatusCounters;
 
 /// What the request path needs to know about the client connection; built once per

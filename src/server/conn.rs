@@ -21,9 +21,10 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::h2_frames::{GOAWAY_PROTOCOL_ERROR, PREFACE};
 use super::rewind::Rewind;
-use super::watched::{Activity, Observed, Speaks, Watched};
+use super::watched::{Speaks, Watched};
 use crate::config::FileLimits;
 use crate::proxy::{self, ConnInfo};
+use crate::proxy::{Activity, Observed};
 use crate::runtime::Shared;
 
 /// How long a GOAWAY may wait on the client before the connection is dropped.

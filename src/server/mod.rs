@@ -33,7 +33,6 @@ pub mod worker;
 
 use crate::reload::Reloader;
 use crate::runtime::Shared;
-pub use watched::{Activity, Expired};
 
 pub struct Server {
     shared: Arc<Shared>,
@@ -48,7 +47,7 @@ impl Server {
     /// Bind the proxy and admin listeners named in the live config.
     pub async fn bind(shared: Arc<Shared>) -> io::Result<Server> {
         let file = shared.runtime().file.clone();
-        let workers = worker::count(file.server.workers);
+        let workers = crate::workers::count(file.server.workers);
         let mut listeners: Vec<Vec<worker::Listener>> = (0..workers).map(|_| Vec::new()).collect();
         let plain = file.server.listen.iter().map(|addr| (*addr, None));
         let tls = file.server.tls.iter().enumerate().map(|(index, l)| {
@@ -87,7 +86,7 @@ impl Server {
         let Server { shared, listeners, admin, reloader } = self;
         shared.access_log.spawn_writer();
         let upkeep = tokio::spawn(upkeep(shared.clone()));
-        let dns = tokio::spawn(crate::upstream::dns::refresh_loop(Arc::downgrade(&shared)));
+        let dns = tokio::spawn(crate::runtime::dns_refresh_loop(Arc::downgrade(&shared)));
         let reloader = reloader.map(Reloader::spawn);
         let (admin_stop_tx, admin_stop) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve(admin, shared.clone(), admin_stop));

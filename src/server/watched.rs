@@ -13,16 +13,15 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing::{Framing, Pass, STAND_IN};
 use super::h2_frames::{Budgets, Frames};
-use crate::proxy::ProxyError;
+use crate::proxy::{Activity, ProxyError};
 use crate::telemetry::ControlFrame;
 
 /// What a connection may speak, fixed before hyper reads a byte of it.
@@ -50,168 +49,6 @@ impl Speaks {
 
     pub fn tls(self) -> bool {
         self != Speaks::Http1OrH2c
-    }
-}
-
-/// Connection state shared by the stream wrapper, the connection task and the request
-/// path. The I/O path only bumps counters (no clock reads); the connection task turns
-/// them into times when it wakes, which it does when a head starts and at deadlines.
-#[derive(Debug, Default)]
-pub struct Activity {
-    /// Bumped on every write and finished request (reads are covered by the head timer:
-    /// between requests, any byte read starts a head).
-    ops: AtomicU64,
-    /// Bumped when a request head starts.
-    heads: AtomicU64,
-    /// A head is being read.
-    in_head: AtomicBool,
-    /// Requests being handled (until their response head).
-    active: AtomicUsize,
-    /// Request heads read so far on this connection.
-    heads_done: AtomicU64,
-    /// Index of the request standing in for a refused head (`u64::MAX`: none), and why
-    /// it was refused (see [`refusal_code`]).
-    refused_at: AtomicU64,
-    refusal: AtomicU8,
-    /// Requests the request path has started (HTTP/1 answers them in order).
-    requests: AtomicU64,
-    /// The request path accepted an upgrade (101): the stream is no longer HTTP/1.
-    upgraded: AtomicBool,
-    /// The stream was cut off for a control-frame flood: 1 + the [`ControlFrame`].
-    flooded: AtomicU8,
-    /// Wakes the connection task when a head starts, so it re-arms its timer from the
-    /// idle deadline to the (shorter) head deadline.
-    pub head_started: tokio::sync::Notify,
-}
-
-/// Why the connection task should close a connection.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Expired {
-    SlowHead,
-    Idle,
-}
-
-/// What the connection task remembers between wake-ups.
-#[derive(Debug)]
-pub struct Observed {
-    ops: u64,
-    last_change: Instant,
-    head: u64,
-    head_since: Instant,
-}
-
-impl Observed {
-    pub fn new() -> Self {
-        let now = Instant::now();
-        Observed { ops: 0, last_change: now, head: 0, head_since: now }
-    }
-}
-
-impl Default for Observed {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Activity {
-    pub fn new() -> Self {
-        let a = Activity::default();
-        a.refused_at.store(u64::MAX, Ordering::Relaxed);
-        a
-    }
-
-    /// Called once per request, in order: is this request the stand-in for a head the
-    /// framing tracker refused, and with what answer? Requests before it are unaffected.
-    pub fn next_request_refusal(&self) -> Option<ProxyError> {
-        let index = self.requests.fetch_add(1, Ordering::Relaxed);
-        if index < self.refused_at.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some(refusal_from_code(self.refusal.load(Ordering::Relaxed)))
-    }
-
-    fn refuse(&self, index: u64, why: ProxyError) {
-        self.refusal.store(refusal_code(why), Ordering::Relaxed);
-        self.refused_at.store(index, Ordering::Relaxed);
-    }
-
-    /// The connection switched protocols; stop following HTTP/1 framing.
-    pub fn mark_upgraded(&self) {
-        self.upgraded.store(true, Ordering::Relaxed);
-    }
-
-    /// The control frame the client flooded the connection with, once it was cut off.
-    pub fn flooded(&self) -> Option<ControlFrame> {
-        match self.flooded.load(Ordering::Relaxed) {
-            0 => None,
-            n => ControlFrame::ALL.get(usize::from(n - 1)).copied(),
-        }
-    }
-
-    /// Count a request as active until the guard drops.
-    pub fn request(&self) -> ActiveRequest<'_> {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveRequest(self)
-    }
-
-    /// When to look again, and whether the connection is over its limits now.
-    pub fn check(
-        &self,
-        seen: &mut Observed,
-        header_timeout: Duration,
-        idle_timeout: Duration,
-    ) -> (Duration, Option<Expired>) {
-        let now = Instant::now();
-        let ops = self.ops.load(Ordering::Relaxed);
-        if ops != seen.ops {
-            seen.ops = ops;
-            seen.last_change = now;
-        }
-        let head = self.heads.load(Ordering::Relaxed);
-        if head != seen.head {
-            seen.head = head;
-            seen.head_since = now;
-        }
-        if self.in_head.load(Ordering::Relaxed) {
-            let deadline = seen.head_since + header_timeout;
-            return match deadline.checked_duration_since(now) {
-                Some(wait) if !wait.is_zero() => (wait, None),
-                _ => (Duration::ZERO, Some(Expired::SlowHead)),
-            };
-        }
-        if self.active.load(Ordering::Relaxed) > 0 || idle_timeout.is_zero() {
-            return (idle_timeout.max(Duration::from_secs(1)), None);
-        }
-        match (seen.last_change + idle_timeout).checked_duration_since(now) {
-            Some(wait) if !wait.is_zero() => (wait, None),
-            _ => (Duration::ZERO, Some(Expired::Idle)),
-        }
-    }
-}
-
-pub struct ActiveRequest<'a>(&'a Activity);
-
-impl Drop for ActiveRequest<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-        self.0.ops.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A refusal as stored in [`Activity`] (only the answers the tracker gives).
-fn refusal_code(why: ProxyError) -> u8 {
-    match why {
-        ProxyError::HeaderTooLarge => 1,
-        ProxyError::UriTooLong => 2,
-        _ => 0,
-    }
-}
-
-fn refusal_from_code(code: u8) -> ProxyError {
-    match code {
-        1 => ProxyError::HeaderTooLarge,
-        2 => ProxyError::UriTooLong,
-        _ => ProxyError::BadRequest,
     }
 }
 
@@ -292,7 +129,7 @@ impl<IO> Watched<IO> {
             }
             if let Err(frame) = self.budgets.spend(control, Instant::now) {
                 self.cut = Some(Cut::Flood(frame));
-                self.activity.flooded.store(frame as u8 + 1, Ordering::Relaxed);
+                self.activity.cut_for_flood(frame);
                 return Err(flood_error(frame));
             }
         }
@@ -306,10 +143,8 @@ impl<IO> Watched<IO> {
     /// malformed head, before any of it reached hyper (the framing tracker holds a
     /// head until it is complete, and the preface's line is shorter than its head).
     fn refuse_http2(&mut self) {
-        let a = &self.activity;
-        let index = a.heads_done.fetch_add(1, Ordering::Relaxed);
-        a.refuse(index, ProxyError::BadRequest);
-        a.in_head.store(false, Ordering::Relaxed);
+        self.activity.heads_read(1, Some((0, ProxyError::BadRequest)));
+        self.activity.head_ended();
         self.pending.clear();
         self.pending.extend_from_slice(STAND_IN);
         self.handed = 0;
@@ -321,19 +156,14 @@ impl<IO> Watched<IO> {
         let a = &self.activity;
         let seen = self.framing.feed(new);
         if seen.heads > 0 {
-            let before = a.heads_done.fetch_add(u64::from(seen.heads), Ordering::Relaxed);
-            if let Some((i, why)) = seen.refused {
-                a.refuse(before + u64::from(i), why);
-            }
+            a.heads_read(seen.heads, seen.refused);
         }
         let in_head = self.framing.in_head();
         if in_head && (seen.head_started || seen.head_done) {
             // A new head began in this read (possibly right after another ended).
-            a.heads.fetch_add(1, Ordering::Relaxed);
-            a.in_head.store(true, Ordering::Relaxed);
-            a.head_started.notify_one();
-        } else if !in_head && a.in_head.load(Ordering::Relaxed) {
-            a.in_head.store(false, Ordering::Relaxed);
+            a.head_began();
+        } else if !in_head {
+            a.head_ended();
         }
         seen.pass
     }
@@ -358,7 +188,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
         if let Some(Cut::Flood(frame)) = this.cut {
             return Poll::Ready(Err(flood_error(frame)));
         }
-        if this.activity.upgraded.load(Ordering::Relaxed) {
+        if this.activity.upgraded() {
             // Not HTTP/1 any more: what was held as the start of a head is the new
             // protocol's first bytes, handed over before anything read later.
             this.framing.stop(&mut this.pending);
@@ -419,7 +249,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             if n > 0 {
-                self.activity.ops.fetch_add(1, Ordering::Relaxed);
+                self.activity.wrote();
             }
         }
         polled
@@ -433,7 +263,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
             if n > 0 {
-                self.activity.ops.fetch_add(1, Ordering::Relaxed);
+                self.activity.wrote();
             }
         }
         polled

@@ -1,7 +1,6 @@
 //! One worker: a thread with a single-threaded tokio runtime that accepts on its own
 //! listeners and serves every connection it accepts to the end.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,30 +15,11 @@ use super::tls::{self, TlsListener};
 use super::watched::Speaks;
 use crate::runtime::Shared;
 
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// This thread's worker number: 1..=workers on worker threads, 0 elsewhere (admin,
-/// health checks, tests). Upstream endpoints keep one connection pool per number.
-pub fn current() -> usize {
-    WORKER.with(Cell::get)
-}
-
 /// A bound, non-blocking listening socket and what it speaks.
 pub struct Listener {
     pub socket: std::net::TcpListener,
     /// For a TLS listener, where its certificates are found.
     pub tls: Option<TlsListener>,
-}
-
-/// `workers = 0` means one per core.
-pub fn count(configured: usize) -> usize {
-    if configured == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        configured
-    }
 }
 
 /// Start worker `id`; it serves until `stop` turns true, then drains for up to the
@@ -54,7 +34,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("switchyard-worker-{id}"))
         .spawn(move || {
-            WORKER.with(|w| w.set(id));
+            crate::workers::set_current(id);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a worker runtime");
             rt.block_on(serve(listeners, shared, connections, stop));
         })
@@ -96,7 +76,7 @@ async fn serve(
         tokio::join!(graceful.shutdown(), all_closed.recv());
     };
     if tokio::time::timeout(drain_timeout, drained).await.is_err() {
-        tracing::warn!(worker = current(), "drain_timeout reached; closing remaining connections");
+        tracing::warn!(worker = crate::workers::current(), "drain_timeout reached; closing remaining connections");
     }
     sweep.abort();
 }

@@ -21,8 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
+use crate::body::UpstreamBody;
 use crate::config::Protocol;
-use crate::proxy::UpstreamBody;
 use crate::tls::ClientTls;
 
 pub type HttpClient = Client<EndpointConnector, UpstreamBody>;

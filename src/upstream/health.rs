@@ -11,8 +11,8 @@ use http::{Method, Request};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::{Endpoint, Upstream};
+use crate::body::UpstreamBody;
 use crate::config::FileHealth;
-use crate::proxy::UpstreamBody;
 
 pub(crate) fn spawn(upstream: Weak<Upstream>) -> AbortHandle {
     tokio::spawn(async move {

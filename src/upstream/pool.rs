@@ -114,7 +114,7 @@ impl Endpoint {
     /// The connection pool of the calling worker thread.
     #[inline]
     pub fn client(&self) -> &HttpClient {
-        &self.clients[crate::server::worker::current().min(self.clients.len() - 1)]
+        &self.clients[crate::workers::current().min(self.clients.len() - 1)]
     }
 
     pub fn in_flight(&self) -> usize {

@@ -1,4 +1,5 @@
-//! The request body sent upstream: nothing, a buffered copy (replayable, for retries), or
+//! The request body sent upstream (at the bottom of the layers: the upstream clients
+//! are typed with it, the request path builds it): nothing, a buffered copy (replayable, for retries), or
 //! the client's body streamed through with `max_body_bytes` enforced as it flows, so the
 //! upstream never receives more than the limit. A streamed body can also be teed: a copy
 //! of up to a bound is kept as it flows to the upstream and handed over when the body
@@ -22,35 +23,47 @@ use hyper::body::Incoming;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-use super::error::ProxyError;
+/// How a client's request body failed; the request path turns it into its answer
+/// (400, 413, or 499 when nobody is left to answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// Bad framing (chunk syntax, a chunk size no two readers agree on).
+    Malformed,
+    /// The client closed its side before the body ended.
+    CutShort,
+    /// Over `max_body_bytes`.
+    TooLarge,
+    /// The connection or stream was reset.
+    Gone,
+}
 
 /// The client's request body failed: malformed (400), cut short by the client closing
 /// its side (400, counted 499), over `max_body_bytes` (413), or the client went away
-/// (499). Found in an upstream
-/// exchange's error chain, it means the client is to blame, not the upstream.
+/// (499). Found in an upstream exchange's error chain, it means the client is to
+/// blame, not the upstream.
 #[derive(Debug, thiserror::Error)]
-#[error("the client's request body failed: {0}")]
-pub struct ClientBodyError(pub ProxyError);
+#[error("the client's request body failed: {0:?}")]
+pub struct ClientBodyError(pub ClientFault);
 
 impl ClientBodyError {
     /// What a failure of the client's body stream says about the client.
-    pub(super) fn from_incoming(e: &hyper::Error) -> Self {
+    pub fn from_incoming(e: &hyper::Error) -> Self {
         use std::io::ErrorKind;
         if e.is_incomplete_message() {
-            return ClientBodyError(ProxyError::BodyCutShort);
+            return ClientBodyError(ClientFault::CutShort);
         }
         if e.is_parse() {
-            return ClientBodyError(ProxyError::BadRequest);
+            return ClientBodyError(ClientFault::Malformed);
         }
         let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
-        match io.map(std::io::Error::kind) {
+        ClientBodyError(match io.map(std::io::Error::kind) {
             // Bad chunk framing.
-            Some(ErrorKind::InvalidData | ErrorKind::InvalidInput) => ClientBodyError(ProxyError::BadRequest),
+            Some(ErrorKind::InvalidData | ErrorKind::InvalidInput) => ClientFault::Malformed,
             // The stream ended before the body did: the client closed its side.
-            Some(ErrorKind::UnexpectedEof) => ClientBodyError(ProxyError::BodyCutShort),
+            Some(ErrorKind::UnexpectedEof) => ClientFault::CutShort,
             // A reset connection or stream: nobody is left to answer.
-            _ => ClientBodyError(ProxyError::ClientGone),
-        }
+            _ => ClientFault::Gone,
+        })
     }
 }
 
@@ -72,13 +85,13 @@ impl BodyWatch {
     }
 
     /// The client's body failed, and how.
-    pub fn client_fault(&self) -> Option<ProxyError> {
+    pub fn client_fault(&self) -> Option<ClientFault> {
         match self.fault.load(Ordering::Relaxed) {
             0 => None,
-            1 => Some(ProxyError::BadRequest),
-            2 => Some(ProxyError::BodyCutShort),
-            3 => Some(ProxyError::BodyTooLarge),
-            _ => Some(ProxyError::ClientGone),
+            1 => Some(ClientFault::Malformed),
+            2 => Some(ClientFault::CutShort),
+            3 => Some(ClientFault::TooLarge),
+            _ => Some(ClientFault::Gone),
         }
     }
 
@@ -88,12 +101,12 @@ impl BodyWatch {
     }
 }
 
-fn fault_code(e: ProxyError) -> u8 {
+fn fault_code(e: ClientFault) -> u8 {
     match e {
-        ProxyError::BadRequest => 1,
-        ProxyError::BodyCutShort => 2,
-        ProxyError::BodyTooLarge => 3,
-        _ => 4,
+        ClientFault::Malformed => 1,
+        ClientFault::CutShort => 2,
+        ClientFault::TooLarge => 3,
+        ClientFault::Gone => 4,
     }
 }
 
@@ -179,7 +192,7 @@ impl Body for UpstreamBody {
                             *seen += d.len() as u64;
                         }
                         if *limit != 0 && *seen > *limit {
-                            Some(Err(watch.fault(ClientBodyError(ProxyError::BodyTooLarge))))
+                            Some(Err(watch.fault(ClientBodyError(ClientFault::TooLarge))))
                         } else {
                             Some(Ok(frame))
                         }
