@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use crate::config::{self, FileConfig, FileRoute, FileSticky};
 use crate::control::AdminWeights;
+use crate::mirror::SlotRegistry;
 use crate::routing::resolve_shares;
 use crate::routing::{sticky, Backend, Override, OverrideOn, Route, RoutingTable, Source, Split, Sticky};
 use crate::runtime::Runtime;
@@ -22,10 +23,11 @@ pub(crate) async fn compile(
     telemetry: &Telemetry,
     registry: &mut UpstreamRegistry,
     admin: &AdminWeights,
+    slots: &SlotRegistry,
 ) -> Runtime {
     // Names were resolved by the caller (outside the writer lock).
     let upstreams = registry.build(&cfg.upstreams, telemetry);
-    let table = compile_table(&cfg, &upstreams, telemetry, admin);
+    let table = compile_table(&cfg, &upstreams, telemetry, admin, slots);
     Runtime {
         generation,
         loaded_at: SystemTime::now(),
@@ -43,8 +45,9 @@ pub(crate) fn compile_table(
     upstreams: &HashMap<String, Arc<Upstream>>,
     telemetry: &Telemetry,
     admin: &AdminWeights,
+    slots: &SlotRegistry,
 ) -> RoutingTable {
-    let routes: Vec<Route> = cfg.routes.iter().map(|r| compile_route(r, upstreams, telemetry, admin)).collect();
+    let routes: Vec<Route> = cfg.routes.iter().map(|r| compile_route(r, upstreams, telemetry, admin, slots)).collect();
     let hosts: Vec<Vec<String>> = cfg.routes.iter().map(|r| r.hosts.clone()).collect();
     let prefixes: Vec<String> = cfg.routes.iter().map(|r| r.path_prefix.clone()).collect();
     RoutingTable::new(routes, &hosts, &prefixes)
@@ -55,6 +58,7 @@ fn compile_route(
     upstreams: &HashMap<String, Arc<Upstream>>,
     telemetry: &Telemetry,
     admin: &AdminWeights,
+    slots: &SlotRegistry,
 ) -> Route {
     // Backends as listed, then upstreams that only an override names (weight 0).
     let mut entries: Vec<(&str, f64)> = r.backends.iter().map(|b| (b.upstream.get_ref().as_str(), b.weight)).collect();
@@ -129,7 +133,7 @@ fn compile_route(
         own_responses: telemetry.route_own(&r.name),
         mirror: r.mirror.as_ref().map(|m| {
             let upstream = upstreams[m.upstream.get_ref().as_str()].clone();
-            Arc::new(crate::mirror::Mirror::compile(&r.name, m, upstream, telemetry))
+            Arc::new(crate::mirror::Mirror::compile(&r.name, m, upstream, telemetry, slots))
         }),
         plain_h1,
     }

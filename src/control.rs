@@ -345,7 +345,8 @@ impl crate::runtime::Shared {
     /// A snapshot like `old` with its route table recompiled under `admin` (same
     /// upstreams, same file, same generation).
     pub(crate) fn swap_table(&self, old: &crate::runtime::Runtime, admin: &AdminWeights) {
-        let table = crate::compile::compile_table(&old.file, &old.upstreams, &self.telemetry, admin);
+        let table =
+            crate::compile::compile_table(&old.file, &old.upstreams, &self.telemetry, admin, self.mirror_slots());
         self.install(crate::runtime::Runtime::with_table(old, table, old.upstreams.clone()), old);
     }
 }

@@ -37,8 +37,8 @@
 //! L2  upstream          pools, selection, health, DNS lookup: no snapshot, no request path
 //! L3  mirror, routing
 //! L4  compile, runtime, control, rollout   the snapshot and its writers (still a knot:
-//!                       runtime <-> compile, control <-> rollout, rollout <-> runtime,
-//!                       and telemetry -> mirror's counters; see .ci/layers)
+//!                       runtime <-> compile, control <-> rollout, rollout <-> runtime;
+//!                       see .ci/layers)
 //! L5  proxy, admin, reload
 //! L6  server            workers, listeners, both HTTP/1.1 paths, hyper for the rest
 //! L7  demo, main

@@ -10,7 +10,6 @@
 //! that cannot be made are counted as `dropped`. Copies carry `x-switchyard-mirror: 1`
 //! and the client's Host; they are never retried and never upgraded.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,13 +17,13 @@ use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
-use metrics::Counter;
 use serde::Serialize;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::body::UpstreamBody;
 use crate::config::{Compare, FileMirror, Protocol};
 use crate::telemetry::Telemetry;
+pub use crate::telemetry::{MirrorMetrics, MirrorOutcome as Outcome};
 use crate::upstream::Upstream;
 
 pub static X_SWITCHYARD_MIRROR: HeaderName = HeaderName::from_static("x-switchyard-mirror");
@@ -41,57 +40,23 @@ pub struct Mirror {
     /// Copy when a draw in `0..SAMPLE_SCALE` falls below this.
     threshold: u32,
     pub compare: Compare,
-    /// Counters and the slots copies take (long-lived: a snapshot swap does not reset
-    /// the bound).
+    /// Counters (long-lived, like every metric handle).
     pub metrics: Arc<MirrorMetrics>,
+    /// The slots copies take (long-lived: a snapshot swap does not reset the bound).
+    slots: Arc<Slots>,
 }
 
-/// What became of a copy: the `result` label of `switchyard_mirror_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The mirror answered, and (when comparing) agreed with the primary. With
-    /// `compare = "none"`, every answered copy.
-    Match = 0,
-    Mismatch = 1,
-    /// The mirror failed: no endpoint, connect error, timeout, reset.
-    Error = 2,
-    /// Not sent, or not comparable: mirror full, body too large or of unknown length,
-    /// the primary's answer never completed.
-    Dropped = 3,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 4] = [Outcome::Match, Outcome::Mismatch, Outcome::Error, Outcome::Dropped];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Match => "match",
-            Outcome::Mismatch => "mismatch",
-            Outcome::Error => "error",
-            Outcome::Dropped => "dropped",
-        }
-    }
-}
-
-/// The counters of one route's mirror, readable for `status`, and the slots that bound
-/// its copies in flight; long-lived (cached in [`Telemetry`]) so neither counts nor the
-/// bound reset when a snapshot is swapped.
-pub struct MirrorMetrics {
-    counters: [Counter; 4],
-    counts: [AtomicU64; 4],
-    slots: Arc<Semaphore>,
-    /// The `max_in_flight` the slots were sized for.
+/// The slots that bound one route's mirror copies in flight: long-lived (kept in the
+/// [`SlotRegistry`] across snapshot swaps) so a swap never resets the bound.
+pub struct Slots {
+    permits: Arc<Semaphore>,
+    /// The `max_in_flight` the permits were sized for.
     capacity: std::sync::Mutex<usize>,
 }
 
-impl MirrorMetrics {
-    pub fn new(counters: [Counter; 4]) -> Self {
-        MirrorMetrics {
-            counters,
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-            slots: Arc::new(Semaphore::new(0)),
-            capacity: std::sync::Mutex::new(0),
-        }
+impl Slots {
+    fn new() -> Self {
+        Slots { permits: Arc::new(Semaphore::new(0)), capacity: std::sync::Mutex::new(0) }
     }
 
     /// Size the slots for `max_in_flight` (at compile time; a smaller bound takes effect
@@ -99,17 +64,17 @@ impl MirrorMetrics {
     fn resize(&self, max_in_flight: usize) {
         let mut cap = self.capacity.lock().expect("not poisoned");
         if max_in_flight > *cap {
-            self.slots.add_permits(max_in_flight - *cap);
+            self.permits.add_permits(max_in_flight - *cap);
         } else if max_in_flight < *cap {
             let owed = *cap - max_in_flight;
-            let forgotten = self.slots.forget_permits(owed);
+            let forgotten = self.permits.forget_permits(owed);
             // Permits held by copies in flight: retire them as they come back.
             if forgotten < owed {
-                let slots = self.slots.clone();
+                let permits = self.permits.clone();
                 let rest = u32::try_from(owed - forgotten).unwrap_or(u32::MAX);
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                     runtime.spawn(async move {
-                        if let Ok(p) = slots.acquire_many(rest).await {
+                        if let Ok(p) = permits.acquire_many(rest).await {
                             p.forget();
                         }
                     });
@@ -118,23 +83,36 @@ impl MirrorMetrics {
         }
         *cap = max_in_flight;
     }
+}
 
-    pub fn count(&self, outcome: Outcome) {
-        self.counters[outcome as usize].increment(1);
-        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
-    }
+/// (route, mirror upstream)
+type SlotKey = (Box<str>, Box<str>);
 
-    pub fn get(&self, outcome: Outcome) -> u64 {
-        self.counts[outcome as usize].load(Ordering::Relaxed)
+/// Every route's mirror slots, by (route, mirror upstream), for the life of the proxy.
+#[derive(Default)]
+pub struct SlotRegistry(std::sync::Mutex<std::collections::HashMap<SlotKey, Arc<Slots>>>);
+
+impl SlotRegistry {
+    fn get(&self, route: &str, upstream: &str) -> Arc<Slots> {
+        let mut map = self.0.lock().expect("not poisoned");
+        map.entry((route.into(), upstream.into())).or_insert_with(|| Arc::new(Slots::new())).clone()
     }
 }
 
 impl Mirror {
-    pub fn compile(route: &str, m: &FileMirror, upstream: Arc<Upstream>, telemetry: &Telemetry) -> Mirror {
+    pub fn compile(
+        route: &str,
+        m: &FileMirror,
+        upstream: Arc<Upstream>,
+        telemetry: &Telemetry,
+        slots: &SlotRegistry,
+    ) -> Mirror {
         let metrics = telemetry.mirror(route, &upstream.name, &upstream.version);
-        metrics.resize(m.max_in_flight);
+        let slots = slots.get(route, &upstream.name);
+        slots.resize(m.max_in_flight);
         Mirror {
             metrics,
+            slots,
             upstream,
             threshold: (m.percent / 100.0 * f64::from(SAMPLE_SCALE)).round() as u32,
             compare: m.compare,
@@ -143,7 +121,7 @@ impl Mirror {
 
     /// A slot for one copy, or `None` (counted as dropped) when the mirror is full.
     pub fn reserve(&self) -> Option<OwnedSemaphorePermit> {
-        let slot = self.metrics.slots.clone().try_acquire_owned().ok();
+        let slot = self.slots.permits.clone().try_acquire_owned().ok();
         if slot.is_none() {
             self.metrics.count(Outcome::Dropped);
         }

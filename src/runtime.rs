@@ -74,6 +74,8 @@ pub struct Shared {
     last_reload_error: Mutex<Option<String>>,
     /// Each route's rollout, driven off the request path.
     pub(crate) rollouts: crate::rollout::Rollouts,
+    /// Mirror slots, kept across snapshots (a swap does not reset the bound).
+    mirror_slots: crate::mirror::SlotRegistry,
 }
 
 impl Shared {
@@ -102,7 +104,8 @@ impl Shared {
             tracing::info!("restored admin weight changes from the state file");
         }
         registry.refresh_dns(&cfg.upstreams).await;
-        let runtime = compile(cfg, 1, &telemetry, &mut registry, &admin).await;
+        let mirror_slots = crate::mirror::SlotRegistry::default();
+        let runtime = compile(cfg, 1, &telemetry, &mut registry, &admin, &mirror_slots).await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             telemetry,
@@ -113,6 +116,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             last_reload_error: Mutex::new(None),
             rollouts: Default::default(),
+            mirror_slots,
         });
         {
             let mut writer = shared.writer.lock().await;
@@ -162,7 +166,7 @@ impl Shared {
         }
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let Writer { registry, admin } = &mut *writer;
-        let runtime = compile(cfg, generation, &self.telemetry, registry, admin).await;
+        let runtime = compile(cfg, generation, &self.telemetry, registry, admin, &self.mirror_slots).await;
         if !dropped.is_empty() {
             // Durable before visible, as for every writer of the state file.
             self.persist_to(runtime.file.admin.state_file.as_deref(), &writer.admin).await;
@@ -189,8 +193,13 @@ impl Shared {
         }
         let Writer { registry, admin } = &mut *writer;
         let upstreams = registry.build(&old.file.upstreams, &self.telemetry);
-        let table = crate::compile::compile_table(&old.file, &upstreams, &self.telemetry, admin);
+        let table = crate::compile::compile_table(&old.file, &upstreams, &self.telemetry, admin, &self.mirror_slots);
         self.install(Runtime::with_table(&old, table, upstreams), &old);
+    }
+
+    /// The mirror slots every snapshot's mirrors take from.
+    pub(crate) fn mirror_slots(&self) -> &crate::mirror::SlotRegistry {
+        &self.mirror_slots
     }
 
     pub fn last_reload_error(&self) -> Option<String> {

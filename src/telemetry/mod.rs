@@ -5,8 +5,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+mod mirror;
 mod tally;
 
+pub use mirror::{MirrorMetrics, MirrorOutcome};
 pub use tally::{Counts, Tally};
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
@@ -97,7 +99,7 @@ struct HandleCache {
     routes: std::collections::HashMap<Box<str>, Arc<StatusCounters>>,
     rollout_steps: std::collections::HashMap<Box<str>, Gauge>,
     /// (route, mirror upstream)
-    mirrors: std::collections::HashMap<(Box<str>, Box<str>), Arc<crate::mirror::MirrorMetrics>>,
+    mirrors: std::collections::HashMap<(Box<str>, Box<str>), Arc<MirrorMetrics>>,
 }
 
 impl Default for Telemetry {
@@ -197,24 +199,24 @@ impl Telemetry {
 
     /// `switchyard_mirror_requests_total{route, upstream, version, result}` for one
     /// route's mirror (registered once, then shared across reloads).
-    pub fn mirror(&self, route: &str, upstream: &str, version: &str) -> Arc<crate::mirror::MirrorMetrics> {
+    pub fn mirror(&self, route: &str, upstream: &str, version: &str) -> Arc<MirrorMetrics> {
         let mut cache = self.cache.lock().expect("not poisoned");
         cache
             .mirrors
             .entry((route.into(), upstream.into()))
             .or_insert_with(|| {
-                let counter = |o: crate::mirror::Outcome| {
+                let counter = |o: MirrorOutcome| {
                     let mut l = labels(route, upstream, version);
                     l.push(Label::new("result", o.as_str()));
                     self.recorder.register_counter(&Key::from_parts(MIRROR, l), &METADATA)
                 };
-                Arc::new(crate::mirror::MirrorMetrics::new(crate::mirror::Outcome::ALL.map(counter)))
+                Arc::new(MirrorMetrics::new(MirrorOutcome::ALL.map(counter)))
             })
             .clone()
     }
 
     /// A route's mirror counters, if any copy was ever set up.
-    pub fn existing_mirror(&self, route: &str, upstream: &str) -> Option<Arc<crate::mirror::MirrorMetrics>> {
+    pub fn existing_mirror(&self, route: &str, upstream: &str) -> Option<Arc<MirrorMetrics>> {
         self.cache.lock().expect("not poisoned").mirrors.get(&(route.into(), upstream.into())).cloned()
     }
 
