@@ -12,7 +12,7 @@ use crate::control::AdminWeights;
 use crate::mirror::SlotRegistry;
 use crate::routing::resolve_shares;
 use crate::routing::{sticky, Backend, Override, OverrideOn, Route, RoutingTable, Source, Split, Sticky};
-use crate::runtime::Runtime;
+use crate::snapshot::Runtime;
 use crate::telemetry::Telemetry;
 use crate::upstream::{Upstream, UpstreamRegistry};
 

@@ -40,11 +40,41 @@ pub struct RouteWeights {
     pub by_rollout: bool,
 }
 
+/// Where a rollout stands: part of the state file's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Idle,
+    Running,
+    Paused,
+    Promoted,
+    RolledBack,
+    Aborted,
+}
+
+impl Phase {
+    /// Running or paused: the rollout owns the route's weights.
+    pub fn is_active(self) -> bool {
+        matches!(self, Phase::Running | Phase::Paused)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Running => "running",
+            Phase::Paused => "paused",
+            Phase::Promoted => "promoted",
+            Phase::RolledBack => "rolled_back",
+            Phase::Aborted => "aborted",
+        }
+    }
+}
+
 /// A rollout's progress as persisted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedRollout {
     pub fingerprint: String,
-    pub phase: crate::rollout::Phase,
+    pub phase: Phase,
     pub step: usize,
     pub reason: String,
 }
@@ -123,7 +153,7 @@ impl AdminWeights {
         self.rollouts.get(&route.name).filter(|r| r.fingerprint == fingerprint(route))
     }
 
-    pub fn save_rollout(&mut self, route: &FileRoute, phase: crate::rollout::Phase, step: usize, reason: &str) {
+    pub fn save_rollout(&mut self, route: &FileRoute, phase: Phase, step: usize, reason: &str) {
         let saved = SavedRollout { fingerprint: fingerprint(route), phase, step, reason: reason.to_string() };
         self.rollouts.insert(route.name.clone(), saved);
     }

@@ -36,12 +36,13 @@
 //! L1  config            reader owns the decode helpers; file, route, tls, delivery use it
 //! L2  upstream          pools, selection, health, DNS lookup: no snapshot, no request path
 //! L3  mirror, routing
-//! L4  compile, runtime, control, rollout   the snapshot and its writers (still a knot:
-//!                       runtime <-> compile, control <-> rollout, rollout <-> runtime;
-//!                       see .ci/layers)
-//! L5  proxy, admin, reload
-//! L6  server            workers, listeners, both HTTP/1.1 paths, hyper for the rest
-//! L7  demo, main
+//! L4  snapshot, control the compiled Runtime; admin weights and the state file
+//! L5  compile, runtime, rollout   config + weights -> Runtime; Shared (the one ArcSwap
+//!                       and the writer lock); the rollout driver, still a set of
+//!                       Shared methods (runtime <-> rollout; see .ci/layers)
+//! L6  proxy, admin, reload
+//! L7  server            workers, listeners, both HTTP/1.1 paths, hyper for the rest
+//! L8  demo, main
 //! ```
 //!
 //! # Layout
@@ -50,6 +51,7 @@
 //! | --- | --- |
 //! | [`config`] | the file format: decode with spans, validate, every error as PATH:LINE:COL |
 //! | `compile` | a validated config (plus admin weights) → the route table and pools |
+//! | [`snapshot`] | the compiled, immutable Runtime the request path reads |
 //! | [`runtime`] | the compiled snapshot, the long-lived shared state, the swap |
 //! | [`control`] | weight changes made at runtime (admin API), their persistence |
 //! | [`routing`] | route lookup, path normalization, the weighted split |
@@ -83,6 +85,7 @@ pub mod routing;
 pub mod runtime;
 pub mod sample;
 pub mod server;
+pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -8,55 +8,27 @@
 //! State that must survive a swap (pooled connections, in-flight counts) lives in the
 //! long-lived objects the snapshot points to (see [`crate::upstream::UpstreamRegistry`]).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::HeaderName;
 
 use crate::access_log::AccessLog;
 use crate::compile::compile;
 use crate::config::{self, ConfigErrors, FileConfig};
 use crate::control::AdminWeights;
-use crate::routing::{RoutingTable, RESOLUTION};
+use crate::routing::RESOLUTION;
+pub use crate::snapshot::Runtime;
 use crate::telemetry::Telemetry;
-use crate::upstream::{Resolver, SystemResolver, Upstream, UpstreamRegistry};
-
-/// One immutable, compiled config.
-pub struct Runtime {
-    pub generation: u64,
-    pub loaded_at: SystemTime,
-    pub table: RoutingTable,
-    pub upstreams: HashMap<String, Arc<Upstream>>,
-    pub request_id_header: HeaderName,
-    pub access_log: bool,
-    pub file: FileConfig,
-}
+use crate::upstream::{Resolver, SystemResolver, UpstreamRegistry};
 
 /// The state snapshot builders own.
 pub(crate) struct Writer {
     pub(crate) registry: UpstreamRegistry,
     pub(crate) admin: AdminWeights,
-}
-
-impl Runtime {
-    /// A sibling of `old` (same config, same generation) with another table and pools:
-    /// what admin weight changes and DNS changes swap in.
-    pub(crate) fn with_table(old: &Runtime, table: RoutingTable, upstreams: HashMap<String, Arc<Upstream>>) -> Runtime {
-        Runtime {
-            generation: old.generation,
-            loaded_at: old.loaded_at,
-            table,
-            upstreams,
-            request_id_header: old.request_id_header.clone(),
-            access_log: old.access_log,
-            file: old.file.clone(),
-        }
-    }
 }
 
 /// What the proxy, the admin listener and the reloader share for the process's life.

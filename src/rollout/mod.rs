@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use drive::Action;
 pub use judge::{judge, measure, Judgement, Verdict, MAX_WAIT_INTERVALS};
@@ -33,34 +33,8 @@ use crate::access_log::timestamp;
 use crate::config::FileRollout;
 use crate::telemetry::Counts;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Idle,
-    Running,
-    Paused,
-    Promoted,
-    RolledBack,
-    Aborted,
-}
-
-impl Phase {
-    /// Running or paused: the rollout owns the route's weights.
-    pub fn is_active(self) -> bool {
-        matches!(self, Phase::Running | Phase::Paused)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Idle => "idle",
-            Phase::Running => "running",
-            Phase::Paused => "paused",
-            Phase::Promoted => "promoted",
-            Phase::RolledBack => "rolled_back",
-            Phase::Aborted => "aborted",
-        }
-    }
-}
+/// Where a rollout stands (persisted in the state file, so it is defined there).
+pub use crate::control::Phase;
 
 /// One route's rollout as it runs.
 #[derive(Debug, Clone)]
