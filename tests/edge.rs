@@ -331,3 +331,44 @@ async fn response_heads_under_max_header_bytes_pass() {
     let (status, headers, _) = h2_send(proxy.addr, "GET", "http://t.example/".parse().unwrap(), &[]).await;
     assert_eq!((status, headers["x-big"].len()), (200, 6 * 1024));
 }
+
+/// The sweep's parser probes: each used to get the HTTP parser's bare 400 (no cause, no
+/// body); every one must name its cause and reach nothing upstream.
+#[tokio::test]
+async fn every_head_the_parser_refuses_names_its_cause() {
+    let up = recording(OK).await;
+    let proxy = spawn_proxy(&config(up.addr, "")).await;
+    let probes: &[&[u8]] = &[
+        b"GET  / HTTP/1.1\r\nHost: t.example\r\n\r\n",
+        b"GET / HTTP/1.2\r\nHost: t.example\r\n\r\n",
+        b"GET / HTTP/2.0\r\nHost: t.example\r\n\r\n",
+        b"GET / HTTP/1.1 \r\nHost: t.example\r\n\r\n",
+        b"GET / http/1.1\r\nHost: t.example\r\n\r\n",
+        b"G\x00T / HTTP/1.1\r\nHost: t.example\r\n\r\n",
+        b"GET\t/ HTTP/1.1\r\nHost: t.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t.example\r\nX\x7f: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t.example\r\nx(y: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t.example\r\nX: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t.example\r\nX: a\x7fb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t.example\r\n: empty\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t.example\r\nHost : t.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t.example\r\nContent-Length: 1, 2\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t.example\r\nContent-Length: -1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\nHost: t.example\r\n\r\n",
+        b"GET /\x80 HTTP/1.1\r\nHost: t.example\r\n\r\n",
+        b"GET a HTTP/1.1\r\nHost: t.example\r\n\r\n",
+        b"GET /\r\n\r\n",
+    ];
+    for probe in probes {
+        let response = exchange(proxy.addr, probe).await;
+        assert_eq!(
+            status_and_cause(&response),
+            ("400".into(), Some("malformed-request".into())),
+            "{:?}: {response}",
+            String::from_utf8_lossy(probe)
+        );
+        assert!(response.contains("\r\n\r\n400 "), "a body naming the cause: {response}");
+    }
+    assert_eq!(up.text(), "", "nothing reached the upstream");
+}
