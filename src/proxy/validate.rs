@@ -56,27 +56,64 @@ pub fn check<B>(req: &Request<B>) -> Result<(), Rejection> {
 /// be decoded as another upstream. An empty host is refused, as nginx does (there is
 /// nothing to route on), and so are IPvFuture literals (no HTTP server takes them).
 pub fn valid_authority(a: &[u8]) -> bool {
-    let (host, port) = match a.iter().rposition(|&b| b == b':' || b == b']') {
-        Some(i) if a[i] == b':' => (&a[..i], &a[i + 1..]),
-        _ => (a, &[][..]),
+    // One forward pass (this runs on every request's Host): the host, then the port.
+    let port = if let [b'[', rest @ ..] = a {
+        let Some(end) = rest.iter().position(|&b| b == b']') else { return false };
+        let ip = std::str::from_utf8(&rest[..end]).is_ok_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        if !ip {
+            return false;
+        }
+        &rest[end + 1..]
+    } else {
+        let host_end = host_name_len(a);
+        if host_end == 0 {
+            return false;
+        }
+        &a[host_end..]
     };
-    let host_ok = match host {
-        [b'[', ip @ .., b']'] => std::str::from_utf8(ip).is_ok_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-        name => valid_host_name(name),
-    };
-    let port_ok = port.len() <= 5
-        && port.iter().all(u8::is_ascii_digit)
-        && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535;
-    host_ok && port_ok
+    match port {
+        [] => true,
+        [b':', digits @ ..] => {
+            digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
+        }
+        _ => false,
+    }
 }
 
-/// Dot-separated labels of `[A-Za-z0-9_-]`, none empty (a trailing dot ends an FQDN).
-fn valid_host_name(name: &[u8]) -> bool {
-    let name = name.strip_suffix(b".").unwrap_or(name);
-    !name.is_empty()
-        && name.split(|&b| b == b'.').all(|label| {
-            !label.is_empty() && label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+/// The length of the host name `a` starts with (up to a `:` or the end): dot-separated
+/// labels of `[A-Za-z0-9_-]`, none empty, a trailing dot allowed (it ends an FQDN); 0
+/// when what stands there is not one.
+fn host_name_len(a: &[u8]) -> usize {
+    const LABEL: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+            b += 1;
+        }
+        t
+    };
+    let mut label = 0usize;
+    let mut i = 0;
+    while i < a.len() {
+        match a[i] {
+            b':' => break,
+            b'.' if label == 0 => return 0,
+            b'.' => label = 0,
+            b if LABEL[usize::from(b)] => label += 1,
+            _ => return 0,
+        }
+        i += 1;
+    }
+    // Ends in a label, or in the dot after one.
+    if label > 0 || (i > 0 && a[i - 1] == b'.') {
+        i
+    } else {
+        0
+    }
 }
 
 /// One framing, stated once: not both Content-Length and Transfer-Encoding, a
