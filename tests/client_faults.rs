@@ -67,15 +67,7 @@ async fn hang_up_after(addr: SocketAddr, bytes: &[u8]) {
 
 /// Poll `/metrics` (bounded) until `name` reaches `want`.
 async fn eventually_metric(proxy: &TestProxy, name: &str, want: f64) {
-    let began = Instant::now();
-    loop {
-        let got = proxy.metric(name).await;
-        if got == want {
-            return;
-        }
-        assert!(began.elapsed() < Duration::from_secs(10), "{name} stayed at {got}, wanted {want}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    proxy.metric_reaching(name, want).await;
 }
 
 fn cause(resp: &str) -> Option<&str> {

@@ -26,17 +26,6 @@ mirror = {{ upstream = "shadow", {mirror} }}
     .await
 }
 
-/// Wait (bounded) until `cond` holds.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{what}: not within 5 s");
-}
-
 async fn mirror_count(proxy: &TestProxy, result: &str) -> f64 {
     proxy
         .metric(&format!(
@@ -52,7 +41,7 @@ async fn copies_carry_the_marker_and_the_client_host_and_the_primary_does_not() 
     let (status, headers, body) = get(&proxy.url("/orders?id=7"), &[("host", "shop.example")]).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "app"));
     assert!(headers.get("x-switchyard-mirror").is_none());
-    eventually("the copy arrives", || shadow.hits() == 1).await;
+    eventually("the copy arrives", Duration::from_secs(5), || async { shadow.hits() == 1 }).await;
     let copy = shadow.last_seen();
     assert_eq!(copy.uri, "/orders?id=7");
     assert_eq!(copy.headers["x-switchyard-mirror"], "1");
@@ -75,7 +64,7 @@ async fn a_slow_mirror_does_not_slow_the_primary() {
     }
     // Five primaries in well under one mirror delay: none waited for its copy.
     assert!(began.elapsed() < Duration::from_millis(1000), "{:?}", began.elapsed());
-    eventually("copies arrive", || shadow.hits() == 5).await;
+    eventually("copies arrive", Duration::from_secs(5), || async { shadow.hits() == 5 }).await;
 }
 
 #[tokio::test]
@@ -145,7 +134,7 @@ async fn bodies_over_64_kib_are_not_mirrored() {
     assert_eq!(mirror_count(&proxy, "dropped").await, 1.0);
     let small = "y".repeat(1024);
     send(&client(), "POST", &proxy.url("/upload"), &[], &small).await;
-    eventually("the small body is mirrored", || shadow.hits() == 1).await;
+    eventually("the small body is mirrored", Duration::from_secs(5), || async { shadow.hits() == 1 }).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(shadow.hits(), 1, "the large body never reached the mirror");
     assert_eq!(shadow.body_bytes.load(Ordering::SeqCst), small.len());
@@ -169,7 +158,7 @@ async fn a_chunked_body_is_copied_as_it_streams_to_the_primary() {
     let request = b"POST /in HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
     let response = raw(proxy.addr, request).await;
     assert!(response.starts_with("HTTP/1.1 200") && response.ends_with("hello world"), "{response}");
-    eventually("the copy arrives", || shadow.hits() == 1).await;
+    eventually("the copy arrives", Duration::from_secs(5), || async { shadow.hits() == 1 }).await;
     assert_eq!(shadow.body_bytes.load(Ordering::SeqCst), 11);
     // Both echoed the same body: the digests agree.
     let began = Instant::now();

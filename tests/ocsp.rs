@@ -94,25 +94,13 @@ async fn a_stapling_file_is_served_and_reloaded() {
 
     // A refreshed response (a cron job's `openssl ocsp -respout`) is a watched file.
     std::fs::write(proxy.dir.path().join("a.ocsp"), SECOND).unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..100 {
-        seen = stapled(tls).await;
-        if seen == SECOND {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen, SECOND, "the new response is stapled after the reload");
+    let refreshed = || async { stapled(tls).await == SECOND };
+    eventually("the new response stapled after the reload", Duration::from_secs(10), refreshed).await;
 
     // A half-written file is refused like any bad config: the last good one stays.
     std::fs::write(proxy.dir.path().join("a.ocsp"), &FIRST[..6]).unwrap();
-    for _ in 0..100 {
-        if proxy.shared.last_reload_error().is_some_and(|e| e.contains("a.ocsp")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(proxy.shared.last_reload_error().is_some_and(|e| e.contains("a.ocsp")));
+    let refused = || async { proxy.shared.last_reload_error().is_some_and(|e| e.contains("a.ocsp")) };
+    eventually("the half-written file refused", Duration::from_secs(5), refused).await;
     assert_eq!(stapled(tls).await, SECOND);
 }
 

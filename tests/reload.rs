@@ -23,13 +23,8 @@ async fn served_by(proxy: &TestProxy) -> String {
 
 /// Wait (bounded) until requests are served by `want`.
 async fn wait_served_by(proxy: &TestProxy, want: &str) {
-    for _ in 0..100 {
-        if served_by(proxy).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the reload to {want} was not picked up within 5 s");
+    let what = format!("the reload to {want} picked up");
+    eventually(&what, Duration::from_secs(5), || async { served_by(proxy).await == want }).await;
 }
 
 #[tokio::test]

@@ -181,21 +181,25 @@ async fn health_flapping_and_fail_open() {
     let extra = "health = { path = \"/healthz\", interval = \"50ms\", timeout = \"1s\", healthy = 1, unhealthy = 1 }";
     let proxy = spawn_proxy(&pool(&[&a, &b], extra)).await;
     let gauge = |u: &TestUpstream| format!(r#"switchyard_endpoint_healthy{{upstream="app",endpoint="{}"}}"#, u.addr);
-    wait_for(|| async { proxy.metric(&gauge(&a)).await == 1.0 && proxy.metric(&gauge(&b)).await == 1.0 }).await;
+    eventually("both endpoints healthy", Duration::from_secs(5), || async {
+        proxy.metric(&gauge(&a)).await == 1.0 && proxy.metric(&gauge(&b)).await == 1.0
+    })
+    .await;
 
     a.set_health(500);
-    wait_for(|| async { proxy.metric(&gauge(&a)).await == 0.0 }).await;
+    eventually("a unhealthy", Duration::from_secs(5), || async { proxy.metric(&gauge(&a)).await == 0.0 }).await;
     let counts = tally(&proxy.url("/"), 100, 2).await;
     assert_eq!(counts.get("b"), Some(&100), "{counts:?}");
 
     // Everything down: fail open to the whole pool rather than 503 everything.
     b.set_health(500);
-    wait_for(|| async { proxy.metric(&gauge(&b)).await == 0.0 }).await;
+    eventually("b unhealthy (fail open)", Duration::from_secs(5), || async { proxy.metric(&gauge(&b)).await == 0.0 })
+        .await;
     let counts = tally(&proxy.url("/"), 100, 2).await;
     assert!(counts.contains_key("a") && counts.contains_key("b"), "{counts:?}");
 
     a.set_health(200);
-    wait_for(|| async { proxy.metric(&gauge(&a)).await == 1.0 }).await;
+    eventually("a healthy again", Duration::from_secs(5), || async { proxy.metric(&gauge(&a)).await == 1.0 }).await;
     let counts = tally(&proxy.url("/"), 100, 2).await;
     assert_eq!(counts.get("a"), Some(&100), "{counts:?}");
     let (_, _, status) = get(&format!("http://{}/api/v1/status", proxy.admin), &[]).await;
@@ -226,20 +230,6 @@ async fn outlier_ejection_respects_max_ejected_percent() {
     }
     let grew = ups.iter().zip(&before).filter(|(u, b)| u.requests() > **b).count();
     assert_eq!(grew, 2, "only the two endpoints still in rotation got requests");
-}
-
-async fn wait_for<F, Fut>(mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not reached within 5 s");
 }
 
 /// A resolver the test controls: hostname → addresses (port from the config).
@@ -282,7 +272,10 @@ async fn dns_names_become_endpoints_and_follow_changes() {
 
     // Scale down to one address: picked up without a reload.
     dns.0.lock().unwrap().insert("app.internal".into(), ips(&["127.0.0.2"]));
-    wait_for(|| async { !tally(&proxy.url("/"), 20, 1).await.contains_key("one") }).await;
+    eventually("endpoint one out of rotation", Duration::from_secs(5), || async {
+        !tally(&proxy.url("/"), 20, 1).await.contains_key("one")
+    })
+    .await;
     assert_eq!(proxy.shared.runtime().generation, 1, "no config reload was needed");
 
     // A failed lookup keeps the last good addresses.

@@ -57,26 +57,24 @@ async fn call(proxy: &TestProxy, action: &str) -> (StatusCode, Value) {
     (code, serde_json::from_str(&body).unwrap())
 }
 
-/// Poll (bounded) until the rollout's state is `want`; returns the rollout object.
+/// Poll (bounded) until the rollout's state is `want`; returns the rollout object seen.
 async fn wait_state(proxy: &TestProxy, want: &str, within: Duration) -> Value {
-    let began = Instant::now();
-    loop {
+    let seen = std::sync::Mutex::new(Value::Null);
+    let what = format!("rollout state {want}");
+    eventually(&what, within, || async {
         let r = rollout(proxy).await;
-        if r["state"] == want {
-            return r;
-        }
-        assert!(began.elapsed() < within, "rollout never became {want}: {r:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let reached = r["state"] == want;
+        *seen.lock().unwrap() = r;
+        reached
+    })
+    .await;
+    seen.into_inner().unwrap()
 }
 
 /// Poll (bounded) until the rollout is at `step`.
 async fn wait_step(proxy: &TestProxy, step: u64) {
-    let began = Instant::now();
-    while rollout(proxy).await["step"] != step {
-        assert!(began.elapsed() < Duration::from_secs(20), "step {step} never came: {:#}", rollout(proxy).await);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("rollout step {step}");
+    eventually(&what, Duration::from_secs(20), || async { rollout(proxy).await["step"] == step }).await;
 }
 
 fn weights(status: &Value) -> HashMap<String, (f64, String)> {

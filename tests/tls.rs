@@ -91,13 +91,10 @@ async fn sticky_cookies_are_secure_on_tls_listeners_only() {
 
 /// Poll (bounded) until a new handshake presents `want`.
 async fn wait_for_certificate(addr: SocketAddr, sni: &str, ca: &TestCa, want: &pki::Leaf) {
-    for _ in 0..100 {
-        if pki::presented(&pki::connect(addr, sni, ca, &[]).await) == want.der {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the new certificate was not served within 10 s");
+    eventually("the new certificate served", Duration::from_secs(10), || async {
+        pki::presented(&pki::connect(addr, sni, ca, &[]).await) == want.der
+    })
+    .await;
 }
 
 #[tokio::test]

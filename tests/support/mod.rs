@@ -242,6 +242,21 @@ async fn spawn_upstream_with(name: &str, addr: &str, tls: Option<tokio_rustls::T
     }
 }
 
+/// Wait until `cond` holds, asking every 25 ms for at most `budget`, then fail naming
+/// `what`. Every wait in the tests goes through here: bounded, and saying what it
+/// waited for.
+pub async fn eventually<F, Fut>(what: &str, budget: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let began = std::time::Instant::now();
+    while !cond().await {
+        assert!(began.elapsed() < budget, "{what}: not within {budget:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// A proxy running in this process from a config file in a temp dir.
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -329,29 +344,17 @@ impl TestProxy {
         metric_value(&self.metrics().await, name_and_labels)
     }
 
-    /// Wait (bounded) until one sample of `/metrics` reads `want`; returns what it read
-    /// last (for the assertion's message).
+    /// Wait (bounded) until one sample of `/metrics` reads `want`; returns it.
     pub async fn metric_reaching(&self, name_and_labels: &str, want: f64) -> f64 {
-        let mut value = 0.0;
-        for _ in 0..100 {
-            value = self.metric(name_and_labels).await;
-            if value == want {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        value
+        let what = format!("{name_and_labels} reaching {want}");
+        eventually(&what, Duration::from_secs(5), || async { self.metric(name_and_labels).await == want }).await;
+        want
     }
 
     /// Wait (bounded) until `/metrics` shows the config generation `want`.
     pub async fn wait_generation(&self, want: u64) {
-        for _ in 0..100 {
-            if self.shared.runtime().generation >= want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("config generation {want} not reached (at {})", self.shared.runtime().generation);
+        let what = format!("config generation {want}");
+        eventually(&what, Duration::from_secs(5), || async { self.shared.runtime().generation >= want }).await;
     }
 }
 
