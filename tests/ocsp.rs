@@ -5,11 +5,8 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use support::pki::TestCa;
 use support::*;
 
@@ -18,59 +15,8 @@ use support::*;
 const FIRST: &[u8] = &[0x30, 0x07, 0x0a, 0x01, 0x00, 0xa0, 0x02, 0x05, 0x00];
 const SECOND: &[u8] = &[0x30, 0x07, 0x0a, 0x01, 0x00, 0xa0, 0x02, 0x04, 0x00];
 
-/// Records the OCSP response the server stapled (rustls asks for one in every hello).
-#[derive(Debug, Default)]
-struct Stapled(Mutex<Option<Vec<u8>>>);
-
-impl ServerCertVerifier for Stapled {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        ocsp: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.0.lock().unwrap() = Some(ocsp.to_vec());
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
-
 async fn stapled(addr: SocketAddr) -> Vec<u8> {
-    let verifier = Arc::new(Stapled::default());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    connector.connect(ServerName::try_from("a.test").unwrap(), tcp).await.unwrap();
-    let seen = verifier.0.lock().unwrap().clone();
-    seen.expect("the certificate was verified")
+    support::pki::stapled_unverified(addr, "a.test").await
 }
 
 fn config(ocsp: &str) -> String {

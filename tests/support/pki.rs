@@ -213,22 +213,37 @@ pub async fn read(resp: http::Response<hyper::body::Incoming>) -> (http::StatusC
 /// The certificate a server presents to a client that sends `sni` (or no SNI at all),
 /// without verifying it: for checking which certificate a listener chose.
 pub async fn presented_unverified(addr: SocketAddr, sni: Option<&str>) -> CertificateDer<'static> {
+    presented(&unverified(addr, sni, Arc::default()).await)
+}
+
+/// The OCSP response a server staples for `sni` (empty when none; rustls asks for one in
+/// every hello), without verifying the certificate.
+pub async fn stapled_unverified(addr: SocketAddr, sni: &str) -> Vec<u8> {
+    let verifier = Arc::new(AcceptAnything::default());
+    unverified(addr, Some(sni), verifier.clone()).await;
+    let stapled = verifier.stapled.lock().unwrap().take();
+    stapled.expect("the certificate was seen")
+}
+
+async fn unverified(addr: SocketAddr, sni: Option<&str>, verifier: Arc<AcceptAnything>) -> TlsStream<TcpStream> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnything))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.enable_sni = sni.is_some();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = ServerName::try_from(sni.unwrap_or("unused.invalid").to_string()).unwrap();
-    let stream = connector.connect(name, TcpStream::connect(addr).await.unwrap()).await.unwrap();
-    presented(&stream)
+    connector.connect(name, TcpStream::connect(addr).await.unwrap()).await.unwrap()
 }
 
-/// Accepts any server certificate (tests only: to see what was presented).
-#[derive(Debug)]
-struct AcceptAnything;
+/// Accepts any server certificate (tests only: to see what was presented), and keeps
+/// the OCSP response stapled to it.
+#[derive(Debug, Default)]
+struct AcceptAnything {
+    stapled: std::sync::Mutex<Option<Vec<u8>>>,
+}
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
     fn verify_server_cert(
@@ -236,9 +251,10 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
         _: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &ServerName<'_>,
-        _: &[u8],
+        ocsp: &[u8],
         _: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.stapled.lock().unwrap() = Some(ocsp.to_vec());
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
