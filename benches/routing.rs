@@ -6,9 +6,10 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::HeaderMap;
+use switchyard::app::App;
 use switchyard::routing::path::normalize;
 use switchyard::routing::{resolve_shares, Split};
-use switchyard::runtime::Shared;
+use switchyard::snapshot::compile_fresh;
 
 /// `n` routes: host-specific ones with distinct prefixes, plus a catch-all at the end.
 fn config(n: usize) -> String {
@@ -25,12 +26,10 @@ fn config(n: usize) -> String {
 }
 
 fn route_lookup(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("route_lookup");
     for n in [1usize, 100, 10_000] {
         let cfg = switchyard::config::parse(Path::new("bench.toml"), &config(n)).unwrap();
-        let shared = rt.block_on(Shared::new(cfg, None));
-        let snapshot = shared.runtime();
+        let snapshot = compile_fresh(&cfg);
         let headers = HeaderMap::new();
         let last = n - 1;
         let host = format!("SVC{}.example.com:8080", last % 50);
@@ -55,7 +54,6 @@ fn split_pick(c: &mut Criterion) {
 /// A sticky pick as the request path does it: find the cookie, hash the key, score each
 /// backend. 2 to 5 backends.
 fn sticky_pick(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("sticky_pick");
     for n in 2..=5usize {
         let mut cfg = String::new();
@@ -69,8 +67,7 @@ fn sticky_pick(c: &mut Criterion) {
             backends.join(", ")
         );
         let parsed = switchyard::config::parse(Path::new("bench.toml"), &cfg).unwrap();
-        let shared = rt.block_on(Shared::new(parsed, None));
-        let snapshot = shared.runtime();
+        let snapshot = compile_fresh(&parsed);
         let route = &snapshot.table.routes()[0];
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -99,13 +96,15 @@ fn reload_10k_routes(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let text = config(10_000);
     let cfg = switchyard::config::parse(Path::new("bench.toml"), &text).unwrap();
-    let shared = rt.block_on(Shared::new(cfg.clone(), None));
+    let app = rt.block_on(App::start(cfg.clone(), None));
     let mut group = c.benchmark_group("reload");
     group.sample_size(10);
     group.bench_function("parse_10000_routes", |b| {
         b.iter(|| black_box(switchyard::config::parse(Path::new("bench.toml"), &text).unwrap()))
     });
-    group.bench_function("compile_and_swap_10000_routes", |b| b.iter(|| rt.block_on(shared.apply(cfg.clone()))));
+    group.bench_function("compile_10000_routes", |b| b.iter(|| black_box(compile_fresh(&cfg))));
+    group
+        .bench_function("compile_and_swap_10000_routes", |b| b.iter(|| rt.block_on(app.controller.apply(cfg.clone()))));
     group.finish();
 }
 

@@ -51,10 +51,26 @@ impl AccessRecord {
     }
 }
 
+/// The log: a bounded queue and the writer task that drains it.
 pub struct AccessLog {
-    tx: mpsc::Sender<AccessRecord>,
+    sink: Sink,
     rx: Mutex<Option<mpsc::Receiver<AccessRecord>>>,
+}
+
+/// The sending end: all the request path holds to log a line (a clone is one `Arc`).
+#[derive(Clone)]
+pub struct Sink {
+    tx: mpsc::Sender<AccessRecord>,
     dropped: Arc<AtomicU64>,
+}
+
+impl Sink {
+    /// Queue a record without waiting; a full queue drops it (and counts the drop).
+    pub fn send(&self, record: AccessRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Default for AccessLog {
@@ -66,14 +82,17 @@ impl Default for AccessLog {
 impl AccessLog {
     pub fn new() -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        AccessLog { tx, rx: Mutex::new(Some(rx)), dropped: Arc::new(AtomicU64::new(0)) }
+        AccessLog { sink: Sink { tx, dropped: Arc::new(AtomicU64::new(0)) }, rx: Mutex::new(Some(rx)) }
     }
 
     /// Queue a record without waiting.
     pub fn send(&self, record: AccessRecord) {
-        if self.tx.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.sink.send(record);
+    }
+
+    /// A sending end to keep (a response body logs its line when it ends).
+    pub fn sink(&self) -> Sink {
+        self.sink.clone()
     }
 
     /// Start the writer task (once; later calls do nothing).
@@ -81,7 +100,7 @@ impl AccessLog {
         let Some(mut rx) = self.rx.lock().expect("not poisoned").take() else {
             return;
         };
-        let dropped = self.dropped.clone();
+        let dropped = self.sink.dropped.clone();
         tokio::task::spawn_blocking(move || {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use tokio::net::TcpListener;
 
+use crate::app::App;
 use crate::config;
-use crate::runtime::Shared;
 use crate::sample;
 use crate::server::Server;
 
@@ -61,8 +61,8 @@ pub async fn run(
 
     let text = demo_config(listen, admin, blue, green);
     let cfg = config::parse(Path::new("<demo>"), &text).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    let shared = Shared::new(cfg, None).await;
-    let server = Server::bind(shared).await?;
+    let app = App::start(cfg, None).await;
+    let server = Server::bind(app).await?;
     let (proxy, admin) = (server.local_addrs()[0], server.admin_addr());
     let ctl = format!("{} ctl --admin http://{admin}", self_command());
     println!(

@@ -16,7 +16,7 @@
 //! `Expect` request bodies, TLS or h2 upstreams, malformed heads) goes to hyper and
 //! [`proxy::handle`], with the same rules and accounting.
 //!
-//! The path of one request: load the live [`runtime::Runtime`] (one
+//! The path of one request: load the live [`snapshot::Runtime`] (one
 //! atomic load), normalize the path, find the route ([`routing::RoutingTable::find`]:
 //! host, headers, longest segment-aware prefix), pick a backend (overrides, then the
 //! sticky key's rendezvous hash, else the precompiled split: one atomic add), pick an
@@ -28,21 +28,26 @@
 //!
 //! # Layers
 //!
-//! Each module names only modules below it; `.ci/layers` fails CI when two modules
-//! name each other (and keeps the list of cycles still being taken apart).
+//! Each module names only modules in layers below its own; `.ci/layers` holds the same
+//! map and fails CI when a `use crate::` points sideways or up.
 //!
 //! ```text
-//! L0  body, workers, tls, telemetry, access_log, sample   (nothing of the crate below them)
-//! L1  config            reader owns the decode helpers; file, route, tls, delivery use it
-//! L2  upstream          pools, selection, health, DNS lookup: no snapshot, no request path
-//! L3  mirror, routing
-//! L4  snapshot, control the compiled Runtime; admin weights and the state file
-//! L5  compile, runtime, rollout   config + weights -> Runtime; Shared (the one ArcSwap
-//!                       and the writer lock); the rollout driver, still a set of
-//!                       Shared methods (runtime <-> rollout; see .ci/layers)
-//! L6  proxy, admin, reload
-//! L7  server            workers, listeners, both HTTP/1.1 paths, hyper for the rest
-//! L8  demo, main
+//! L0   body, workers, tls, access_log, sample   nothing of the crate
+//! L1   config        reader owns the decode helpers; file, route, tls, delivery use it
+//! L2   telemetry     counters, histograms, the Prometheus recorder
+//! L3   upstream      pools, selection, health, DNS lookup: no snapshot, no request path
+//! L4   mirror        shadow copies and their comparison
+//! L5   routing       route table, path normalization, splits, sticky keys
+//! L6   control       admin weights, rollout phase, the state file's format
+//! L7   snapshot      Runtime with typed Settings; compile (public, synchronous); Store
+//! L8   state         Controller: the writer lock, reload, weights, DNS, persisting
+//! L9   rollout       Driver over the Controller (judge.rs is pure)
+//! L10  proxy         the request path: Plane = Store + counters + access log sink
+//! L11  app           App = Plane + Controller + Driver, wired
+//! L12  reload, ctl   file watching and SIGHUP; the admin API's terminal client
+//! L13  admin         the admin listener
+//! L14  server        workers, listeners, both HTTP/1.1 paths, hyper for the rest
+//! L15  demo          (and main.rs)
 //! ```
 //!
 //! # Layout
@@ -50,10 +55,10 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`config`] | the file format: decode with spans, validate, every error as PATH:LINE:COL |
-//! | `compile` | a validated config (plus admin weights) → the route table and pools |
-//! | [`snapshot`] | the compiled, immutable Runtime the request path reads |
-//! | [`runtime`] | the compiled snapshot, the long-lived shared state, the swap |
-//! | [`control`] | weight changes made at runtime (admin API), their persistence |
+//! | [`snapshot`] | compile a validated config (plus admin weights) into the immutable Runtime the request path reads; the Store it lives in |
+//! | [`state`] | the Controller: the one writer of snapshots (reloads, admin weights, DNS), the state file |
+//! | [`control`] | admin weight overrides and rollout progress as data, the state file's format |
+//! | [`app`] | one proxy's parts wired: the request path's Plane, the Controller, the rollout Driver |
 //! | [`routing`] | route lookup, path normalization, the weighted split |
 //! | [`upstream`] | endpoints and their per-worker pools, endpoint choice, health, DNS, draining |
 //! | [`mirror`] | shadow traffic: sampling, the bounded copy, comparison with the primary |
@@ -71,8 +76,8 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod app;
 pub mod body;
-mod compile;
 pub mod config;
 pub mod control;
 pub mod ctl;
@@ -82,10 +87,10 @@ pub mod proxy;
 pub mod reload;
 pub mod rollout;
 pub mod routing;
-pub mod runtime;
 pub mod sample;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

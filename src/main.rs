@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::app::App;
 use switchyard::config;
-use switchyard::runtime::Shared;
 use switchyard::server::Server;
 
 #[derive(Parser)]
@@ -210,8 +210,8 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     };
     let rt = tokio_runtime()?;
     rt.block_on(async move {
-        let shared = Shared::new(cfg, Some(path)).await;
-        let server = Server::bind(shared).await?;
+        let app = App::start(cfg, Some(path)).await;
+        let server = Server::bind(app).await?;
         server.run(shutdown_signal()).await;
         Ok(())
     })

@@ -1,6 +1,6 @@
 //! Live reloads: watch the config file's directory (and the directories of the TLS
 //! certificate, key and CA files it names), debounce, and reload; SIGHUP does the same.
-//! A file that fails validation changes nothing (see [`Shared::reload`]).
+//! A file that fails validation changes nothing (see [`Controller::reload`]).
 //!
 //! Directories are watched rather than files because editors save by writing a new
 //! file and renaming it over the old one, `mv` replaces the inode, and Kubernetes
@@ -18,7 +18,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::runtime::Shared;
+use crate::state::Controller;
 
 /// Quiet time after the last file event before reloading: editors and `kubectl` produce
 /// bursts of events for one logical change.
@@ -28,19 +28,19 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// server binds, so a change made right after startup is not missed; [`Reloader::run`]
 /// does the reloading.
 pub struct Reloader {
-    shared: Arc<Shared>,
+    controller: Arc<Controller>,
     watcher: Option<Watch>,
     tx: mpsc::Sender<()>,
     rx: mpsc::Receiver<()>,
 }
 
 impl Reloader {
-    pub fn new(shared: Arc<Shared>) -> Reloader {
-        let path = shared.config_path.clone().expect("reloads need a config file");
+    pub fn new(controller: Arc<Controller>) -> Reloader {
+        let path = controller.config_path().expect("reloads need a config file").to_path_buf();
         let (tx, rx) = mpsc::channel::<()>(1);
         let watcher = match Watch::new(&path, tx.clone()) {
             Ok(mut w) => {
-                w.follow(&shared);
+                w.follow(&controller);
                 Some(w)
             }
             Err(e) => {
@@ -48,12 +48,12 @@ impl Reloader {
                 None
             }
         };
-        Reloader { shared, watcher, tx, rx }
+        Reloader { controller, watcher, tx, rx }
     }
 
     /// Reload on every debounced burst of file events or SIGHUP, until aborted.
     pub fn spawn(self) -> JoinHandle<()> {
-        let Reloader { shared, mut watcher, tx, mut rx } = self;
+        let Reloader { controller, mut watcher, tx, mut rx } = self;
         tokio::spawn(async move {
             let sighup = tokio::spawn(forward_sighup(tx));
             while rx.recv().await.is_some() {
@@ -64,9 +64,9 @@ impl Reloader {
                         break;
                     }
                 }
-                let _ = shared.reload().await;
+                let _ = controller.reload().await;
                 if let Some(w) = watcher.as_mut() {
-                    w.follow(&shared);
+                    w.follow(&controller);
                 }
             }
             sighup.abort();
@@ -139,8 +139,8 @@ impl Watch {
     /// and where a file is a symlink, its target too (a target rewritten in place in
     /// another directory changes nothing in the link's). Files no longer named stay
     /// watched: a spurious reload is harmless.
-    fn follow(&mut self, shared: &Shared) {
-        for named in shared.runtime().file.tls_files() {
+    fn follow(&mut self, controller: &Controller) {
+        for named in controller.store().load().settings.watched_files.iter().cloned() {
             let target = std::fs::canonicalize(&named).ok().filter(|t| *t != named);
             for file in std::iter::once(named).chain(target) {
                 self.watch_file(&file);

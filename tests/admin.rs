@@ -332,7 +332,7 @@ async fn admin_changes_survive_unrelated_reloads_and_restarts_but_not_route_edit
     // An unrelated edit (another route) keeps the admin change.
     std::fs::write(&proxy.config_path, cfg.replace("path_prefix = \"/other\"", "path_prefix = \"/elsewhere\""))
         .unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     assert_eq!(served(&proxy, &[]).await, "v2");
     let (_, doc) = api(&proxy, "GET", "/api/v1/status", None, &[]).await;
     assert_eq!(doc["routes"][0]["backends"][1]["source"], "admin");
@@ -347,7 +347,7 @@ async fn admin_changes_survive_unrelated_reloads_and_restarts_but_not_route_edit
         "version_header = \"x-served-version\"\nheaders = { \"x-any\" = \"1\" }",
     );
     std::fs::write(&proxy.config_path, edited).unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     assert_eq!(served(&proxy, &[("x-any", "1")]).await, "v1", "the file's weights apply again");
     let (_, doc) = api(&proxy, "GET", "/api/v1/status", None, &[]).await;
     assert_eq!(doc["routes"][0]["backends"][1]["source"], "config");

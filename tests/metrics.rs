@@ -82,7 +82,7 @@ async fn admin_health_endpoints() {
     assert_eq!(get(&format!("{admin}/readyz"), &[]).await.0, 200);
     assert_eq!(send(&client(), "POST", &format!("{admin}/metrics"), &[], "").await.0, 405);
     assert_eq!(get(&format!("{admin}/nope"), &[]).await.0, 404);
-    proxy.shared.start_draining();
+    proxy.app.plane.store.start_draining();
     assert_eq!(get(&format!("{admin}/readyz"), &[]).await.0, 503);
     assert_eq!(get(&format!("{admin}/healthz"), &[]).await.0, 200);
 }

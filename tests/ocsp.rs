@@ -45,7 +45,7 @@ async fn a_stapling_file_is_served_and_reloaded() {
 
     // A half-written file is refused like any bad config: the last good one stays.
     std::fs::write(proxy.dir.path().join("a.ocsp"), &FIRST[..6]).unwrap();
-    let refused = || async { proxy.shared.last_reload_error().is_some_and(|e| e.contains("a.ocsp")) };
+    let refused = || async { proxy.app.controller.last_reload_error().is_some_and(|e| e.contains("a.ocsp")) };
     eventually("the half-written file refused", Duration::from_secs(5), refused).await;
     assert_eq!(stapled(tls).await, SECOND);
 }

@@ -94,7 +94,7 @@ async fn twenty_reloads_under_load_fail_no_request() {
     for i in 0..20 {
         let target = if i % 2 == 0 { "b" } else { "a" };
         std::fs::write(&proxy.config_path, config(&a, &b, target)).unwrap();
-        proxy.shared.reload().await.expect("valid config");
+        proxy.app.controller.reload().await.expect("valid config");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // `tally` asserts every response was a 200.
@@ -117,7 +117,7 @@ async fn in_flight_requests_finish_on_the_snapshot_they_started_with() {
         b.addr
     ));
     std::fs::write(&proxy.config_path, only_b).unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     assert_eq!(served_by(&proxy).await, "b");
     let (status, h, _) = slow.await.unwrap();
     assert_eq!(status, 200);
@@ -137,7 +137,7 @@ async fn unchanged_upstreams_keep_their_pooled_connections() {
     let mut changed = config(&a, &b, "a");
     changed += "[[routes]]\nname = \"other\"\npath_prefix = \"/other\"\nbackends = [{ upstream = \"b\" }]\n";
     std::fs::write(&proxy.config_path, changed).unwrap();
-    let generation = proxy.shared.reload().await.unwrap();
+    let generation = proxy.app.controller.reload().await.unwrap();
     assert!(generation >= 2);
     for _ in 0..5 {
         send(&client, "GET", &proxy.url("/"), &[], "").await;
@@ -163,8 +163,8 @@ async fn invalid_file_keeps_the_old_config_serving() {
     }
     assert_eq!(errors, 1.0);
     assert_eq!(served_by(&proxy).await, "a", "the old config keeps serving");
-    assert_eq!(proxy.shared.runtime().generation, 1);
-    let last = proxy.shared.last_reload_error().expect("the error is kept for status");
+    assert_eq!(proxy.app.plane.runtime().generation, 1);
+    let last = proxy.app.controller.last_reload_error().expect("the error is kept for status");
     assert!(last.contains("unknown upstream \"nonexistent\""), "{last}");
 
     // `switchyard check` prints the same problem as PATH:LINE:COL.

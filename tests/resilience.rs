@@ -134,7 +134,7 @@ async fn removing_an_endpoint_by_reload_drains_it() {
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(proxy.url("/"), 4, stop.clone());
     std::fs::write(&proxy.config_path, pool(&[&b], "")).unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     // Requests that started on the old snapshot may still arrive; none start after it.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let after = a.requests();
@@ -160,7 +160,7 @@ async fn a_new_endpoint_waits_for_health_then_ramps_up() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     b.set_health(503);
     std::fs::write(&proxy.config_path, pool(&[&a, &b], extra)).unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     let counts = tally(&proxy.url("/"), 200, 4).await;
     assert_eq!(counts.get("b"), None, "an unhealthy new endpoint gets no traffic");
 
@@ -276,7 +276,7 @@ async fn dns_names_become_endpoints_and_follow_changes() {
         !tally(&proxy.url("/"), 20, 1).await.contains_key("one")
     })
     .await;
-    assert_eq!(proxy.shared.runtime().generation, 1, "no config reload was needed");
+    assert_eq!(proxy.app.plane.runtime().generation, 1, "no config reload was needed");
 
     // A failed lookup keeps the last good addresses.
     dns.0.lock().unwrap().insert("app.internal".into(), None);

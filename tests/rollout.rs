@@ -323,13 +323,13 @@ async fn auto_start_begins_at_load_and_a_reload_that_changes_the_rollout_aborts_
     let r = rollout(&proxy).await;
     assert_eq!((r["state"].as_str(), r["reason"].as_str()), (Some("running"), Some("auto_start")));
     // An unrelated reload keeps it running at its step.
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     assert_eq!(rollout(&proxy).await["state"], "running");
     // Changing the rollout table while it runs: the file wins, the old rollout is
     // aborted and counted, and (auto_start) the new one begins.
     let text = std::fs::read_to_string(&proxy.config_path).unwrap().replace("steps = [10, 100]", "steps = [20, 100]");
     std::fs::write(&proxy.config_path, text).unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     assert_eq!(proxy.metric(r#"switchyard_rollouts_total{route="shop",result="aborted"}"#).await, 1.0);
     let s = status(&proxy).await;
     assert_eq!(s["routes"][0]["rollout"]["state"], "running");
@@ -469,7 +469,7 @@ async fn a_rollout_step_is_durable_before_it_is_visible() {
     let waited = !start.is_finished();
     // Read in-process: the admin API would answer the same, and this keeps the check on
     // the snapshot itself rather than on a response.
-    let doc = serde_json::to_value(switchyard::admin::status::status(&proxy.shared)).unwrap();
+    let doc = serde_json::to_value(switchyard::admin::status::status(&proxy.app)).unwrap();
     let seen = (doc["routes"][0]["rollout"]["state"].clone(), weights(&doc)["shop-v2"].0);
     // Let the write through before asserting (a failed assertion must not leave a
     // worker blocked on the FIFO): a reader takes the bytes; fsync on a FIFO then fails,
@@ -492,7 +492,7 @@ async fn a_reload_that_removes_the_route_ends_its_rollout() {
     let text = std::fs::read_to_string(&proxy.config_path).unwrap().replace("name = \"shop\"", "name = \"store\"");
     let text = text.replace("[routes.rollout]", "[routes.unused]").split("[routes.unused]").next().unwrap().to_string();
     std::fs::write(&proxy.config_path, text).unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     assert_eq!(proxy.metric(r#"switchyard_rollouts_total{route="shop",result="aborted"}"#).await, 1.0);
     assert_eq!(proxy.metric(r#"switchyard_rollout_step{route="shop"}"#).await, -1.0);
     let s = status(&proxy).await;

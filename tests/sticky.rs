@@ -86,7 +86,7 @@ async fn growing_the_canary_only_moves_users_onto_it() {
     assert!((share(&at10) - 10.0).abs() < 3.0, "10% canary got {}%", share(&at10));
 
     std::fs::write(&proxy.config_path, c.config(80.0, 20.0, sticky)).unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     let at20 = assignments(&proxy, n).await;
     assert!((share(&at20) - 20.0).abs() < 3.0, "20% canary got {}%", share(&at20));
     for (i, (before, after)) in at10.iter().zip(&at20).enumerate() {
@@ -95,7 +95,7 @@ async fn growing_the_canary_only_moves_users_onto_it() {
 
     // Rolled back to 0: everyone is on v1 at once, sticky or not.
     std::fs::write(&proxy.config_path, c.config(100.0, 0.0, sticky)).unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     assert!(assignments(&proxy, 300).await.iter().all(|v| v == "v1"));
 }
 

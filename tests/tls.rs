@@ -118,7 +118,7 @@ async fn a_replaced_certificate_serves_new_handshakes_while_open_connections_kee
     // The connection opened before the change was not dropped and still works.
     let resp = open.send_request(pki::get_request("a.test", "/2")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(proxy.shared.runtime().generation >= 2);
+    assert!(proxy.app.plane.runtime().generation >= 2);
 }
 
 #[tokio::test]
@@ -153,10 +153,10 @@ async fn a_mismatched_key_at_reload_keeps_the_old_certificate_serving() {
     let proxy = tls_proxy(&[&old], &one_route(app.addr, "")).await;
 
     std::fs::write(proxy.dir.path().join("cert-0-key.pem"), &other.key_pem).unwrap();
-    let errors = proxy.shared.reload().await.expect_err("a key that does not match must be refused");
+    let errors = proxy.app.controller.reload().await.expect_err("a key that does not match must be refused");
     let text = errors.to_string();
     assert!(text.contains("switchyard.toml:") && text.contains("does not match the certificate"), "{text}");
-    assert!(proxy.shared.last_reload_error().is_some());
+    assert!(proxy.app.controller.last_reload_error().is_some());
     let conn = pki::connect(proxy.tls_addrs[0], "a.test", &ca, &[]).await;
     assert_eq!(pki::presented(&conn), old.der);
 }
@@ -485,7 +485,7 @@ backends = [{{ upstream = "fn" }}]
     // endpoint is rebuilt for the new trust but keeps its health; no request fails.
     let pem = format!("{}\n", ca.pem());
     std::fs::write(proxy.dir.path().join("ca.pem"), pem).unwrap();
-    proxy.shared.reload().await.unwrap();
+    proxy.app.controller.reload().await.unwrap();
     for _ in 0..10 {
         assert_eq!(get(&proxy.url("/"), &[]).await.0, StatusCode::OK);
     }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use switchyard::runtime::{Runtime, Shared};
+use switchyard::snapshot::{compile_fresh, Runtime};
 
 const CONFIG: &str = r#"
 [upstreams.v1]
@@ -38,17 +38,13 @@ sticky = { header = "x-user" }
 "#;
 
 pub fn runtime() -> Arc<Runtime> {
-    // Both live in statics for the whole run (reachable, so LeakSanitizer does not report
-    // them at exit); nothing in the snapshot needs the runtime to be read.
-    static TOKIO: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
-    SHARED
+    // Lives in a static for the whole run (reachable, so LeakSanitizer does not report it
+    // at exit). Compiling starts no task and needs no async runtime.
+    static SNAPSHOT: OnceLock<Arc<Runtime>> = OnceLock::new();
+    SNAPSHOT
         .get_or_init(|| {
             let cfg = switchyard::config::parse(std::path::Path::new("fuzz.toml"), CONFIG).expect("valid");
-            let rt = TOKIO.get_or_init(|| {
-                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-            });
-            rt.block_on(Shared::new(cfg, None))
+            Arc::new(compile_fresh(&cfg))
         })
-        .runtime()
+        .clone()
 }

@@ -13,8 +13,8 @@ use super::{json_response, AdminResponse};
 use crate::control::{Applied, ControlError};
 use std::sync::Arc;
 
+use crate::app::App;
 use crate::rollout::Action;
-use crate::runtime::Shared;
 
 /// Admin request bodies are small JSON documents.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -67,23 +67,23 @@ struct PromoteBody {
     upstream: String,
 }
 
-pub async fn handle(shared: &Arc<Shared>, call: Call, body: Bytes) -> AdminResponse {
+pub async fn handle(app: &Arc<App>, call: Call, body: Bytes) -> AdminResponse {
     match call {
-        Call::Status => json_response(StatusCode::OK, &status(shared)),
+        Call::Status => json_response(StatusCode::OK, &status(app)),
         Call::Weights(route) => match parse::<WeightsBody>(&body) {
-            Ok(b) => changed(shared, &route, shared.set_weights(&route, &b.weights).await),
+            Ok(b) => changed(app, &route, app.controller.set_weights(&route, &b.weights).await),
             Err(message) => error(StatusCode::BAD_REQUEST, &message),
         },
         Call::Promote(route) => match parse::<PromoteBody>(&body) {
-            Ok(b) => changed(shared, &route, shared.promote(&route, &b.upstream).await),
+            Ok(b) => changed(app, &route, app.controller.promote(&route, &b.upstream).await),
             Err(message) => error(StatusCode::BAD_REQUEST, &message),
         },
-        Call::Rollback(route) => changed(shared, &route, shared.rollback(&route).await),
+        Call::Rollback(route) => changed(app, &route, app.controller.rollback(&route).await),
         Call::Rollout(route, action) => {
-            let result = shared.rollout(&route, action).await.map(|()| Applied::default());
-            changed(shared, &route, result)
+            let result = app.driver.rollout(&route, action).await.map(|()| Applied::default());
+            changed(app, &route, result)
         }
-        Call::Reload => match shared.reload().await {
+        Call::Reload => match app.controller.reload().await {
             Ok(generation) => json_response(StatusCode::OK, &json!({ "generation": generation })),
             Err(errors) => json_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -97,15 +97,16 @@ pub async fn handle(shared: &Arc<Shared>, call: Call, body: Bytes) -> AdminRespo
 }
 
 /// The route's new state, or the error.
-fn changed(shared: &Shared, route: &str, result: Result<Applied, ControlError>) -> AdminResponse {
+fn changed(app: &App, route: &str, result: Result<Applied, ControlError>) -> AdminResponse {
     match result {
         Ok(applied) => {
-            let rt = shared.runtime();
+            let rt = app.plane.runtime();
             // A reload may have removed the route since the change was made.
-            let Some(r) = rt.table.routes().iter().find(|r| &*r.name == route) else {
+            let Some(r) = rt.route(route) else {
                 return json_response(StatusCode::OK, &json!({ "name": route, "removed_by_reload": true }));
             };
-            let mut doc = serde_json::to_value(route_status(shared, &rt, r)).expect("serializable");
+            let file = app.controller.file();
+            let mut doc = serde_json::to_value(route_status(app, &file, &rt, r)).expect("serializable");
             if let Some(w) = applied.warning {
                 doc["warning"] = json!(w);
             }

@@ -20,14 +20,14 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::runtime::Shared;
+use crate::app::App;
 use api::Call;
 use auth::Denied;
 
 pub type AdminResponse = Response<Full<Bytes>>;
 
 /// Serve admin requests until `stop` flips to true.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
     tracing::info!(addr = %listener.local_addr().expect("bound"), "admin listening");
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
@@ -38,10 +38,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
-                let shared = shared.clone();
+                let app = app.clone();
                 let service = service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(dispatch(&shared, req).await) }
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(dispatch(&app, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 tokio::spawn(async move {
@@ -53,10 +53,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
-async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
+async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> AdminResponse {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let token = shared.runtime().file.admin.token.clone();
+    let token = app.plane.runtime().settings.admin_token.clone();
 
     // Probes and metrics: no token, no Host check (Prometheus and kubelets use IPs).
     if matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz") {
@@ -65,13 +65,13 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse
         }
         return match path.as_str() {
             "/metrics" => {
-                let mut r = Response::new(Full::new(Bytes::from(shared.telemetry.render())));
+                let mut r = Response::new(Full::new(Bytes::from(app.plane.telemetry.render())));
                 r.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
                 r
             }
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            _ if shared.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            _ if app.plane.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             _ => text(StatusCode::OK, "ready\n"),
         };
     }
@@ -98,7 +98,7 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse
         if method != Method::GET && method != Method::HEAD {
             return not_allowed("GET, HEAD", false);
         }
-        let mut r = Response::new(Full::new(Bytes::from(page::render(&status::status(shared)))));
+        let mut r = Response::new(Full::new(Bytes::from(page::render(&status::status(app)))));
         r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
         return r;
     }
@@ -118,7 +118,7 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse
         Ok(b) => b.to_bytes(),
         Err(_) => return api::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large (64 KiB at most)"),
     };
-    api::handle(shared, call, body).await
+    api::handle(app, call, body).await
 }
 
 pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> AdminResponse {

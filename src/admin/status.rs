@@ -4,9 +4,12 @@
 use serde::Serialize;
 
 use crate::access_log::timestamp;
+use crate::app::App;
+use crate::config::FileConfig;
 use crate::rollout::RolloutView;
 use crate::routing::{Route, Sticky, RESOLUTION};
-use crate::runtime::{Runtime, Shared};
+use crate::snapshot::Runtime;
+use crate::state::file_route;
 use crate::upstream::{clock, Endpoint};
 
 #[derive(Debug, Serialize)]
@@ -66,8 +69,9 @@ pub struct EndpointStatus {
     pub in_flight: usize,
 }
 
-pub fn status(shared: &Shared) -> Status {
-    let rt = shared.runtime();
+pub fn status(app: &App) -> Status {
+    let rt = app.plane.runtime();
+    let file = app.controller.file();
     let now = clock::now_ms();
     let endpoint = |e: &Endpoint, draining: bool| EndpointStatus {
         address: e.addr.to_string(),
@@ -99,17 +103,17 @@ pub fn status(shared: &Shared) -> Status {
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     Status {
         generation: rt.generation,
-        config_path: shared.config_path.as_ref().map(|p| p.display().to_string()),
+        config_path: app.controller.config_path().map(|p| p.display().to_string()),
         loaded_at: timestamp(rt.loaded_at),
-        last_reload_error: shared.last_reload_error(),
-        draining: shared.is_draining(),
-        routes: rt.table.routes().iter().map(|r| route_status(shared, &rt, r)).collect(),
+        last_reload_error: app.controller.last_reload_error(),
+        draining: app.plane.is_draining(),
+        routes: rt.table.routes().iter().map(|r| route_status(app, &file, &rt, r)).collect(),
         upstreams,
     }
 }
 
-pub fn route_status(shared: &Shared, rt: &Runtime, r: &Route) -> RouteStatus {
-    let file = rt.file.routes.iter().find(|f| *f.name == *r.name);
+pub fn route_status(app: &App, file: &FileConfig, rt: &Runtime, r: &Route) -> RouteStatus {
+    let file = file_route(file, rt, &r.name);
     RouteStatus {
         name: r.name.to_string(),
         hosts: file.map(|f| f.hosts.clone()).unwrap_or_default(),
@@ -136,13 +140,9 @@ pub fn route_status(shared: &Shared, rt: &Runtime, r: &Route) -> RouteStatus {
                 }
             })
             .collect(),
-        rollout: file.and_then(|f| {
-            let rollout = f.rollout.as_ref()?;
-            let run = shared.rollouts.runs.lock().expect("not poisoned").get(&f.name).cloned();
-            Some(RolloutView::new(rollout, run.as_ref(), shared.live_measurement(f)))
-        }),
+        rollout: file.and_then(|f| app.driver.view(f)),
         mirror: file
             .and_then(|f| f.mirror.as_ref())
-            .map(|m| crate::mirror::MirrorView::new(&r.name, m, &shared.telemetry)),
+            .map(|m| crate::mirror::MirrorView::new(&r.name, m, &app.plane.telemetry)),
     }
 }

@@ -4,7 +4,7 @@
 //! Decoding reads the spanned tree by hand (see `reader.rs`) instead of deriving serde,
 //! because derive stops at the first problem and operators fixing a file want them all.
 //! Unknown keys are errors. Compiling the accepted file into the live snapshot is
-//! [`crate::runtime`]'s job.
+//! [`crate::snapshot`]'s job.
 
 mod delivery;
 mod duration;

@@ -13,9 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::error::CLIENT_CLOSED;
-use crate::access_log::AccessRecord;
+use crate::access_log::{AccessRecord, Sink};
 use crate::mirror::Primary;
-use crate::runtime::Shared;
 use crate::telemetry::{BackendMetrics, StatusCounters, UpstreamErrorKind};
 use crate::upstream::{Endpoint, Upstream};
 
@@ -85,7 +84,7 @@ pub fn body_failed(
 
 struct PendingLog {
     record: AccessRecord,
-    shared: Arc<Shared>,
+    sink: Sink,
 }
 
 impl ResponseBody {
@@ -105,11 +104,11 @@ impl ResponseBody {
         &mut self,
         counters: Arc<StatusCounters>,
         status: u16,
-        log: Option<(AccessRecord, Arc<Shared>)>,
+        log: Option<(AccessRecord, Sink)>,
         sent_whole: bool,
     ) {
         self.settle = Some((counters, status));
-        self.log = log.map(|(record, shared)| Box::new(PendingLog { record, shared }));
+        self.log = log.map(|(record, sink)| Box::new(PendingLog { record, sink }));
         if sent_whole || self.is_end_stream() {
             self.finish(None);
         }
@@ -145,7 +144,7 @@ impl ResponseBody {
             if let Some(status) = instead {
                 p.record.status = status;
             }
-            p.shared.access_log.send(p.record);
+            p.sink.send(p.record);
         }
     }
 }

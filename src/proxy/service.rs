@@ -16,12 +16,13 @@ use super::error::{ProxyError, CLIENT_CLOSED};
 use super::forward::{forward, Target};
 use super::validate::{self, Rejection};
 use super::Activity;
+use super::Plane;
 use crate::access_log::AccessRecord;
 use crate::config::Compare;
 use crate::mirror::Primary;
 use crate::routing::path::normalize;
 use crate::routing::{Backend, Route};
-use crate::runtime::{Runtime, Shared};
+use crate::snapshot::Runtime;
 use crate::telemetry::StatusCounters;
 
 /// What the request path needs to know about the client connection; built once per
@@ -52,17 +53,17 @@ impl ConnInfo {
 
 /// Serve one request. Never fails: every problem becomes a response.
 pub async fn handle(
-    shared: Arc<Shared>,
+    plane: Arc<Plane>,
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
     let start = Instant::now();
     let _active = conn.activity.request();
-    let rt = shared.runtime();
+    let rt = plane.runtime();
     let refused = conn.activity.next_request_refusal();
     let mut exchange = Exchange {
-        shared: &shared,
-        log: rt.access_log.then(|| pending_record(&req, &conn, refused.is_none())),
+        plane: &plane,
+        log: rt.settings.access_log.then(|| pending_record(&req, &conn, refused.is_none())),
         route: None,
         open: true,
         start,
@@ -71,8 +72,8 @@ pub async fn handle(
     let sent_whole = req.method() == Method::HEAD;
     let answer = match refused {
         // The stand-in for a head the framing tracker refused.
-        Some(e) => Answer::unrouted(&shared, e),
-        None => route_and_forward(&shared, &rt, &conn, req, &mut exchange, start).await,
+        Some(e) => Answer::unrouted(&plane, e),
+        None => route_and_forward(&plane, &rt, &conn, req, &mut exchange, start).await,
     };
     Ok(exchange.settle(answer, &rt, &request_id, sent_whole))
 }
@@ -81,7 +82,7 @@ pub async fn handle(
 /// that (hyper drops the request when the client goes away while it waits), it counts
 /// the request as 499 on its route, never against the version it was sent to.
 struct Exchange<'a> {
-    shared: &'a Arc<Shared>,
+    plane: &'a Arc<Plane>,
     log: Option<AccessRecord>,
     route: Option<&'a Route>,
     open: bool,
@@ -99,8 +100,8 @@ struct Answer<'a> {
 }
 
 impl<'a> Answer<'a> {
-    fn unrouted(shared: &Shared, e: ProxyError) -> Self {
-        Answer::failed(e, shared.telemetry.unrouted.clone(), None)
+    fn unrouted(plane: &Plane, e: ProxyError) -> Self {
+        Answer::failed(e, plane.telemetry.unrouted.clone(), None)
     }
 
     fn failed(e: ProxyError, counters: Arc<StatusCounters>, backend: Option<&'a Backend>) -> Self {
@@ -120,7 +121,7 @@ impl<'a> Exchange<'a> {
     ) -> Response<ResponseBody> {
         self.open = false;
         let Answer { mut resp, counters, counted, backend } = answer;
-        resp.headers_mut().insert(rt.request_id_header.clone(), request_id.clone());
+        resp.headers_mut().insert(rt.settings.request_id_header.clone(), request_id.clone());
         let status = resp.status();
         let counted = counted.unwrap_or(status.as_u16());
         let log = self.log.take().map(|mut record| {
@@ -134,7 +135,7 @@ impl<'a> Exchange<'a> {
                 record.version = b.upstream.version.clone();
             }
             record.request_id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
-            (record, self.shared.clone())
+            (record, self.plane.access_log.sink())
         });
         // No body follows these: hyper will not poll for one.
         let sent_whole = sent_whole
@@ -151,7 +152,7 @@ impl Drop for Exchange<'_> {
         if !self.open {
             return;
         }
-        let counters = self.route.map_or(&self.shared.telemetry.unrouted, |r| &r.own_responses);
+        let counters = self.route.map_or(&self.plane.telemetry.unrouted, |r| &r.own_responses);
         counters.inc(CLIENT_CLOSED);
         if let Some(mut record) = self.log.take() {
             record.status = CLIENT_CLOSED;
@@ -159,13 +160,13 @@ impl Drop for Exchange<'_> {
             if let Some(r) = self.route {
                 record.route = r.name.clone();
             }
-            self.shared.access_log.send(record);
+            self.plane.access_log.send(record);
         }
     }
 }
 
 async fn route_and_forward<'r>(
-    shared: &Shared,
+    plane: &Plane,
     rt: &'r Runtime,
     conn: &ConnInfo,
     req: Request<Incoming>,
@@ -174,7 +175,7 @@ async fn route_and_forward<'r>(
 ) -> Answer<'r> {
     if let Err(rejection) = validate::check(&req) {
         return Answer::unrouted(
-            shared,
+            plane,
             match rejection {
                 Rejection::Malformed => ProxyError::BadRequest,
                 Rejection::ConnectUnsupported => ProxyError::ConnectUnsupported,
@@ -182,21 +183,21 @@ async fn route_and_forward<'r>(
         );
     }
     if req.version() == http::Version::HTTP_2
-        && validate::h2_header_list_over(&req, rt.file.server.limits.max_header_bytes)
+        && validate::h2_header_list_over(&req, rt.settings.limits.max_header_bytes)
     {
-        return Answer::unrouted(shared, ProxyError::HeaderTooLarge);
+        return Answer::unrouted(plane, ProxyError::HeaderTooLarge);
     }
-    if shared.is_draining() {
-        return Answer::unrouted(shared, ProxyError::Draining);
+    if plane.is_draining() {
+        return Answer::unrouted(plane, ProxyError::Draining);
     }
     let host = effective_host(&req);
     // `OPTIONS *` is about the server as a whole: it routes like `/` and is forwarded as `*`.
     let path = if req.uri().path() == "*" { Cow::Borrowed("/") } else { normalize(req.uri().path()) };
     let Some(route) = rt.table.find(Some(host.to_str().unwrap_or("").as_bytes()), &path, req.headers()) else {
-        return Answer::unrouted(shared, ProxyError::NoRoute);
+        return Answer::unrouted(plane, ProxyError::NoRoute);
     };
     let Some(path_and_query) = upstream_path_and_query(&req, &path) else {
-        return Answer::unrouted(shared, ProxyError::BadRequest);
+        return Answer::unrouted(plane, ProxyError::BadRequest);
     };
     exchange.route = Some(route);
     let choice = route.select(req.headers(), conn.client.ip(), conn.tls);
@@ -216,9 +217,9 @@ async fn route_and_forward<'r>(
         backend,
         conn,
         host,
-        request_id: &rt.request_id_header,
+        request_id: &rt.settings.request_id_header,
         path_and_query,
-        max_body: rt.file.server.limits.max_body_bytes,
+        max_body: rt.settings.limits.max_body_bytes,
         shadow: mirror.map(|m| (m, primary_rx)),
     };
     let result = forward(target, req).await;
@@ -281,11 +282,11 @@ fn upstream_path_and_query(req: &Request<Incoming>, path: &Cow<'_, str>) -> Opti
 }
 
 fn ensure_request_id(req: &mut Request<Incoming>, rt: &Runtime) -> HeaderValue {
-    if let Some(id) = req.headers().get(&rt.request_id_header) {
+    if let Some(id) = req.headers().get(&rt.settings.request_id_header) {
         return id.clone();
     }
     let id = new_request_id();
-    req.headers_mut().insert(rt.request_id_header.clone(), id.clone());
+    req.headers_mut().insert(rt.settings.request_id_header.clone(), id.clone());
     id
 }
 

@@ -22,10 +22,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use super::{judge, measure, Phase, Run, Verdict, Window};
+use super::{judge, measure, Phase, RolloutView, Rollouts, Run, Verdict, Window};
 use crate::config::{FileConfig, FileRollout, FileRoute};
 use crate::control::{fingerprint, ControlError};
-use crate::runtime::{Shared, Writer};
+use crate::state::{file_route, Controller, RolloutHook, Writer};
 use crate::telemetry::Counts;
 
 /// What a rollout call changes; the caller answers with the new status.
@@ -51,13 +51,39 @@ impl Action {
     }
 }
 
-impl Shared {
+/// Drives every route's rollout over the [`Controller`]: each transition takes the
+/// controller's writer lock, persists, and swaps weights in through it.
+pub struct Driver {
+    controller: Arc<Controller>,
+    rollouts: Rollouts,
+}
+
+impl Driver {
+    /// A driver following `controller`'s live file (restoring saved rollouts and
+    /// starting `auto_start` ones now).
+    pub async fn attach(controller: Arc<Controller>) -> Arc<Driver> {
+        let driver = Arc::new(Driver { controller: controller.clone(), rollouts: Rollouts::default() });
+        controller.attach(driver.clone()).await;
+        driver
+    }
+
+    pub fn phase(&self, route: &str) -> Phase {
+        self.rollouts.phase(route)
+    }
+
+    /// The `rollout` object of `route`'s status; `None` when it has no rollout.
+    pub fn view(&self, route: &FileRoute) -> Option<RolloutView> {
+        let rollout = route.rollout.as_ref()?;
+        let run = self.rollouts.runs.lock().expect("not poisoned").get(&route.name).cloned();
+        Some(RolloutView::new(rollout, run.as_ref(), self.live_measurement(route)))
+    }
+
     /// `POST /api/v1/routes/{route}/rollout/{action}`.
     pub async fn rollout(self: &Arc<Self>, route: &str, action: Action) -> RolloutResult {
-        let mut writer = self.writer.lock().await;
-        let rt = self.runtime();
-        let file_route =
-            rt.file.routes.iter().find(|r| r.name == route).ok_or_else(|| ControlError::UnknownRoute(route.into()))?;
+        let mut writer = self.controller.writer.lock().await;
+        let rt = self.controller.store().load();
+        let file = self.controller.file();
+        let file_route = file_route(&file, &rt, route).ok_or_else(|| ControlError::UnknownRoute(route.into()))?;
         let Some(rollout) = &file_route.rollout else {
             return Err(ControlError::Conflict(format!("route {route:?} has no rollout configured")));
         };
@@ -103,7 +129,7 @@ impl Shared {
     ) {
         self.stage_rollout_weights(writer, route, rollout, rollout.steps[step]);
         self.save_rollout(writer, route, phase, step, &reason).await;
-        self.swap_table(&self.runtime(), &writer.admin);
+        self.controller.swap_table(&writer.admin);
         let epoch = self.rollouts.next_epoch();
         let run = Run {
             phase,
@@ -118,7 +144,7 @@ impl Shared {
         };
         self.rollouts.runs.lock().expect("not poisoned").insert(route.name.clone(), run);
         tracing::info!(route = %route.name, step, canary_percent = rollout.steps[step], state = phase.as_str(), %reason, "rollout step");
-        self.telemetry.rollout_step(&route.name).set(if phase.is_active() { step as f64 } else { -1.0 });
+        self.controller.telemetry().rollout_step(&route.name).set(if phase.is_active() { step as f64 } else { -1.0 });
         if phase == Phase::Running {
             tokio::spawn(tick_loop(Arc::downgrade(self), route.name.clone(), epoch, rollout.interval));
         }
@@ -140,7 +166,7 @@ impl Shared {
         };
         self.save_rollout(writer, route, phase, step, &reason).await;
         if staged {
-            self.swap_table(&self.runtime(), &writer.admin);
+            self.controller.swap_table(&writer.admin);
         }
         {
             let mut runs = self.rollouts.runs.lock().expect("not poisoned");
@@ -175,8 +201,8 @@ impl Shared {
             Phase::RolledBack => "rolled_back",
             _ => "aborted",
         };
-        self.telemetry.rollouts_total(&route.name, result).increment(1);
-        self.telemetry.rollout_step(&route.name).set(-1.0);
+        self.controller.telemetry().rollouts_total(&route.name, result).increment(1);
+        self.controller.telemetry().rollout_step(&route.name).set(-1.0);
         if phase == Phase::Promoted {
             tracing::info!(route = %route.name, %reason, "rollout promoted: the canary takes all traffic");
         } else {
@@ -207,7 +233,7 @@ impl Shared {
 
     async fn save_rollout(&self, writer: &mut Writer, route: &FileRoute, phase: Phase, step: usize, reason: &str) {
         writer.admin.save_rollout(route, phase, step, reason);
-        self.persist(&writer.admin).await;
+        self.controller.persist(&writer.admin).await;
     }
 
     /// Counts of the canary and the baseline now: a window opens or closes here.
@@ -218,17 +244,18 @@ impl Shared {
 
     /// The canary's and baseline's counts now, and the versions they are counted under.
     fn counts(&self, route: &FileRoute, rollout: &FileRollout) -> (Counts, Counts, (String, String)) {
-        let rt = self.runtime();
+        let rt = self.controller.store().load();
         let version =
             |upstream: &str| rt.upstreams.get(upstream).map_or_else(|| upstream.to_string(), |u| u.version.to_string());
         let versions = (version(rollout.canary.get_ref()), version(rollout.baseline.get_ref()));
-        let of =
-            |upstream: &str, version: &str| self.telemetry.backend(&route.name, upstream, version).tally.snapshot();
+        let of = |upstream: &str, version: &str| {
+            self.controller.telemetry().backend(&route.name, upstream, version).tally.snapshot()
+        };
         (of(rollout.canary.get_ref(), &versions.0), of(rollout.baseline.get_ref(), &versions.1), versions)
     }
 
     /// The current step's measurements so far (for status), while a rollout runs.
-    pub(crate) fn live_measurement(&self, route: &FileRoute) -> Option<super::Judgement> {
+    fn live_measurement(&self, route: &FileRoute) -> Option<super::Judgement> {
         let rollout = route.rollout.as_ref()?;
         let window = {
             let runs = self.rollouts.runs.lock().expect("not poisoned");
@@ -245,9 +272,10 @@ impl Shared {
     /// Judge the current step at the end of an interval. Returns whether the rollout
     /// is still running (the timer goes on).
     async fn tick(self: &Arc<Self>, route_name: &str, epoch: u64) -> bool {
-        let mut writer = self.writer.lock().await;
-        let rt = self.runtime();
-        let Some(route) = rt.file.routes.iter().find(|r| r.name == route_name) else { return false };
+        let mut writer = self.controller.writer.lock().await;
+        let rt = self.controller.store().load();
+        let file = self.controller.file();
+        let Some(route) = file_route(&file, &rt, route_name) else { return false };
         let Some(rollout) = &route.rollout else { return false };
         let (step, window, judged) = {
             let mut runs = self.rollouts.runs.lock().expect("not poisoned");
@@ -305,7 +333,7 @@ impl Shared {
     /// After the first snapshot or a reload: end rollouts whose route the file changed
     /// or removed, restore persisted progress (at start), and start `auto_start` ones
     /// that have not run.
-    pub(crate) async fn reconcile_rollouts(self: &Arc<Self>, writer: &mut Writer, cfg: &FileConfig) {
+    async fn reconcile_rollouts(self: &Arc<Self>, writer: &mut Writer, cfg: &FileConfig) {
         let stale: Vec<(String, Phase)> = {
             let runs = self.rollouts.runs.lock().expect("not poisoned");
             runs.iter()
@@ -321,9 +349,9 @@ impl Shared {
             self.rollouts.runs.lock().expect("not poisoned").remove(&name);
             if phase.is_active() {
                 tracing::warn!(route = %name, "the reloaded file changed this route: its rollout is aborted and the file's weights apply");
-                self.telemetry.rollouts_total(&name, "aborted").increment(1);
+                self.controller.telemetry().rollouts_total(&name, "aborted").increment(1);
             }
-            self.telemetry.rollout_step(&name).set(-1.0);
+            self.controller.telemetry().rollout_step(&name).set(-1.0);
         }
         for route in &cfg.routes {
             let Some(rollout) = &route.rollout else { continue };
@@ -353,6 +381,10 @@ impl Shared {
                 }
             }
         }
+        // Every route's step gauge, set as its file goes live (-1: no active rollout).
+        for route in &cfg.routes {
+            self.controller.telemetry().rollout_step(&route.name).set(self.rollouts.step_gauge(&route.name));
+        }
     }
 
     fn restore_finished(&self, route: &FileRoute, step: usize, phase: Phase, reason: String) {
@@ -372,25 +404,40 @@ impl Shared {
 }
 
 /// Judge at the end of every interval until the rollout leaves this epoch's running
-/// state. Holds only a weak reference: a dropped proxy ends its timers.
-async fn tick_loop(shared: Weak<Shared>, route: String, epoch: u64, interval: Duration) {
+/// state. Holds only a weak reference: a dropped proxy ends its timers. The wait is on
+/// tokio's clock, so a test can pause it and step through a rollout.
+async fn tick_loop(driver: Weak<Driver>, route: String, epoch: u64, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        let Some(shared) = shared.upgrade() else { return };
-        if !tick_boxed(&shared, &route, epoch).await {
+        let Some(driver) = driver.upgrade() else { return };
+        if !tick_boxed(&driver, &route, epoch).await {
             return;
         }
     }
 }
 
-/// [`Shared::tick`], boxed: a tick may begin the next step, which spawns this loop
+/// [`Driver::tick`], boxed: a tick may begin the next step, which spawns this loop
 /// again, and the box (stated `Send`) breaks that cycle in the future's type.
 fn tick_boxed<'a>(
-    shared: &'a Arc<Shared>,
+    driver: &'a Arc<Driver>,
     route: &'a str,
     epoch: u64,
 ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-    Box::pin(shared.tick(route, epoch))
+    Box::pin(driver.tick(route, epoch))
+}
+
+impl RolloutHook for Driver {
+    fn phase(&self, route: &str) -> Phase {
+        self.rollouts.phase(route)
+    }
+
+    fn reconcile<'a>(
+        self: Arc<Self>,
+        writer: &'a mut Writer,
+        cfg: Arc<FileConfig>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move { self.reconcile_rollouts(writer, &cfg).await })
+    }
 }
 
 /// A measured value for a log line: plain and rounded (`0.2`, not

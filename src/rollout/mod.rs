@@ -8,7 +8,7 @@
 //! | `drive.rs` | start/pause/resume/abort, the timer task per running rollout, reloads, restarts |
 //!
 //! A rollout's weights are runtime weights like the admin API's (see
-//! [`crate::control`]), marked as set by the rollout, compiled into the snapshot and
+//! [`crate::control`]), set through the [`crate::state::Controller`], marked as set by the rollout, compiled into the snapshot and
 //! persisted to the state file with the rollout's phase and step. The request path
 //! knows nothing of rollouts: it reads the snapshot and bumps per-backend counters
 //! ([`crate::telemetry::Tally`]) that the judge reads back.
@@ -26,7 +26,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use drive::Action;
+pub use drive::{Action, Driver};
 pub use judge::{judge, measure, Judgement, Verdict, MAX_WAIT_INTERVALS};
 
 use crate::access_log::timestamp;

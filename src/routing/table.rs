@@ -29,6 +29,8 @@ pub struct RoutingTable {
     /// Keyed by the suffix after `*`, e.g. `.example.com`.
     wildcard: HashMap<Box<str>, Bucket>,
     any: Bucket,
+    /// Route index by name, for the control plane (weights, rollouts, status).
+    names: HashMap<Box<str>, usize>,
 }
 
 /// The longest host name we look up; longer ones can only match `any`-host routes.
@@ -37,8 +39,14 @@ const MAX_HOST: usize = 255;
 impl RoutingTable {
     /// `hosts[i]` are route `i`'s normalized host patterns (empty = any host).
     pub fn new(routes: Vec<Route>, hosts: &[Vec<String>], prefixes: &[String]) -> Self {
-        let mut table =
-            RoutingTable { routes, exact: HashMap::default(), wildcard: HashMap::default(), any: Bucket::default() };
+        let names = routes.iter().enumerate().map(|(i, r)| (Box::from(&*r.name), i)).collect();
+        let mut table = RoutingTable {
+            routes,
+            exact: HashMap::default(),
+            wildcard: HashMap::default(),
+            any: Bucket::default(),
+            names,
+        };
         for (i, (hosts, prefix)) in hosts.iter().zip(prefixes).enumerate() {
             if hosts.is_empty() {
                 table.any.add(prefix, i);
@@ -55,6 +63,17 @@ impl RoutingTable {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// The route named `name` (names are unique: validation refuses duplicates).
+    pub fn by_name(&self, name: &str) -> Option<&Route> {
+        self.position(name).map(|i| &self.routes[i])
+    }
+
+    /// Where the route named `name` sits: routes compile in file order, so this is also
+    /// its index among the file's routes.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names.get(name).copied()
     }
 
     /// The route for a request. `host` may carry a port and any case; `path` must be

@@ -23,9 +23,9 @@ use super::h2_frames::{GOAWAY_PROTOCOL_ERROR, PREFACE};
 use super::rewind::Rewind;
 use super::watched::{Speaks, Watched};
 use crate::config::FileLimits;
+use crate::proxy::Plane;
 use crate::proxy::{self, ConnInfo};
 use crate::proxy::{Activity, Observed};
-use crate::runtime::Shared;
 
 /// How long a GOAWAY may wait on the client before the connection is dropped.
 const GOAWAY_TIME: Duration = Duration::from_secs(1);
@@ -59,7 +59,7 @@ fn builder(limits: &FileLimits) -> auto::Builder<TokioExecutor> {
 
 /// What every connection a worker accepts is served with: built once per worker.
 pub(super) struct Serving {
-    pub shared: Arc<Shared>,
+    pub plane: Arc<Plane>,
     /// Tells HTTP/1.1 from HTTP/2 by the first bytes. It serves cleartext connections,
     /// and TLS ones that agreed HTTP/1.1: hyper-util sniffs whenever upgrades are on
     /// (its `http1_only` does nothing then, and hyper's own upgradeable HTTP/1
@@ -73,11 +73,11 @@ pub(super) struct Serving {
 }
 
 impl Serving {
-    pub fn new(shared: Arc<Shared>) -> Serving {
-        let limits = shared.runtime().file.server.limits.clone();
+    pub fn new(plane: Arc<Plane>) -> Serving {
+        let limits = plane.runtime().settings.limits.clone();
         let sniffing = builder(&limits);
         let http2 = sniffing.clone().http2_only();
-        Serving { sniffing, http2, max_head: limits.max_header_bytes, shared }
+        Serving { sniffing, http2, max_head: limits.max_header_bytes, plane }
     }
 }
 
@@ -95,24 +95,24 @@ pub(super) fn serve<S>(
     let serving = serving.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let limits = serving.shared.runtime().file.server.limits.clone();
+        let limits = serving.plane.runtime().settings.limits.clone();
         let conn_info = Arc::new(ConnInfo::new(peer, speaks.tls()));
         let activity = conn_info.activity.clone();
-        let shared = serving.shared.clone();
-        let service = service_fn(move |req| proxy::handle(shared.clone(), conn_info.clone(), req));
+        let plane = serving.plane.clone();
+        let service = service_fn(move |req| proxy::handle(plane.clone(), conn_info.clone(), req));
         if speaks == Speaks::Http2 {
             let Some(preface) = read_preface(&mut stream, peer, limits.header_read_timeout).await else { return };
             let io = Watched::new(Rewind::new(preface, stream), activity.clone(), serving.max_head, speaks);
             let conn = serving.http2.serve_connection(TokioIo::new(io), service);
-            drive(graceful.watch(conn), peer, &activity, &limits, &serving.shared).await;
+            drive(graceful.watch(conn), peer, &activity, &limits, &serving.plane).await;
         } else {
             let io = Watched::new(stream, activity.clone(), serving.max_head, speaks);
             let conn = serving.sniffing.serve_connection_with_upgrades(TokioIo::new(io), service);
-            drive(graceful.watch(conn), peer, &activity, &limits, &serving.shared).await;
+            drive(graceful.watch(conn), peer, &activity, &limits, &serving.plane).await;
         }
         if let Some(frame) = activity.flooded() {
             // One line per connection, however many frames it sent.
-            serving.shared.telemetry.flood(frame);
+            serving.plane.telemetry.flood(frame);
             tracing::warn!(%peer, frame = frame.as_str(), "closed a client connection flooding HTTP/2 control frames");
         }
     });
@@ -162,7 +162,7 @@ where
 }
 
 /// Run a connection to its end, closing it when it is too slow with a head or idle.
-async fn drive<C>(conn: C, peer: SocketAddr, activity: &Activity, limits: &FileLimits, shared: &Shared)
+async fn drive<C>(conn: C, peer: SocketAddr, activity: &Activity, limits: &FileLimits, plane: &Plane)
 where
     C: Future<Output = Result<(), Box<dyn StdError + Send + Sync>>>,
 {
@@ -182,7 +182,7 @@ where
                     // hyper still answer a head itself (a rule the tracker lacks),
                     // count it with the other responses made before routing.
                     if let Some(status) = parser_rejection(&*e) {
-                        shared.telemetry.unrouted.inc(status);
+                        plane.telemetry.unrouted.inc(status);
                     }
                 }
                 return;

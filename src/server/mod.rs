@@ -31,11 +31,11 @@ mod tls;
 mod watched;
 pub mod worker;
 
+use crate::app::App;
 use crate::reload::Reloader;
-use crate::runtime::Shared;
 
 pub struct Server {
-    shared: Arc<Shared>,
+    app: Arc<App>,
     /// Per worker, one listener per `listen` and `[[server.tls]]` address (all bound
     /// with `SO_REUSEPORT`).
     listeners: Vec<Vec<worker::Listener>>,
@@ -45,14 +45,15 @@ pub struct Server {
 
 impl Server {
     /// Bind the proxy and admin listeners named in the live config.
-    pub async fn bind(shared: Arc<Shared>) -> io::Result<Server> {
-        let file = shared.runtime().file.clone();
-        let workers = crate::workers::count(file.server.workers);
+    pub async fn bind(app: Arc<App>) -> io::Result<Server> {
+        let settings = app.plane.runtime().settings.clone();
+        let workers = crate::workers::count(settings.bound.workers);
         let mut listeners: Vec<Vec<worker::Listener>> = (0..workers).map(|_| Vec::new()).collect();
-        let plain = file.server.listen.iter().map(|addr| (*addr, None));
-        let tls = file.server.tls.iter().enumerate().map(|(index, l)| {
-            (l.listen, Some(tls::TlsListener { index, listen: l.listen, bound_with: l.tls.config() }))
-        });
+        let plain = settings.bound.listen.iter().map(|addr| (*addr, None));
+        let tls =
+            settings.tls.iter().enumerate().map(|(index, l)| {
+                (l.listen, Some(tls::TlsListener { index, listen: l.listen, bound_with: l.config() }))
+            });
         for (addr, tls) in plain.chain(tls) {
             // The first bind picks the port (it may be 0); the others share it.
             let first = bind_reuseport(addr)?;
@@ -62,9 +63,9 @@ impl Server {
                 w.push(worker::Listener { socket, tls: tls.clone() });
             }
         }
-        let admin = bind(file.admin.listen).await?;
-        let reloader = shared.config_path.as_ref().map(|_| Reloader::new(shared.clone()));
-        Ok(Server { shared, listeners, admin, reloader })
+        let admin = bind(settings.bound.admin_listen).await?;
+        let reloader = app.controller.config_path().map(|_| Reloader::new(app.controller.clone()));
+        Ok(Server { app, listeners, admin, reloader })
     }
 
     /// The plain HTTP listeners' addresses, in `listen` order.
@@ -83,30 +84,31 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then drain.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { shared, listeners, admin, reloader } = self;
-        shared.access_log.spawn_writer();
-        let upkeep = tokio::spawn(upkeep(shared.clone()));
-        let dns = tokio::spawn(crate::runtime::dns_refresh_loop(Arc::downgrade(&shared)));
+        let Server { app, listeners, admin, reloader } = self;
+        let plane = app.plane.clone();
+        plane.access_log.spawn_writer();
+        let upkeep = tokio::spawn(upkeep(plane.clone()));
+        let dns = tokio::spawn(crate::state::dns_refresh_loop(Arc::downgrade(&app.controller)));
         let reloader = reloader.map(Reloader::spawn);
         let (admin_stop_tx, admin_stop) = watch::channel(false);
-        let admin_task = tokio::spawn(admin::serve(admin, shared.clone(), admin_stop));
+        let admin_task = tokio::spawn(admin::serve(admin, app.clone(), admin_stop));
 
         for l in &listeners[0] {
             let addr = l.socket.local_addr().expect("bound");
             tracing::info!(%addr, tls = l.tls.is_some(), workers = listeners.len(), "proxy listening");
         }
-        let connections = Arc::new(Semaphore::new(shared.runtime().file.server.limits.max_connections));
+        let connections = Arc::new(Semaphore::new(plane.runtime().settings.limits.max_connections));
         let (stop_tx, stop) = watch::channel(false);
         let workers: Vec<_> = listeners
             .into_iter()
             .enumerate()
-            .map(|(i, ls)| worker::spawn(i + 1, ls, shared.clone(), connections.clone(), stop.clone()))
+            .map(|(i, ls)| worker::spawn(i + 1, ls, plane.clone(), connections.clone(), stop.clone()))
             .collect();
 
         shutdown.await;
-        let drain_timeout = shared.runtime().file.server.drain_timeout;
+        let drain_timeout = plane.runtime().settings.drain_timeout;
         tracing::info!(?drain_timeout, "shutting down: no new connections, draining in-flight requests");
-        shared.start_draining();
+        plane.store.start_draining();
         let _ = stop_tx.send(true);
         if let Some(r) = reloader {
             r.abort();
@@ -140,10 +142,10 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-async fn upkeep(shared: Arc<Shared>) {
+async fn upkeep(plane: Arc<crate::proxy::Plane>) {
     let mut tick = tokio::time::interval(crate::telemetry::Telemetry::upkeep_interval());
     loop {
         tick.tick().await;
-        shared.telemetry.upkeep();
+        plane.telemetry.upkeep();
     }
 }

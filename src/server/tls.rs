@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::runtime::Shared;
+use crate::proxy::Plane;
 
 /// A TLS listener: which `[[server.tls]]` entry it is (index and address as
 /// configured: the key to its certificates in the live config) and the certificates it
@@ -29,13 +29,13 @@ pub(super) async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     listener: &TlsListener,
-    shared: &Arc<Shared>,
+    plane: &Arc<Plane>,
 ) -> Option<TlsStream<TcpStream>> {
-    let runtime = shared.runtime();
-    let live = runtime.file.server.tls.get(listener.index).filter(|l| l.listen == listener.listen);
-    let config = live.map_or_else(|| listener.bound_with.clone(), |l| l.tls.config());
+    let runtime = plane.runtime();
+    let live = runtime.settings.tls.get(listener.index).filter(|l| l.listen == listener.listen);
+    let config = live.map_or_else(|| listener.bound_with.clone(), |l| l.config());
     let acceptor = TlsAcceptor::from(config);
-    let timeout = runtime.file.server.limits.header_read_timeout;
+    let timeout = runtime.settings.limits.header_read_timeout;
     drop(runtime);
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => Some(stream),

@@ -13,7 +13,7 @@ use super::conn::{self, Serving};
 use super::h1;
 use super::tls::{self, TlsListener};
 use super::watched::Speaks;
-use crate::runtime::Shared;
+use crate::proxy::Plane;
 
 /// A bound, non-blocking listening socket and what it speaks.
 pub struct Listener {
@@ -27,7 +27,7 @@ pub struct Listener {
 pub fn spawn(
     id: usize,
     listeners: Vec<Listener>,
-    shared: Arc<Shared>,
+    plane: Arc<Plane>,
     connections: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -36,22 +36,22 @@ pub fn spawn(
         .spawn(move || {
             crate::workers::set_current(id);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a worker runtime");
-            rt.block_on(serve(listeners, shared, connections, stop));
+            rt.block_on(serve(listeners, plane, connections, stop));
         })
         .expect("spawn a worker thread")
 }
 
 async fn serve(
     listeners: Vec<Listener>,
-    shared: Arc<Shared>,
+    plane: Arc<Plane>,
     connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
-    let serving = Arc::new(Serving::new(shared.clone()));
+    let serving = Arc::new(Serving::new(plane.clone()));
     // Fast-path connections hold the worker; when the last is gone, `alive` closes.
     let (alive, mut all_closed) = tokio::sync::mpsc::channel(1);
-    let worker = Arc::new(h1::Worker { shared: shared.clone(), serving, stop: stop.clone(), alive });
+    let worker = Arc::new(h1::Worker { plane: plane.clone(), serving, stop: stop.clone(), alive });
     let sweep = tokio::spawn(sweep_pool());
     let mut accepts = Vec::new();
     for l in listeners {
@@ -71,7 +71,7 @@ async fn serve(
     // Connections still in a TLS handshake hold a `Watcher` or the worker, not the
     // `GracefulShutdown`: the drain below waits for them too.
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
-    let drain_timeout = shared.runtime().file.server.drain_timeout;
+    let drain_timeout = plane.runtime().settings.drain_timeout;
     let drained = async {
         tokio::join!(graceful.shutdown(), all_closed.recv());
     };
@@ -127,7 +127,7 @@ async fn accept_loop(
                 let (worker, listener) = (worker.clone(), listener.clone());
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let Some(stream) = tls::handshake(stream, peer, &listener, &worker.shared).await else { return };
+                    let Some(stream) = tls::handshake(stream, peer, &listener, &worker.plane).await else { return };
                     // ALPN binds the protocol: `h2` is hyper's, HTTP/2 only; `http/1.1`
                     // (or none) takes the fast path, HTTP/1.1 only.
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {

@@ -1,7 +1,7 @@
 //! Name resolution for hostname endpoints, behind a trait so tests can control it. The
 //! task that re-resolves them every `dns_refresh` (so a docker-compose `--scale` or a
 //! rolling replacement behind one name is picked up without a reload) belongs to the
-//! snapshot's owner: see `runtime::dns_refresh_loop`.
+//! snapshot's owner: see `state::dns_refresh_loop`.
 
 use std::future::Future;
 use std::io;

@@ -95,12 +95,13 @@ impl UpstreamRegistry {
             next.insert(source.name.clone(), upstream);
         }
         self.live = next.clone();
-        self.sync_health_checks();
         next
     }
 
-    /// One health checker per upstream with `health`, watching its current version.
-    fn sync_health_checks(&mut self) {
+    /// One health checker per upstream with `health`, watching the version the last
+    /// [`UpstreamRegistry::build`] made (a task each, on the caller's runtime). Kept
+    /// apart from `build` so compiling a snapshot starts nothing.
+    pub fn sync_health_checks(&mut self) {
         let live = &self.live;
         self.health.retain(|name, (watched, task)| {
             let current = live.get(name).filter(|u| u.health.is_some());

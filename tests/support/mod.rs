@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use switchyard::runtime::Shared;
+use switchyard::app::App;
 use switchyard::server::Server;
 
 pub mod devtools;
@@ -265,7 +265,7 @@ pub struct TestProxy {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
-    pub shared: Arc<Shared>,
+    pub app: Arc<App>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -354,7 +354,7 @@ impl TestProxy {
     /// Wait (bounded) until `/metrics` shows the config generation `want`.
     pub async fn wait_generation(&self, want: u64) {
         let what = format!("config generation {want}");
-        eventually(&what, Duration::from_secs(5), || async { self.shared.runtime().generation >= want }).await;
+        eventually(&what, Duration::from_secs(5), || async { self.app.plane.runtime().generation >= want }).await;
     }
 }
 
@@ -457,8 +457,8 @@ pub async fn spawn_proxy_resolving(
     resolver: Arc<dyn switchyard::upstream::Resolver>,
 ) -> TestProxy {
     let cfg = switchyard::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    let shared = Shared::with_resolver(cfg, Some(config_path.clone()), resolver).await;
-    let server = Server::bind(shared.clone()).await.unwrap();
+    let app = App::start_with(cfg, Some(config_path.clone()), resolver).await;
+    let server = Server::bind(app.clone()).await.unwrap();
     let tls_addrs = server.tls_addrs();
     let addr = server.local_addrs().first().copied().unwrap_or_else(|| tls_addrs[0]);
     let admin = server.admin_addr();
@@ -466,7 +466,7 @@ pub async fn spawn_proxy_resolving(
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
-    TestProxy { addr, admin, tls_addrs, dir, config_path, shared, stop: Some(stop), task: Some(task) }
+    TestProxy { addr, admin, tls_addrs, dir, config_path, app, stop: Some(stop), task: Some(task) }
 }
 
 /// Run `switchyard ctl --admin ADMIN ARGS...` off the async runtime.

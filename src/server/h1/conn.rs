@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 
-use crate::runtime::Shared;
+use crate::proxy::Plane;
 use crate::server::conn::Serving;
 use crate::server::rewind::Rewind;
 use crate::server::watched::Speaks;
@@ -31,7 +31,7 @@ const SHUTDOWN_TIME: Duration = Duration::from_secs(1);
 
 /// What every fast-path connection of a worker shares.
 pub struct Worker {
-    pub shared: Arc<Shared>,
+    pub plane: Arc<Plane>,
     pub serving: Arc<Serving>,
     /// Turns true when the worker drains: idle connections close, busy ones close
     /// after their current response.
@@ -93,7 +93,7 @@ pub fn serve<S>(
 {
     let worker = worker.clone();
     tokio::spawn(async move {
-        let limits = worker.shared.runtime().file.server.limits.clone();
+        let limits = worker.plane.runtime().settings.limits.clone();
         let now = Instant::now();
         let floor = limits.header_read_timeout.min(limits.idle_timeout).max(Duration::from_millis(100));
         let mut conn = Conn {

@@ -25,7 +25,7 @@ use crate::proxy::headers::VIA_VALUE;
 use crate::proxy::{body_ended, body_failed, request_id_hex, Blame, ProxyError, CLIENT_CLOSED, ERROR_HEADER};
 use crate::routing::path::normalize;
 use crate::routing::{Backend, Route};
-use crate::runtime::Runtime;
+use crate::snapshot::Runtime;
 use crate::telemetry::{StatusCounters, UpstreamErrorKind};
 use crate::upstream::Endpoint;
 
@@ -112,9 +112,9 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                 match head::parse(&self.buf, &mut slots, self.max_head) {
                     Verdict::Fast(h) => {
                         let start = Instant::now();
-                        rt = self.worker.shared.runtime();
+                        rt = self.worker.plane.runtime();
                         let id = request_id(&rt, &h, &mut self.scratch);
-                        let log = rt.access_log.then(|| record(&h, self.facts.peer.ip()));
+                        let log = rt.settings.access_log.then(|| record(&h, self.facts.peer.ip()));
                         req = Request {
                             head_len: h.len,
                             client_close: h.close,
@@ -140,7 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
             Built::Plan(plan) => plan,
             Built::Hyper => return Next::Hyper,
             Built::Refuse(e, has_body) => {
-                let counters = self.worker.shared.telemetry.unrouted.clone();
+                let counters = self.worker.plane.telemetry.unrouted.clone();
                 let close = has_body || e.blame() == Blame::Client;
                 return self.answer_error(&rt, e, &mut req, None, &counters, None, None, close).await;
             }
@@ -213,7 +213,7 @@ fn build<'r>(
     facts: &Facts,
     worker: &Worker,
 ) -> Built<'r> {
-    if worker.shared.is_draining() {
+    if worker.plane.is_draining() {
         return Built::Refuse(ProxyError::Draining, h.content_length > 0);
     }
     let path = normalize(h.path);
@@ -240,7 +240,7 @@ fn build<'r>(
     let line = s.len();
     let mut forwarded_for = false;
     let mut via = false;
-    let id_name = rt.request_id_header.as_str().as_bytes();
+    let id_name = rt.settings.request_id_header.as_str().as_bytes();
     let mut has_id = false;
     let mut kept = Lines::new(src);
     for f in h.headers {
@@ -316,7 +316,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         let (route, backend) = (plan.route, plan.backend);
         let upstream = &backend.upstream;
         let cookie = plan.set_cookie.as_ref();
-        let max_body = rt.file.server.limits.max_body_bytes;
+        let max_body = rt.settings.limits.max_body_bytes;
         if max_body != 0 && plan.body_len > max_body {
             let e = ProxyError::BodyTooLarge;
             return self.answer_error(rt, e, &mut req, Some(route), &route.own_responses, None, cookie, true).await;
@@ -673,7 +673,10 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
                                 .version_header
                                 .as_ref()
                                 .map(|n| (n.as_str().as_bytes(), upstream.version_value.as_bytes())),
-                            request_id: (rt.request_id_header.as_str().as_bytes(), &self.scratch[req.id.clone()]),
+                            request_id: (
+                                rt.settings.request_id_header.as_str().as_bytes(),
+                                &self.scratch[req.id.clone()],
+                            ),
                             set_cookie: plan.set_cookie.as_ref().map(HeaderValue::as_bytes),
                             close,
                         };
@@ -958,7 +961,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
         o.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\n");
         lines::line(o, ERROR_HEADER.as_bytes(), e.cause().as_bytes());
         lines::line(o, b"content-length", itoa::Buffer::new().format(body.len()).as_bytes());
-        lines::line(o, rt.request_id_header.as_str().as_bytes(), &self.scratch[req.id.clone()]);
+        lines::line(o, rt.settings.request_id_header.as_str().as_bytes(), &self.scratch[req.id.clone()]);
         if let Some(c) = set_cookie {
             lines::line(o, b"set-cookie", c.as_bytes());
         }
@@ -1005,7 +1008,7 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Conn<S> {
             record.version = b.upstream.version.clone();
         }
         record.request_id = String::from_utf8_lossy(&self.scratch[req.id.clone()]).into_owned();
-        self.worker.shared.access_log.send(record);
+        self.worker.plane.access_log.send(record);
     }
 }
 
@@ -1017,7 +1020,7 @@ async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> bool {
 fn request_id(rt: &Runtime, h: &Head<'_>, scratch: &mut Vec<u8>) -> Range<usize> {
     use crate::routing::Fields;
     scratch.clear();
-    match Fields::first(h.headers, &rt.request_id_header) {
+    match Fields::first(h.headers, &rt.settings.request_id_header) {
         Some(v) => scratch.extend_from_slice(v),
         None => scratch.extend_from_slice(&request_id_hex()),
     }

@@ -7,40 +7,44 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::{Runtime, Settings};
 use crate::config::{self, FileConfig, FileRoute, FileSticky};
 use crate::control::AdminWeights;
 use crate::mirror::SlotRegistry;
 use crate::routing::resolve_shares;
 use crate::routing::{sticky, Backend, Override, OverrideOn, Route, RoutingTable, Source, Split, Sticky};
-use crate::snapshot::Runtime;
 use crate::telemetry::Telemetry;
 use crate::upstream::{Upstream, UpstreamRegistry};
 
-/// A whole new snapshot: resolve and reuse upstreams, then compile the routes.
-pub(crate) async fn compile(
-    cfg: FileConfig,
-    generation: u64,
-    telemetry: &Telemetry,
-    registry: &mut UpstreamRegistry,
+/// A whole new snapshot from a validated file: reuse the registry's long-lived upstream
+/// state, then compile the routes. Synchronous and free of tasks: hostnames are looked
+/// up by the caller beforehand ([`UpstreamRegistry::apply_dns`]), so benches and fuzz
+/// targets can call it with a fresh registry and get a routing table.
+pub fn compile(
+    cfg: &FileConfig,
     admin: &AdminWeights,
+    registry: &mut UpstreamRegistry,
+    telemetry: &Telemetry,
     slots: &SlotRegistry,
+    generation: u64,
 ) -> Runtime {
-    // Names were resolved by the caller (outside the writer lock).
     let upstreams = registry.build(&cfg.upstreams, telemetry);
-    let table = compile_table(&cfg, &upstreams, telemetry, admin, slots);
-    Runtime {
-        generation,
-        loaded_at: SystemTime::now(),
-        table,
-        upstreams,
-        request_id_header: cfg.server.request_id_header.clone(),
-        access_log: cfg.server.access_log,
-        file: cfg,
-    }
+    let table = compile_table(cfg, &upstreams, telemetry, admin, slots);
+    Runtime { generation, loaded_at: SystemTime::now(), table, upstreams, settings: Arc::new(Settings::compile(cfg)) }
+}
+
+/// A snapshot of `cfg` alone: no admin weights, fresh counters and registry, no task
+/// started (health checks start only when the controller asks). For benches, fuzz
+/// targets and tools that need a routing table; hostnames are not looked up.
+pub fn compile_fresh(cfg: &FileConfig) -> Runtime {
+    let workers = crate::workers::count(cfg.server.workers);
+    let resolver = Arc::new(crate::upstream::SystemResolver);
+    let mut registry = UpstreamRegistry::new(resolver, workers, cfg.server.limits.max_header_bytes);
+    compile(cfg, &AdminWeights::default(), &mut registry, &Telemetry::new(), &SlotRegistry::default(), 1)
 }
 
 /// The route table alone, for changes that keep the upstreams (admin weight changes).
-pub(crate) fn compile_table(
+pub fn compile_table(
     cfg: &FileConfig,
     upstreams: &HashMap<String, Arc<Upstream>>,
     telemetry: &Telemetry,

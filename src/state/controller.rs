@@ -1,0 +1,289 @@
+//! The [`Controller`]: the one writer of snapshots. Everything that builds a snapshot
+//! takes its lock, so reloads, admin changes, DNS changes and rollout steps are
+//! serialized, and each ends in one swap of the [`Store`]. Durable before visible: a
+//! change to admin weights reaches the state file before its snapshot goes live.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::RolloutHook;
+use crate::config::{self, ConfigErrors, FileConfig};
+use crate::control::{AdminWeights, Phase};
+use crate::mirror::SlotRegistry;
+use crate::routing::RESOLUTION;
+use crate::snapshot::{compile, compile_table, Runtime, Store};
+use crate::telemetry::Telemetry;
+use crate::upstream::{Resolver, UpstreamRegistry};
+
+/// What only the lock holder touches.
+pub struct Writer {
+    pub(crate) registry: UpstreamRegistry,
+    pub(crate) admin: AdminWeights,
+}
+
+pub struct Controller {
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    /// The config file reloads read; `None` for configs given in memory (demo, tests).
+    config_path: Option<PathBuf>,
+    pub(crate) writer: tokio::sync::Mutex<Writer>,
+    /// The file the live generation was compiled from, for the control plane (status,
+    /// rollouts, DNS); the request path reads the typed snapshot instead.
+    file: ArcSwap<FileConfig>,
+    generation: AtomicU64,
+    last_reload_error: Mutex<Option<String>>,
+    /// Mirror slots, kept across snapshots (a swap does not reset the bound).
+    mirror_slots: SlotRegistry,
+    rollouts: OnceLock<Weak<dyn RolloutHook>>,
+}
+
+impl Controller {
+    /// Restore the state file, look up hostnames, compile the first snapshot.
+    pub async fn start(
+        cfg: FileConfig,
+        config_path: Option<PathBuf>,
+        resolver: Arc<dyn Resolver>,
+        telemetry: Arc<Telemetry>,
+    ) -> Controller {
+        let workers = crate::workers::count(cfg.server.workers);
+        let mut registry = UpstreamRegistry::new(resolver, workers, cfg.server.limits.max_header_bytes);
+        let mut admin = cfg.admin.state_file.as_deref().map(AdminWeights::load).unwrap_or_default();
+        for route in admin.prune(&cfg) {
+            tracing::warn!(
+                route,
+                "the config file changed this route since its admin weights were saved; the file's weights apply"
+            );
+        }
+        if !admin.is_empty() {
+            tracing::info!("restored admin weight changes from the state file");
+        }
+        registry.refresh_dns(&cfg.upstreams).await;
+        let mirror_slots = SlotRegistry::default();
+        let runtime = compile(&cfg, &admin, &mut registry, &telemetry, &mirror_slots, 1);
+        registry.sync_health_checks();
+        let controller = Controller {
+            store: Arc::new(Store::new(runtime)),
+            telemetry,
+            config_path,
+            writer: tokio::sync::Mutex::new(Writer { registry, admin }),
+            file: ArcSwap::from_pointee(cfg),
+            generation: AtomicU64::new(1),
+            last_reload_error: Mutex::new(None),
+            mirror_slots,
+            rollouts: OnceLock::new(),
+        };
+        controller.publish_gauges(&controller.store.load(), None);
+        controller
+    }
+
+    /// Let the rollout driver above follow every file that goes live, and run it once
+    /// for the live one (restoring saved rollouts).
+    pub async fn attach(&self, rollouts: Arc<dyn RolloutHook>) {
+        let _ = self.rollouts.set(Arc::downgrade(&rollouts));
+        let mut writer = self.writer.lock().await;
+        rollouts.reconcile(&mut writer, self.file()).await;
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
+    /// The file the live snapshot was compiled from.
+    pub fn file(&self) -> Arc<FileConfig> {
+        self.file.load_full()
+    }
+
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.last_reload_error.lock().expect("not poisoned").clone()
+    }
+
+    /// Where `route`'s rollout stands (idle when no driver is attached).
+    pub fn rollout_phase(&self, route: &str) -> Phase {
+        self.rollouts.get().and_then(Weak::upgrade).map_or(Phase::Idle, |r| r.phase(route))
+    }
+
+    /// Re-read the config file, compile it beside the live snapshot, and swap it in.
+    /// On any error the live snapshot keeps serving and the errors are returned.
+    pub async fn reload(&self) -> Result<u64, ConfigErrors> {
+        let Some(path) = self.config_path.as_deref() else {
+            return Err(no_file());
+        };
+        match config::load(path) {
+            Ok(cfg) => Ok(self.apply(cfg).await),
+            Err(errors) => {
+                self.telemetry.reloads_error.increment(1);
+                tracing::error!(path = %path.display(), "config reload rejected; the previous config keeps serving:\n{errors}");
+                *self.last_reload_error.lock().expect("not poisoned") = Some(errors.to_string());
+                Err(errors)
+            }
+        }
+    }
+
+    /// Compile and swap in a validated config; returns the new generation.
+    pub async fn apply(&self, cfg: FileConfig) -> u64 {
+        // Look names up before taking the writer lock: slow DNS must not hold up admin
+        // changes.
+        let resolver = self.writer.lock().await.registry.resolver();
+        let answers = crate::upstream::dns::lookup_all(&*resolver, &cfg.upstreams).await;
+        let mut writer = self.writer.lock().await;
+        writer.registry.apply_dns(answers);
+        let dropped = writer.admin.prune(&cfg);
+        for route in &dropped {
+            tracing::info!(route, "the reloaded file changed this route: its admin weight changes no longer apply");
+        }
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let Writer { registry, admin } = &mut *writer;
+        let runtime = compile(&cfg, admin, registry, &self.telemetry, &self.mirror_slots, generation);
+        let waiting = self.store.load().settings.restart_only_changes(&runtime.settings);
+        if !waiting.is_empty() {
+            tracing::warn!(
+                changed = %waiting.join(", "),
+                "these settings are bound at start: they take effect at the next restart; until then a TLS listener whose entry moved keeps the certificates it started with"
+            );
+        }
+        if !dropped.is_empty() {
+            // Durable before visible, as for every writer of the state file.
+            self.persist_to(runtime.settings.state_file.as_deref(), &writer.admin).await;
+        }
+        let cfg = Arc::new(cfg);
+        self.file.store(cfg.clone());
+        self.install(runtime);
+        writer.registry.sync_health_checks();
+        if let Some(rollouts) = self.rollouts.get().and_then(Weak::upgrade) {
+            rollouts.reconcile(&mut writer, cfg).await;
+        }
+        drop(writer);
+        self.telemetry.reloads_ok.increment(1);
+        *self.last_reload_error.lock().expect("not poisoned") = None;
+        tracing::info!(generation, "config reloaded");
+        generation
+    }
+
+    /// Re-resolve hostname endpoints; when any address changed, swap in a snapshot with
+    /// the new endpoint sets (same config, same generation).
+    pub async fn refresh_dns(&self) {
+        let resolver = self.writer.lock().await.registry.resolver();
+        let answers = crate::upstream::dns::lookup_all(&*resolver, &self.file().upstreams).await;
+        let mut writer = self.writer.lock().await;
+        if !writer.registry.apply_dns(answers) {
+            return;
+        }
+        let old = self.store.load();
+        let file = self.file();
+        let Writer { registry, admin } = &mut *writer;
+        let upstreams = registry.build(&file.upstreams, &self.telemetry);
+        let table = compile_table(&file, &upstreams, &self.telemetry, admin, &self.mirror_slots);
+        self.install(Runtime::with_table(&old, table, upstreams));
+        registry.sync_health_checks();
+    }
+
+    /// Recompile the live snapshot's route table under `admin` (same upstreams, same
+    /// settings, same generation) and swap it in. The caller holds the writer lock.
+    pub(crate) fn swap_table(&self, admin: &AdminWeights) {
+        let old = self.store.load();
+        let table = compile_table(&self.file(), &old.upstreams, &self.telemetry, admin, &self.mirror_slots);
+        self.install(Runtime::with_table(&old, table, old.upstreams.clone()));
+    }
+
+    /// Swap a new snapshot in (the caller holds the writer lock).
+    fn install(&self, runtime: Runtime) {
+        let old = self.store.swap(runtime);
+        self.publish_gauges(&self.store.load(), Some(&old));
+    }
+
+    /// Save admin weights to the state file, if one is configured. A failure is logged:
+    /// the change is live either way, and refusing a cutover because a disk is full
+    /// would be worse than not persisting it.
+    pub(crate) async fn persist(&self, admin: &AdminWeights) -> Option<String> {
+        let path = self.store.load().settings.state_file.clone();
+        self.persist_to(path.as_deref(), admin).await
+    }
+
+    /// [`Controller::persist`] to the state file a snapshot not yet live names. The
+    /// write and fsync run on the blocking pool: a slow or hung disk (or a FIFO) must
+    /// not stall the runtime that serves the admin API, reloads and health checks, nor,
+    /// on a multi-thread runtime, the worker whose turn it is to drive timers and
+    /// sockets. The caller still waits for it (durable before visible).
+    async fn persist_to(&self, path: Option<&Path>, admin: &AdminWeights) -> Option<String> {
+        let path = path?.to_path_buf();
+        let state = admin.clone();
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || state.save(&target))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match written {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the state file; the change is live but will not survive a restart");
+                Some(format!("state file not written: {e}"))
+            }
+        }
+    }
+
+    /// Shares and generation are gauges set when a snapshot goes live, not per request.
+    /// New values are set first and only backends that disappeared are zeroed, so a
+    /// scrape never sees a live backend at 0.
+    fn publish_gauges(&self, rt: &Runtime, old: Option<&Runtime>) {
+        let mut live = HashSet::new();
+        for route in rt.table.routes() {
+            for b in route.backends.iter() {
+                b.metrics.share.set(f64::from(b.share) / f64::from(RESOLUTION));
+                live.insert((route.name.clone(), b.upstream.name.clone()));
+            }
+        }
+        for route in old.iter().flat_map(|old| old.table.routes()) {
+            for b in route.backends.iter() {
+                if !live.contains(&(route.name.clone(), b.upstream.name.clone())) {
+                    b.metrics.share.set(0.0);
+                }
+            }
+        }
+        self.telemetry.generation.set(rt.generation as f64);
+    }
+}
+
+/// Re-resolve hostname endpoints while the controller lives. Runs every `dns_refresh`
+/// (the shortest configured among upstreams that have hostnames).
+pub async fn dns_refresh_loop(controller: Weak<Controller>) {
+    loop {
+        let period = {
+            let Some(c) = controller.upgrade() else { return };
+            let file = c.file();
+            file.upstreams
+                .iter()
+                .filter(|u| u.endpoints.iter().any(|e| e.host.parse::<IpAddr>().is_err()))
+                .map(|u| u.dns_refresh)
+                .min()
+        };
+        tokio::time::sleep(period.unwrap_or(Duration::from_secs(5))).await;
+        if period.is_none() {
+            continue;
+        }
+        let Some(c) = controller.upgrade() else { return };
+        c.refresh_dns().await;
+    }
+}
+
+fn no_file() -> ConfigErrors {
+    ConfigErrors(vec![config::ConfigError {
+        file: Path::new("-").to_path_buf(),
+        line: 1,
+        col: 1,
+        field: String::new(),
+        message: "this instance was started without a config file; nothing to reload".into(),
+    }])
+}

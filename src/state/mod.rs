@@ -1,0 +1,20 @@
+//! The control plane's state and its one writer: the [`Controller`] holds the lock
+//! every snapshot builder takes (file reloads, SIGHUP, admin weight changes, DNS
+//! changes, rollout steps), compiles with [`crate::snapshot::compile`], persists admin
+//! weights to the state file, and swaps the result into the [`crate::snapshot::Store`].
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `controller.rs` | the writer lock, start, reload/apply, DNS refresh, persisting, the swap |
+//! | `weights.rs` | weight changes by hand: set, promote, rollback |
+//! | `hook.rs` | what the controller asks of the rollout driver above it |
+//!
+//! The request path never reaches this module: it loads snapshots from the `Store`.
+
+mod controller;
+mod hook;
+mod weights;
+
+pub use controller::{dns_refresh_loop, Controller, Writer};
+pub use hook::RolloutHook;
+pub use weights::file_route;
