@@ -12,14 +12,18 @@
 //! bytes read so far, for the rest of the connection: those requests are answered
 //! exactly as before, and hostile input meets one set of rules.
 
+mod answer;
+mod attempt;
 mod chunked;
 mod conn;
 mod date;
 mod exchange;
 mod field;
+mod forward;
 pub(super) mod head;
 mod lines;
 pub mod pool;
+mod relay;
 mod response;
 
 pub(super) use conn::{serve, Worker};
