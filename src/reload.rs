@@ -57,13 +57,7 @@ impl Reloader {
         tokio::spawn(async move {
             let sighup = tokio::spawn(forward_sighup(tx));
             while rx.recv().await.is_some() {
-                // Debounce: wait until events stop arriving for DEBOUNCE.
-                loop {
-                    tokio::time::sleep(DEBOUNCE).await;
-                    if rx.try_recv().is_err() {
-                        break;
-                    }
-                }
+                settle(&mut rx).await;
                 let _ = controller.reload().await;
                 if let Some(w) = watcher.as_mut() {
                     w.follow(&controller);
@@ -71,6 +65,16 @@ impl Reloader {
             }
             sighup.abort();
         })
+    }
+}
+
+/// Debounce: after an event, wait until none has arrived for [`DEBOUNCE`].
+async fn settle(rx: &mut mpsc::Receiver<()>) {
+    loop {
+        tokio::time::sleep(DEBOUNCE).await;
+        if rx.try_recv().is_err() {
+            return;
+        }
     }
 }
 
@@ -152,5 +156,40 @@ impl Watch {
         if let Err(e) = self.add(file) {
             tracing::warn!(path = %file.display(), error = %e, "cannot watch a TLS file; reload with SIGHUP after changing it");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    /// Events `gap` apart, `count` of them, as the watcher sends them (dropped while one
+    /// is pending); returns how long after the first one `settle` let the reload go.
+    async fn settled_after(gap: Duration, count: u32) -> Duration {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let first = Instant::now();
+        tokio::spawn(async move {
+            for _ in 0..count {
+                let _ = tx.try_send(());
+                tokio::time::sleep(gap).await;
+            }
+        });
+        rx.recv().await.expect("an event");
+        settle(&mut rx).await;
+        first.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_reloads_once_debounce_after_its_last_event() {
+        // Ten events 150 ms apart: the last at 1350 ms, quiet from then on.
+        let waited = settled_after(Duration::from_millis(150), 10).await;
+        assert!(waited >= Duration::from_millis(1350) + DEBOUNCE, "{waited:?}");
+        assert!(waited < Duration::from_millis(1350) + 2 * DEBOUNCE, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_event_reloads_after_one_debounce() {
+        assert_eq!(settled_after(Duration::from_secs(60), 1).await, DEBOUNCE);
     }
 }

@@ -119,39 +119,28 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
 
     let slow = tokio::spawn(async move { get(&format!("http://{addr}/?delay_ms=1500"), &[]).await });
     // Wait until the upstream has the request, then ask the proxy to stop.
-    for _ in 0..100 {
-        if up.hits() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the upstream has the slow request", Duration::from_secs(2), || async { up.hits() > 0 }).await;
     assert_eq!(up.hits(), 1);
     let kill = Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status().unwrap();
     assert!(kill.success());
 
     // New connections are refused while the slow request is still being served.
-    let mut refused = false;
-    for _ in 0..50 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "the listener is still accepting after SIGTERM");
+    eventually("the listener refuses new connections after SIGTERM", Duration::from_secs(1), || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
 
     let (status, h, _) = slow.await.unwrap();
     assert_eq!(status, 200, "the in-flight request completes");
     assert_eq!(h["x-upstream"], "u");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(Instant::now() < deadline, "the proxy did not exit after draining");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut code = None;
+    eventually("the proxy exits after draining", Duration::from_secs(10), || {
+        let exited = child.try_wait().unwrap();
+        code = exited.and_then(|s| s.code());
+        async move { exited.is_some() }
+    })
+    .await;
     assert_eq!(code, Some(0));
 }
 

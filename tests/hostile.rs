@@ -80,14 +80,8 @@ async fn oversized_heads_get_431() {
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
     assert_eq!(up.hits(), 0);
     // Counted like the proxy's other answers made before routing.
-    let mut counted = 0.0;
-    for _ in 0..50 {
-        counted = proxy.metric(r#"switchyard_requests_total{route="",upstream="",version="",status="431"}"#).await;
-        if counted > 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let counted =
+        proxy.metric_reaching(r#"switchyard_requests_total{route="",upstream="",version="",status="431"}"#, 1.0).await;
     assert_eq!(counted, 1.0);
 }
 

@@ -92,11 +92,10 @@ async fn mismatched_statuses_are_counted_and_status_shows_the_rate() {
     for _ in 0..4 {
         assert_eq!(get(&proxy.url("/"), &[]).await.0, StatusCode::OK, "the primary's answer is untouched");
     }
-    let began = Instant::now();
-    while mirror_count(&proxy, "match").await + mirror_count(&proxy, "mismatch").await < 8.0 {
-        assert!(began.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("mirror comparisons counted", Duration::from_secs(5), || async {
+        mirror_count(&proxy, "match").await + mirror_count(&proxy, "mismatch").await >= 8.0
+    })
+    .await;
     assert_eq!(mirror_count(&proxy, "match").await, 4.0);
     assert_eq!(mirror_count(&proxy, "mismatch").await, 4.0);
     let (_, _, body) = get(&format!("http://{}/api/v1/status", proxy.admin), &[]).await;
@@ -115,11 +114,10 @@ async fn body_comparison_uses_digests_of_both_bodies() {
     send(&c, "POST", &proxy.url("/"), &[], "same on both").await;
     // Without a body each answers its own name: same status, different bodies.
     send(&c, "GET", &proxy.url("/"), &[], "").await;
-    let began = Instant::now();
-    while mirror_count(&proxy, "match").await + mirror_count(&proxy, "mismatch").await < 2.0 {
-        assert!(began.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("mirror comparisons counted", Duration::from_secs(5), || async {
+        mirror_count(&proxy, "match").await + mirror_count(&proxy, "mismatch").await >= 2.0
+    })
+    .await;
     assert_eq!(mirror_count(&proxy, "match").await, 1.0);
     assert_eq!(mirror_count(&proxy, "mismatch").await, 1.0);
 }
@@ -161,11 +159,10 @@ async fn a_chunked_body_is_copied_as_it_streams_to_the_primary() {
     eventually("the copy arrives", Duration::from_secs(5), || async { shadow.hits() == 1 }).await;
     assert_eq!(shadow.body_bytes.load(Ordering::SeqCst), 11);
     // Both echoed the same body: the digests agree.
-    let began = Instant::now();
-    while mirror_count(&proxy, "match").await < 1.0 {
-        assert!(began.elapsed() < Duration::from_secs(5), "{}", proxy.metrics().await);
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("mirror comparisons counted", Duration::from_secs(5), || async {
+        mirror_count(&proxy, "match").await >= 1.0
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -153,14 +153,7 @@ async fn invalid_file_keeps_the_old_config_serving() {
     let bad = config(&a, &b, "nonexistent");
     std::fs::write(&proxy.config_path, &bad).unwrap();
     // The watcher picks the change up; wait for the error to be counted.
-    let mut errors = 0.0;
-    for _ in 0..100 {
-        errors = proxy.metric(r#"switchyard_config_reloads_total{result="error"}"#).await;
-        if errors > 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let errors = proxy.metric_reaching(r#"switchyard_config_reloads_total{result="error"}"#, 1.0).await;
     assert_eq!(errors, 1.0);
     assert_eq!(served_by(&proxy).await, "a", "the old config keeps serving");
     assert_eq!(proxy.app.plane.runtime().generation, 1);

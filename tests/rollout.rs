@@ -1,6 +1,8 @@
 //! Automated rollouts end to end: real upstreams, real traffic, short intervals. The
 //! judge's thresholds are unit-tested in `src/rollout/judge.rs`; here the controller
 //! walks steps, rolls back, pauses, survives restarts and keeps sticky users monotonic.
+//! Step timing itself (exact intervals, waiting for traffic, pauses) runs on a paused
+//! clock in `rollout_clock.rs`.
 
 mod support;
 
@@ -195,19 +197,6 @@ async fn a_slow_canary_is_rolled_back_on_p99() {
     let reason = r["reason"].as_str().unwrap();
     assert!(reason.contains("p99") && reason.contains("max_p99 100.0 ms"), "{reason}");
     assert!(r["last_judgement"]["canary_p99_ms"].as_f64().unwrap() > 250.0, "{r:#}");
-}
-
-#[tokio::test]
-async fn a_step_without_enough_traffic_waits_ten_intervals_then_fails() {
-    let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
-    let proxy = canary_proxy(v1.addr, v2.addr, "steps = [50]\ninterval = \"100ms\"\nmin_requests = 1000").await;
-    call(&proxy, "start").await;
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let waiting = rollout(&proxy).await;
-    assert_eq!(waiting["state"], "running", "still waiting for traffic: {waiting:#}");
-    let r = wait_state(&proxy, "rolled_back", Duration::from_secs(10)).await;
-    let reason = r["reason"].as_str().unwrap();
-    assert!(reason.contains("only 0 canary requests after 10 intervals (min_requests = 1000)"), "{reason}");
 }
 
 #[tokio::test]
@@ -407,22 +396,6 @@ async fn ctl_drives_a_rollout_and_status_shows_it() {
     // The page at / shows it too.
     let (_, _, page) = get(&format!("{admin}/"), &[]).await;
     assert!(page.contains("<h2>Rollouts</h2>") && page.contains("running"), "{page}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_rollout_stays_on_its_step_and_resume_goes_on() {
-    let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
-    let proxy = canary_proxy(v1.addr, v2.addr, "steps = [10, 50, 100]\ninterval = \"200ms\"\nmin_requests = 1").await;
-    let _traffic = Traffic::start(proxy.url("/"), 2);
-    call(&proxy, "start").await;
-    assert_eq!(call(&proxy, "pause").await.0, StatusCode::OK);
-    let step = rollout(&proxy).await["step"].as_u64().unwrap();
-    // Several intervals pass with traffic: a paused rollout is not judged.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let r = rollout(&proxy).await;
-    assert_eq!((r["state"].as_str(), r["step"].as_u64()), (Some("paused"), Some(step)), "{r:#}");
-    assert_eq!(call(&proxy, "resume").await.0, StatusCode::OK);
-    wait_state(&proxy, "promoted", Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

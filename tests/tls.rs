@@ -475,11 +475,10 @@ backends = [{{ upstream = "fn" }}]
     )
     .await;
     // Probed over HTTPS: the endpoint becomes healthy and serves.
-    let began = std::time::Instant::now();
-    while get(&proxy.url("/"), &[]).await.0 != StatusCode::OK {
-        assert!(began.elapsed() < Duration::from_secs(5), "never became healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the endpoint becomes healthy", Duration::from_secs(5), || async {
+        get(&proxy.url("/"), &[]).await.0 == StatusCode::OK
+    })
+    .await;
     assert!(function.seen.lock().unwrap().iter().any(|s| s.uri == "/healthz"));
     // The same CA written again (a rotation that changes the file's bytes): the
     // endpoint is rebuilt for the new trust but keeps its health; no request fails.

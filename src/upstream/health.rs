@@ -3,8 +3,10 @@
 //! endpoint into rotation, `unhealthy` consecutive failures take it out. The request
 //! path only reads the resulting flag.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use http::header::HOST;
 use http::{Method, Request};
@@ -17,15 +19,35 @@ use crate::config::FileHealth;
 pub(crate) fn spawn(upstream: Weak<Upstream>) -> AbortHandle {
     tokio::spawn(async move {
         let Some(interval) = upstream.upgrade().and_then(|u| u.health.as_ref().map(|h| h.interval)) else { return };
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(u) = upstream.upgrade() else { return };
-            probe_all(&u).await;
-        }
+        every(interval, || {
+            let upstream = upstream.clone();
+            async move {
+                let Some(u) = upstream.upgrade() else { return false };
+                probe_all(&u).await;
+                true
+            }
+        })
+        .await;
     })
     .abort_handle()
+}
+
+/// Run `round` at once and then every `interval` on tokio's clock, until it returns
+/// false. A round that overruns the interval delays the next one rather than bunching
+/// the missed ones (a slow endpoint must not turn into a probe storm).
+async fn every<F, R>(interval: Duration, mut round: F)
+where
+    F: FnMut() -> R,
+    R: Future<Output = bool>,
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !round().await {
+            return;
+        }
+    }
 }
 
 async fn probe_all(u: &Upstream) {
@@ -76,5 +98,38 @@ fn apply(u: &Upstream, e: &Arc<Endpoint>, passed: bool, health: &FileHealth) {
         if e.is_healthy() && failures >= health.unhealthy && e.set_healthy(false) {
             tracing::warn!(upstream = %u.name, endpoint = %e.addr, failures, "endpoint is unhealthy");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rounds_run_every_interval_and_an_overrun_delays_the_next() {
+        let start = Instant::now();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        every(Duration::from_secs(5), || {
+            let log = log.clone();
+            async move {
+                let n = {
+                    let mut log = log.lock().unwrap();
+                    log.push(start.elapsed().as_secs());
+                    log.len()
+                };
+                // The second round overruns the interval (a probe timing out).
+                if n == 2 {
+                    tokio::time::sleep(Duration::from_secs(7)).await;
+                }
+                n < 5
+            }
+        })
+        .await;
+        assert_eq!(*seen.lock().unwrap(), vec![0, 5, 12, 17, 22]);
     }
 }

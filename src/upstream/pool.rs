@@ -9,7 +9,10 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so a test can pause it and walk a slow start.
+use tokio::time::Instant;
 
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;

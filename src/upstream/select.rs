@@ -10,7 +10,7 @@
 //! or gets a 503. `tried` excludes endpoints a retry must not go back to.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::clock;
 use super::{Endpoint, Upstream};
@@ -38,8 +38,9 @@ impl Upstream {
             }
             _ => {}
         }
-        let ramp_now = Instant::now();
-        let usable = |e: &Endpoint| fresh(e) && e.is_available(now) && self.ramp_accepts(e, ramp_now);
+        // Read the clock only when a ramp applies (most pools have no slow start).
+        let ramp_now = (!self.slow_start.is_zero()).then(Instant::now);
+        let usable = |e: &Endpoint| fresh(e) && e.is_available(now) && ramp_now.is_none_or(|t| self.ramp_accepts(e, t));
         for _ in 0..PAIR_DRAWS {
             let n = eps.len();
             let a = fastrand::usize(..n);
@@ -67,9 +68,6 @@ impl Upstream {
 
     /// Slow start: a young endpoint is taken with probability age / slow_start.
     fn ramp_accepts(&self, e: &Endpoint, now: Instant) -> bool {
-        if self.slow_start.is_zero() {
-            return true;
-        }
         let age = now.saturating_duration_since(e.added_at);
         age >= self.slow_start || fastrand::f64() < age.as_secs_f64() / self.slow_start.as_secs_f64()
     }
@@ -185,5 +183,22 @@ mod tests {
         u.record(&u.endpoints[3], true);
         u.record(&u.endpoints[3], false);
         u.record(&u.endpoints[3], true);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_a_new_endpoint_in_over_its_window() {
+        let mut u = upstream(2, "slow_start = \"10s\"");
+        // Endpoint 0 has served for a minute; endpoint 1 was just added.
+        Arc::get_mut(&mut u.endpoints[0]).unwrap().added_at -= Duration::from_secs(60);
+        let share = |u: &Upstream| hits(u, 4000, &[])[1] as f64 / 4000.0;
+        assert!(share(&u) < 0.02, "brand new: {}", share(&u));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let half = share(&u);
+        // Half way: accepted half the time, and then it wins the pair's tie half the
+        // time (idle pool): a quarter of the picks, where a ramped endpoint gets half.
+        assert!((0.18..0.32).contains(&half), "half way: {half}");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let full = share(&u);
+        assert!((0.40..0.60).contains(&full), "ramped: {full}");
     }
 }
