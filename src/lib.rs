@@ -32,8 +32,9 @@
 //! map and fails CI when a `use crate::` points sideways or up.
 //!
 //! ```text
-//! L0   body, workers, tls, access_log, sample   nothing of the crate
+//! L0   body, workers, tls, clock, sample   nothing of the crate
 //! L1   config        reader owns the decode helpers; file, route, tls, delivery use it
+//!      access_log    JSON lines written off the request path
 //! L2   telemetry     counters, histograms, the Prometheus recorder
 //! L3   upstream      pools, selection, health, DNS lookup: no snapshot, no request path
 //! L4   mirror        shadow copies and their comparison
@@ -72,12 +73,14 @@
 //! | [`access_log`] | JSON access log written off the request path |
 //! | [`body`] | the request body sent upstream, and how a client's body fails |
 //! | [`workers`] | which worker thread this is, and how many there are |
+//! | [`clock`] | the coarse process clock and the timestamp format |
 //! | [`sample`], [`demo`] | the built-in sample app and `switchyard demo` |
 
 pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod ctl;

@@ -3,14 +3,15 @@
 
 use serde::Serialize;
 
-use crate::access_log::timestamp;
 use crate::app::App;
+use crate::clock;
+use crate::clock::timestamp;
 use crate::config::FileConfig;
 use crate::rollout::RolloutView;
 use crate::routing::{Route, Sticky, RESOLUTION};
 use crate::snapshot::Runtime;
 use crate::state::file_route;
-use crate::upstream::{clock, Endpoint};
+use crate::upstream::Endpoint;
 
 #[derive(Debug, Serialize)]
 pub struct Status {

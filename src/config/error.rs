@@ -48,11 +48,14 @@ pub(crate) struct Collector<'t> {
     file: PathBuf,
     text: &'t str,
     errors: Vec<ConfigError>,
+    /// When cataloguing keys (see `config::keys_asked`): every key path a table was
+    /// asked for, as each table finishes.
+    pub(crate) catalog: Option<std::collections::BTreeSet<String>>,
 }
 
 impl<'t> Collector<'t> {
     pub(crate) fn new(file: &Path, text: &'t str) -> Self {
-        Collector { file: file.to_path_buf(), text, errors: Vec::new() }
+        Collector { file: file.to_path_buf(), text, errors: Vec::new(), catalog: None }
     }
 
     pub(crate) fn push(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {

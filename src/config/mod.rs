@@ -25,7 +25,6 @@ pub use error::{ConfigError, ConfigErrors};
 pub use file::{
     FileAdmin, FileConfig, FileEndpoint, FileServer, FileUpstream, HostHeader, Protocol, Secret, DEFAULT_TOKEN_ENV,
 };
-pub use reader::keys_asked;
 pub use resilience::{FileHealth, FileLimits, FileOutlier, RetryOn};
 pub use route::{FileBackend, FileOverride, FileRoute, FileSticky, OverrideOn};
 pub use tls::FileTlsListener;
@@ -48,22 +47,35 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigErrors> {
 
 /// Decode and validate config text; `path` is only used in error messages.
 pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
-    let mut errs = Collector::new(path, text);
+    decode_with(Collector::new(path, text), text).0
+}
+
+/// Every key path the decoder looks for while decoding `text` (present or not), with
+/// user-chosen names as `*` (`upstreams.*.tls`): what the configuration reference in
+/// the README must cover (its test compares the two).
+pub fn keys_asked(text: &str) -> std::collections::BTreeSet<String> {
+    let mut errs = Collector::new(Path::new("keys.toml"), text);
+    errs.catalog = Some(Default::default());
+    decode_with(errs, text).1.unwrap_or_default()
+}
+
+fn decode_with(
+    mut errs: Collector,
+    text: &str,
+) -> (Result<FileConfig, ConfigErrors>, Option<std::collections::BTreeSet<String>>) {
     let root = match toml::de::DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             errs.push(span, "", format!("TOML syntax error: {}", e.message().trim()));
-            return Err(ConfigErrors(errs.finish()));
+            return (Err(ConfigErrors(errs.finish())), None);
         }
     };
     let cfg = file::decode(&root, &mut errs);
     validate::validate(&cfg, &mut errs);
-    if errs.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(ConfigErrors(errs.finish()))
-    }
+    let catalog = errs.catalog.take();
+    let result = if errs.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errs.finish())) };
+    (result, catalog)
 }
 
 #[cfg(test)]

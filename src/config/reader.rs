@@ -51,7 +51,6 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     pub(crate) fn get(&mut self, key: &'a str) -> Option<&'a Node<'i>> {
-        record_asked(&self.path, key);
         self.asked.push(key);
         let (k, v) = self.table.get_key_value(key)?;
         self.used.insert(k.get_ref().as_ref());
@@ -123,8 +122,11 @@ impl<'a, 'i> Table<'a, 'i> {
         Table::from_node(node, self.field(key), errs)
     }
 
-    /// Report every key that was not read.
+    /// Report every key that was not read (and, when cataloguing, every key asked).
     pub(crate) fn finish(self, errs: &mut Collector) {
+        if let Some(catalog) = errs.catalog.as_mut() {
+            catalog.extend(self.asked.iter().map(|key| generic_path(&self.path, key)));
+        }
         for (k, _) in self.table.iter() {
             let name: &str = k.get_ref().as_ref();
             if self.used.contains(name) {
@@ -136,37 +138,16 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 }
 
-thread_local! {
-    /// While [`keys_asked`] runs: every key path the decoder looked for.
-    static ASKED: std::cell::RefCell<Option<std::collections::BTreeSet<String>>> = const { std::cell::RefCell::new(None) };
-}
-
 /// `routes[3].sticky` + `ttl` → `routes.sticky.ttl`; `upstreams.shop-v1` + `tls` →
 /// `upstreams.*.tls` (user-chosen names become `*`).
-fn record_asked(path: &str, key: &str) {
-    ASKED.with(|asked| {
-        if let Some(set) = asked.borrow_mut().as_mut() {
-            let mut generic: Vec<String> = Vec::new();
-            for (i, segment) in path.split('.').filter(|s| !s.is_empty()).enumerate() {
-                let plain = segment.split('[').next().unwrap_or(segment);
-                generic.push(if i == 1 && generic.first().is_some_and(|g| g == "upstreams") {
-                    "*".to_string()
-                } else {
-                    plain.to_string()
-                });
-            }
-            generic.push(key.to_string());
-            set.insert(generic.join("."));
-        }
-    });
-}
-
-/// Every key path the decoder looks for while decoding `text` (present or not), for
-/// the test that keeps the configuration reference complete.
-pub fn keys_asked(text: &str) -> std::collections::BTreeSet<String> {
-    ASKED.with(|a| *a.borrow_mut() = Some(Default::default()));
-    let _ = super::parse(std::path::Path::new("keys.toml"), text);
-    ASKED.with(|a| a.borrow_mut().take().unwrap_or_default())
+fn generic_path(path: &str, key: &str) -> String {
+    let mut generic: Vec<&str> = Vec::new();
+    for (i, segment) in path.split('.').filter(|s| !s.is_empty()).enumerate() {
+        let plain = segment.split('[').next().unwrap_or(segment);
+        generic.push(if i == 1 && generic.first() == Some(&"upstreams") { "*" } else { plain });
+    }
+    generic.push(key);
+    generic.join(".")
 }
 
 pub(crate) fn expect_str(node: &Node<'_>, field: &str, errs: &mut Collector) -> Option<Spanned<String>> {

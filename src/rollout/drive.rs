@@ -1,7 +1,7 @@
-//! Driving rollouts: the calls (start, pause, resume, abort), the timer task that judges
-//! each step, and what reloads and restarts do to a running rollout.
+//! The [`Driver`]: the calls (start, pause, resume, abort) and the timer task that
+//! judges each step (what reloads and restarts do is in `reconcile.rs`).
 //!
-//! Every transition holds the snapshot writer's lock (so it is ordered with admin
+//! Every transition holds the controller's writer lock (so it is ordered with admin
 //! changes and reloads), records the phase and step in the state file, then swaps the
 //! route's weights in one snapshot swap and publishes the run (status), logs, and bumps
 //! the run's epoch so a timer task of an earlier phase exits instead of acting. Durable
@@ -23,9 +23,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::{judge, measure, Phase, RolloutView, Rollouts, Run, Verdict, Window};
-use crate::config::{FileConfig, FileRollout, FileRoute};
+use crate::config::{FileRollout, FileRoute};
 use crate::control::{fingerprint, ControlError};
-use crate::state::{file_route, Controller, RolloutHook, Writer};
+use crate::state::{file_route, Controller, Writer};
 use crate::telemetry::Counts;
 
 /// What a rollout call changes; the caller answers with the new status.
@@ -54,8 +54,8 @@ impl Action {
 /// Drives every route's rollout over the [`Controller`]: each transition takes the
 /// controller's writer lock, persists, and swaps weights in through it.
 pub struct Driver {
-    controller: Arc<Controller>,
-    rollouts: Rollouts,
+    pub(super) controller: Arc<Controller>,
+    pub(super) rollouts: Rollouts,
 }
 
 impl Driver {
@@ -118,7 +118,7 @@ impl Driver {
 
     /// Enter `step` (setting its weights) as `phase`, with a fresh measurement window;
     /// when running, arm the timer.
-    async fn begin(
+    pub(super) async fn begin(
         self: &Arc<Self>,
         writer: &mut Writer,
         route: &FileRoute,
@@ -329,78 +329,6 @@ impl Driver {
             }
         }
     }
-
-    /// After the first snapshot or a reload: end rollouts whose route the file changed
-    /// or removed, restore persisted progress (at start), and start `auto_start` ones
-    /// that have not run.
-    async fn reconcile_rollouts(self: &Arc<Self>, writer: &mut Writer, cfg: &FileConfig) {
-        let stale: Vec<(String, Phase)> = {
-            let runs = self.rollouts.runs.lock().expect("not poisoned");
-            runs.iter()
-                .filter(|(name, run)| {
-                    !cfg.routes
-                        .iter()
-                        .any(|r| r.name == **name && r.rollout.is_some() && fingerprint(r) == run.fingerprint)
-                })
-                .map(|(name, run)| (name.clone(), run.phase))
-                .collect()
-        };
-        for (name, phase) in stale {
-            self.rollouts.runs.lock().expect("not poisoned").remove(&name);
-            if phase.is_active() {
-                tracing::warn!(route = %name, "the reloaded file changed this route: its rollout is aborted and the file's weights apply");
-                self.controller.telemetry().rollouts_total(&name, "aborted").increment(1);
-            }
-            self.controller.telemetry().rollout_step(&name).set(-1.0);
-        }
-        for route in &cfg.routes {
-            let Some(rollout) = &route.rollout else { continue };
-            if self.rollouts.runs.lock().expect("not poisoned").contains_key(&route.name) {
-                continue;
-            }
-            match writer.admin.rollout(route).cloned() {
-                Some(saved) if saved.step < rollout.steps.len() => {
-                    let first =
-                        saved.reason.strip_prefix("restored from the state file (").and_then(|r| r.strip_suffix(')'));
-                    let reason = format!("restored from the state file ({})", first.unwrap_or(&saved.reason));
-                    match saved.phase {
-                        Phase::Running | Phase::Paused => {
-                            self.begin(writer, route, rollout, saved.step, saved.phase, reason).await;
-                        }
-                        Phase::Idle => {}
-                        finished => self.restore_finished(route, saved.step, finished, reason),
-                    }
-                }
-                _ if rollout.auto_start => {
-                    self.begin(writer, route, rollout, 0, Phase::Running, "auto_start".into()).await;
-                }
-                _ => {
-                    if cfg.admin.state_file.is_none() {
-                        tracing::info!(route = %route.name, "route has a rollout and no [admin] state_file: its progress is not kept across restarts; the config file's weights apply until it starts");
-                    }
-                }
-            }
-        }
-        // Every route's step gauge, set as its file goes live (-1: no active rollout).
-        for route in &cfg.routes {
-            self.controller.telemetry().rollout_step(&route.name).set(self.rollouts.step_gauge(&route.name));
-        }
-    }
-
-    fn restore_finished(&self, route: &FileRoute, step: usize, phase: Phase, reason: String) {
-        let run = Run {
-            phase,
-            step,
-            fingerprint: fingerprint(route),
-            epoch: self.rollouts.next_epoch(),
-            window: Window::default(),
-            judged: 0,
-            last: None,
-            reason,
-            changed_at: SystemTime::now(),
-        };
-        self.rollouts.runs.lock().expect("not poisoned").insert(route.name.clone(), run);
-    }
 }
 
 /// Judge at the end of every interval until the rollout leaves this epoch's running
@@ -424,20 +352,6 @@ fn tick_boxed<'a>(
     epoch: u64,
 ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
     Box::pin(driver.tick(route, epoch))
-}
-
-impl RolloutHook for Driver {
-    fn phase(&self, route: &str) -> Phase {
-        self.rollouts.phase(route)
-    }
-
-    fn reconcile<'a>(
-        self: Arc<Self>,
-        writer: &'a mut Writer,
-        cfg: Arc<FileConfig>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move { self.reconcile_rollouts(writer, &cfg).await })
-    }
 }
 
 /// A measured value for a log line: plain and rounded (`0.2`, not

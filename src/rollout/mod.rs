@@ -5,11 +5,13 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `judge.rs` | the verdict on one step's measurements (pure) |
-//! | `drive.rs` | start/pause/resume/abort, the timer task per running rollout, reloads, restarts |
+//! | `drive.rs` | the Driver: start/pause/resume/abort, the timer task per running rollout |
+//! | `reconcile.rs` | what reloads and restarts do to rollouts |
 //!
 //! A rollout's weights are runtime weights like the admin API's (see
-//! [`crate::control`]), set through the [`crate::state::Controller`], marked as set by the rollout, compiled into the snapshot and
-//! persisted to the state file with the rollout's phase and step. The request path
+//! [`crate::control`]), marked as set by the rollout, swapped in through the
+//! [`crate::state::Controller`] (the one writer of snapshots) and persisted to the
+//! state file with the rollout's phase and step. The request path
 //! knows nothing of rollouts: it reads the snapshot and bumps per-backend counters
 //! ([`crate::telemetry::Tally`]) that the judge reads back.
 //!
@@ -18,6 +20,7 @@
 
 mod drive;
 mod judge;
+mod reconcile;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +32,7 @@ use serde::Serialize;
 pub use drive::{Action, Driver};
 pub use judge::{judge, measure, Judgement, Verdict, MAX_WAIT_INTERVALS};
 
-use crate::access_log::timestamp;
+use crate::clock::timestamp;
 use crate::config::FileRollout;
 use crate::telemetry::Counts;
 

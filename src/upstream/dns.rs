@@ -5,10 +5,10 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 
-pub use super::registry::{lookup_all, DnsAnswers};
+use crate::config::FileUpstream;
 
 pub type Resolved = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
 
@@ -24,4 +24,23 @@ impl Resolver for SystemResolver {
         let host = host.to_string();
         Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) })
     }
+}
+
+/// (upstream, host, port, answer) for every hostname endpoint.
+pub type DnsAnswers = Vec<(String, String, u16, std::io::Result<Vec<SocketAddr>>)>;
+
+/// Look every hostname endpoint up. Takes no lock: slow DNS must never stall the
+/// writer (admin changes and reloads wait on it).
+pub async fn lookup_all(resolver: &dyn Resolver, upstreams: &[FileUpstream]) -> DnsAnswers {
+    let mut answers = Vec::new();
+    for u in upstreams {
+        for ep in &u.endpoints {
+            if ep.host.parse::<IpAddr>().is_ok() {
+                continue;
+            }
+            let answer = resolver.resolve(&ep.host, ep.port).await;
+            answers.push((u.name.clone(), ep.host.clone(), ep.port, answer));
+        }
+    }
+    answers
 }

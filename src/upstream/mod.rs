@@ -2,7 +2,7 @@
 //! the choice of endpoint per request, health checks, and DNS.
 
 mod client;
-pub mod clock;
+
 pub mod dns;
 mod health;
 mod pool;

@@ -19,7 +19,7 @@ use http::HeaderValue;
 use metrics::Gauge;
 
 use super::client::{HttpClient, Transport};
-use super::clock;
+use crate::clock;
 use crate::config::{FileHealth, FileOutlier, FileUpstream, HostHeader, RetryOn};
 
 pub struct Upstream {

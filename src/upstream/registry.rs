@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 
 use tokio::task::AbortHandle;
 
-use super::dns::Resolver;
+use super::dns::{lookup_all, DnsAnswers, Resolver};
 use super::{health, Endpoint, Transport, Upstream};
 use crate::config::FileUpstream;
 use crate::telemetry::Telemetry;
@@ -141,25 +141,6 @@ impl UpstreamRegistry {
         out.dedup_by_key(|(a, _)| *a);
         out
     }
-}
-
-/// (upstream, host, port, answer) for every hostname endpoint.
-pub type DnsAnswers = Vec<(String, String, u16, std::io::Result<Vec<SocketAddr>>)>;
-
-/// Look every hostname endpoint up. Takes no lock: slow DNS must never stall the
-/// writer (admin changes and reloads wait on it).
-pub async fn lookup_all(resolver: &dyn Resolver, upstreams: &[FileUpstream]) -> DnsAnswers {
-    let mut answers = Vec::new();
-    for u in upstreams {
-        for ep in &u.endpoints {
-            if ep.host.parse::<IpAddr>().is_ok() {
-                continue;
-            }
-            let answer = resolver.resolve(&ep.host, ep.port).await;
-            answers.push((u.name.clone(), ep.host.clone(), ep.port, answer));
-        }
-    }
-    answers
 }
 
 impl Drop for UpstreamRegistry {

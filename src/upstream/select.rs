@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::clock;
 use super::{Endpoint, Upstream};
+use crate::clock;
 
 /// Random pairs drawn before falling back to a scan.
 const PAIR_DRAWS: usize = 3;
