@@ -56,9 +56,12 @@ pub struct AccessLog {
     rx: Mutex<Option<mpsc::Receiver<AccessRecord>>>,
 }
 
-/// The sending end: all the request path holds to log a line (a clone is one `Arc`).
+/// The sending end: all the request path holds to log a line (a clone is one atomic
+/// increment).
 #[derive(Clone)]
-pub struct Sink {
+pub struct Sink(Arc<SinkInner>);
+
+struct SinkInner {
     tx: mpsc::Sender<AccessRecord>,
     dropped: Arc<AtomicU64>,
 }
@@ -66,8 +69,8 @@ pub struct Sink {
 impl Sink {
     /// Queue a record without waiting; a full queue drops it (and counts the drop).
     pub fn send(&self, record: AccessRecord) {
-        if self.tx.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.0.tx.try_send(record).is_err() {
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -81,7 +84,8 @@ impl Default for AccessLog {
 impl AccessLog {
     pub fn new() -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        AccessLog { sink: Sink { tx, dropped: Arc::new(AtomicU64::new(0)) }, rx: Mutex::new(Some(rx)) }
+        let sink = Sink(Arc::new(SinkInner { tx, dropped: Arc::new(AtomicU64::new(0)) }));
+        AccessLog { sink, rx: Mutex::new(Some(rx)) }
     }
 
     /// Queue a record without waiting.
@@ -99,7 +103,7 @@ impl AccessLog {
         let Some(mut rx) = self.rx.lock().expect("not poisoned").take() else {
             return;
         };
-        let dropped = self.sink.dropped.clone();
+        let dropped = self.sink.0.dropped.clone();
         tokio::task::spawn_blocking(move || {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());

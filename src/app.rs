@@ -1,6 +1,7 @@
 //! [`App`]: one proxy's parts, wired. The request path's [`Plane`] (snapshot store,
 //! counters, access log), the [`Controller`] (the one writer of snapshots) and the
-//! rollout [`Driver`] over it. `server`, `admin` and `reload` take an `App`; `main`,
+//! rollout [`Driver`] over it. `server` and `admin` take an `App` (`reload` the
+//! controller alone); `main`,
 //! `demo`, tests and benches build one with [`App::start`] and hand it to
 //! [`crate::server::Server::bind`].
 

@@ -100,12 +100,11 @@ pub async fn handle(app: &Arc<App>, call: Call, body: Bytes) -> AdminResponse {
 fn changed(app: &App, route: &str, result: Result<Applied, ControlError>) -> AdminResponse {
     match result {
         Ok(applied) => {
-            let rt = app.plane.runtime();
+            let (rt, file) = app.controller.live();
             // A reload may have removed the route since the change was made.
             let Some(r) = rt.route(route) else {
                 return json_response(StatusCode::OK, &json!({ "name": route, "removed_by_reload": true }));
             };
-            let file = app.controller.file();
             let mut doc = serde_json::to_value(route_status(app, &file, &rt, r)).expect("serializable");
             if let Some(w) = applied.warning {
                 doc["warning"] = json!(w);

@@ -71,8 +71,7 @@ pub struct EndpointStatus {
 }
 
 pub fn status(app: &App) -> Status {
-    let rt = app.plane.runtime();
-    let file = app.controller.file();
+    let (rt, file) = app.controller.live();
     let now = clock::now_ms();
     let endpoint = |e: &Endpoint, draining: bool| EndpointStatus {
         address: e.addr.to_string(),

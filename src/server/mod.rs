@@ -97,7 +97,7 @@ impl Server {
             let addr = l.socket.local_addr().expect("bound");
             tracing::info!(%addr, tls = l.tls.is_some(), workers = listeners.len(), "proxy listening");
         }
-        let connections = Arc::new(Semaphore::new(plane.runtime().settings.limits.max_connections));
+        let connections = Arc::new(Semaphore::new(plane.runtime().settings.bound.max_connections));
         let (stop_tx, stop) = watch::channel(false);
         let workers: Vec<_> = listeners
             .into_iter()

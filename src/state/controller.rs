@@ -17,9 +17,15 @@ use crate::config::{self, ConfigErrors, FileConfig};
 use crate::control::{AdminWeights, Phase};
 use crate::mirror::SlotRegistry;
 use crate::routing::RESOLUTION;
-use crate::snapshot::{compile, compile_table, Runtime, Store};
+use crate::snapshot::{compile, compile_table, Bound, Runtime, Store};
 use crate::telemetry::Telemetry;
 use crate::upstream::{Resolver, UpstreamRegistry};
+
+/// A file and the generation compiled from it.
+struct Source {
+    generation: u64,
+    file: Arc<FileConfig>,
+}
 
 /// What only the lock holder touches.
 pub struct Writer {
@@ -34,13 +40,16 @@ pub struct Controller {
     config_path: Option<PathBuf>,
     pub(crate) writer: tokio::sync::Mutex<Writer>,
     /// The file the live generation was compiled from, for the control plane (status,
-    /// rollouts, DNS); the request path reads the typed snapshot instead.
-    file: ArcSwap<FileConfig>,
+    /// rollouts, DNS), tagged with that generation; the request path reads the typed
+    /// snapshot instead.
+    file: ArcSwap<Source>,
     generation: AtomicU64,
     last_reload_error: Mutex<Option<String>>,
     /// Mirror slots, kept across snapshots (a swap does not reset the bound).
     mirror_slots: SlotRegistry,
     rollouts: OnceLock<Weak<dyn RolloutHook>>,
+    /// What the process bound at start (a reload that changes it waits for a restart).
+    bound: Bound,
 }
 
 impl Controller {
@@ -67,12 +76,14 @@ impl Controller {
         let mirror_slots = SlotRegistry::default();
         let runtime = compile(&cfg, &admin, &mut registry, &telemetry, &mirror_slots, 1);
         registry.sync_health_checks();
+        let bound = runtime.settings.bound.clone();
         let controller = Controller {
+            bound,
             store: Arc::new(Store::new(runtime)),
             telemetry,
             config_path,
             writer: tokio::sync::Mutex::new(Writer { registry, admin }),
-            file: ArcSwap::from_pointee(cfg),
+            file: ArcSwap::from_pointee(Source { generation: 1, file: Arc::new(cfg) }),
             generation: AtomicU64::new(1),
             last_reload_error: Mutex::new(None),
             mirror_slots,
@@ -85,7 +96,7 @@ impl Controller {
     /// Let the rollout driver above follow every file that goes live, and run it once
     /// for the live one (restoring saved rollouts).
     pub async fn attach(&self, rollouts: Arc<dyn RolloutHook>) {
-        let _ = self.rollouts.set(Arc::downgrade(&rollouts));
+        assert!(self.rollouts.set(Arc::downgrade(&rollouts)).is_ok(), "one rollout driver per controller");
         let mut writer = self.writer.lock().await;
         rollouts.reconcile(&mut writer, self.file()).await;
     }
@@ -104,7 +115,22 @@ impl Controller {
 
     /// The file the live snapshot was compiled from.
     pub fn file(&self) -> Arc<FileConfig> {
-        self.file.load_full()
+        self.file.load().file.clone()
+    }
+
+    /// The live snapshot and the file it was compiled from, of the same generation
+    /// (a reload stores the file just before it swaps the snapshot in: readers outside
+    /// the writer lock could otherwise see the new file beside the old snapshot).
+    pub fn live(&self) -> (Arc<Runtime>, Arc<FileConfig>) {
+        for _ in 0..1000 {
+            let rt = self.store.load();
+            let source = self.file.load();
+            if source.generation == rt.generation {
+                return (rt, source.file.clone());
+            }
+            std::thread::yield_now();
+        }
+        (self.store.load(), self.file())
     }
 
     pub fn last_reload_error(&self) -> Option<String> {
@@ -148,11 +174,21 @@ impl Controller {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let Writer { registry, admin } = &mut *writer;
         let runtime = compile(&cfg, admin, registry, &self.telemetry, &self.mirror_slots, generation);
-        let waiting = self.store.load().settings.restart_only_changes(&runtime.settings);
+        let live = self.store.load();
+        let waiting = self.bound.restart_only_changes(&runtime.settings.bound);
         if !waiting.is_empty() {
-            tracing::warn!(
-                changed = %waiting.join(", "),
-                "these settings are bound at start: they take effect at the next restart; until then a TLS listener whose entry moved keeps the certificates it started with"
+            let tls = if waiting.contains(&"server.tls listen") {
+                "; until then a TLS listener whose entry moved keeps the certificates it started with"
+            } else {
+                ""
+            };
+            tracing::warn!(changed = %waiting.join(", "), "these settings are bound at start: they take effect at the next restart{tls}");
+        }
+        if live.settings.state_file != runtime.settings.state_file {
+            tracing::info!(
+                from = ?live.settings.state_file,
+                to = ?runtime.settings.state_file,
+                "admin.state_file changed: later changes are saved to the new file; nothing is restored from it until a restart"
             );
         }
         if !dropped.is_empty() {
@@ -160,7 +196,7 @@ impl Controller {
             self.persist_to(runtime.settings.state_file.as_deref(), &writer.admin).await;
         }
         let cfg = Arc::new(cfg);
-        self.file.store(cfg.clone());
+        self.file.store(Arc::new(Source { generation, file: cfg.clone() }));
         self.install(runtime);
         writer.registry.sync_health_checks();
         if let Some(rollouts) = self.rollouts.get().and_then(Weak::upgrade) {

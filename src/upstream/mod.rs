@@ -2,7 +2,6 @@
 //! the choice of endpoint per request, health checks, and DNS.
 
 mod client;
-
 pub mod dns;
 mod health;
 mod pool;

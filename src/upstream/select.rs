@@ -188,8 +188,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_start_ramps_a_new_endpoint_in_over_its_window() {
         let mut u = upstream(2, "slow_start = \"10s\"");
-        // Endpoint 0 has served for a minute; endpoint 1 was just added.
-        Arc::get_mut(&mut u.endpoints[0]).unwrap().added_at -= Duration::from_secs(60);
+        // Endpoint 0 has served for a minute; endpoint 1 was just added. (Moving the
+        // clock forward, not `added_at` back: a fresh machine's clock may be young.)
+        tokio::time::advance(Duration::from_secs(60)).await;
+        Arc::get_mut(&mut u.endpoints[1]).unwrap().added_at = Instant::now();
         let share = |u: &Upstream| hits(u, 4000, &[])[1] as f64 / 4000.0;
         assert!(share(&u) < 0.02, "brand new: {}", share(&u));
         tokio::time::advance(Duration::from_secs(5)).await;
