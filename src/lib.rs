@@ -36,6 +36,7 @@
 //! L1   config        reader owns the decode helpers; file, route, tls, delivery use it
 //!      access_log    JSON lines written off the request path
 //! L2   telemetry     counters, histograms, the Prometheus recorder
+//!      transform     header transforms, compiled and applied
 //! L3   upstream      pools, selection, health, DNS lookup: no snapshot, no request path
 //! L4   mirror        shadow copies and their comparison
 //! L5   routing       route table, path normalization, splits, sticky keys
@@ -43,7 +44,7 @@
 //! L7   snapshot      Runtime with typed Settings; compile (public, synchronous); Store
 //! L8   state         Controller: the writer lock, reload, weights, DNS, persisting
 //! L9   rollout       Driver over the Controller (judge.rs is pure)
-//! L10  proxy         the request path: Plane = Store + counters + access log sink
+//! L10  proxy         the request path: Plane = Store + counters + access log
 //! L11  app           App = Plane + Controller + Driver, wired
 //! L12  reload, ctl   file watching and SIGHUP; the admin API's terminal client
 //! L13  admin         the admin listener
@@ -74,6 +75,8 @@
 //! | [`body`] | the request body sent upstream, and how a client's body fails |
 //! | [`workers`] | which worker thread this is, and how many there are |
 //! | [`clock`] | the coarse process clock and the timestamp format |
+//! | [`tls`] | certificates and keys: server configs (SNI, OCSP), upstream client configs |
+//! | [`transform`] | request and response header transforms (`set`, `add`, `remove`) |
 //! | [`sample`], [`demo`] | the built-in sample app and `switchyard demo` |
 
 pub mod access_log;
@@ -96,5 +99,6 @@ pub mod snapshot;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod transform;
 pub mod upstream;
 pub mod workers;

@@ -19,12 +19,18 @@ certs = [{ cert = "a.pem", key = "a-key.pem" }]
 tls = { sni = "x" }
 health = {}
 outlier = {}
+request_headers = { set = {}, add = {}, remove = [] }
+response_headers = { set = {}, add = {}, remove = [] }
 [[routes]]
 headers = {}
 backends = [{ upstream = "a" }]
 sticky = { cookie = "c" }
 overrides = [{ header = "x", upstream = "a" }]
 mirror = { upstream = "a" }
+rewrite = { prefix = "/" }
+redirect = { scheme = "https" }
+request_headers = { set = {}, add = {}, remove = [] }
+response_headers = { set = {}, add = {}, remove = [] }
 [routes.rollout]
 canary = "a"
 "#;

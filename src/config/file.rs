@@ -18,6 +18,7 @@ use super::resilience::{decode_health, decode_limits, decode_outlier, decode_ret
 use super::resilience::{FileHealth, FileLimits, FileOutlier, RetryOn};
 use super::route::FileRoute;
 use super::tls::{decode_listeners, decode_upstream_tls, FileTlsListener};
+use super::transform::{decode_headers, path_like, FileHeaders};
 use crate::tls::ClientTls;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +93,10 @@ pub struct FileUpstream {
     pub protocol: Protocol,
     /// HTTPS toward the endpoints.
     pub tls: Option<ClientTls>,
+    /// Prepended to the forwarded path (a function's fixed path); `None` = nothing.
+    pub base_path: Option<String>,
+    pub request_headers: FileHeaders,
+    pub response_headers: FileHeaders,
 }
 
 /// How the proxy talks to an upstream.
@@ -160,11 +165,15 @@ pub(crate) fn decode(root: &Spanned<DeTable<'_>>, errs: &mut Collector) -> FileC
 }
 
 impl FileConfig {
-    /// Every certificate, key and CA file the config names (listeners and upstreams).
-    pub fn tls_files(&self) -> Vec<PathBuf> {
+    /// Every file the config reads besides itself: certificates, keys and CAs (listeners
+    /// and upstreams) and header values `{ file = ... }`. The reloader watches them: a
+    /// change reloads the config, which reads them all again.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
         let listeners = self.server.tls.iter().flat_map(|l| l.files());
         let upstreams = self.upstreams.iter().filter_map(|u| u.tls.as_ref()).flat_map(|t| t.files());
-        listeners.chain(upstreams).cloned().collect()
+        let headers = self.routes.iter().flat_map(|r| [&r.request_headers, &r.response_headers]);
+        let headers = headers.chain(self.upstreams.iter().flat_map(|u| [&u.request_headers, &u.response_headers]));
+        listeners.chain(upstreams).chain(headers.flat_map(|h| h.files())).cloned().collect()
     }
 }
 
@@ -315,6 +324,10 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         },
     };
     let tls = decode_upstream_tls(&mut t, errs);
+    let base_path =
+        t.string("base_path", errs).and_then(|p| path_like(&p, &t.field("base_path"), errs)).filter(|p| p != "/");
+    let request_headers = t.table("request_headers", errs).map(|ht| decode_headers(ht, errs)).unwrap_or_default();
+    let response_headers = t.table("response_headers", errs).map(|ht| decode_headers(ht, errs)).unwrap_or_default();
     t.finish(errs);
     FileUpstream {
         name: name.to_string(),
@@ -334,6 +347,9 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         queue_timeout,
         protocol,
         tls,
+        base_path,
+        request_headers,
+        response_headers,
     }
 }
 

@@ -15,6 +15,7 @@ mod resilience;
 mod route;
 mod suggest;
 mod tls;
+mod transform;
 mod validate;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use file::{
 pub use resilience::{FileHealth, FileLimits, FileOutlier, RetryOn};
 pub use route::{FileBackend, FileOverride, FileRoute, FileSticky, OverrideOn};
 pub use tls::FileTlsListener;
+pub use transform::{FileHeaders, FileRedirect, FileRewrite, FileValue, Pattern, ValueFrom};
 
 use error::Collector;
 

@@ -13,6 +13,7 @@ use super::delivery::{decode_mirror, decode_rollout, FileMirror, FileRollout};
 use super::error::Collector;
 use super::reader::header_name;
 use super::reader::{expect_number, expect_str, Table};
+use super::transform::{decode_headers, decode_redirect, decode_rewrite, FileHeaders, FileRedirect, FileRewrite};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileRoute {
@@ -31,6 +32,11 @@ pub struct FileRoute {
     pub overrides: Vec<FileOverride>,
     pub rollout: Option<FileRollout>,
     pub mirror: Option<FileMirror>,
+    pub rewrite: Option<FileRewrite>,
+    /// Answered by the proxy; such a route has no backends.
+    pub redirect: Option<FileRedirect>,
+    pub request_headers: FileHeaders,
+    pub response_headers: FileHeaders,
 }
 
 /// Where a route's sticky key comes from.
@@ -122,9 +128,11 @@ pub(super) fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRo
         }
         ht.finish(errs);
     }
+    let redirect = t.table("redirect", errs).and_then(|rt| decode_redirect(rt, errs));
     let mut backends = Vec::new();
     let mut backends_span = span.clone();
     match t.get("backends") {
+        None if redirect.is_some() => {}
         None => errs.push(span.clone(), t.field("backends"), "missing: a route needs at least one backend"),
         Some(node) => {
             backends_span = node.span();
@@ -155,6 +163,9 @@ pub(super) fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRo
     }
     let rollout = t.table("rollout", errs).and_then(|rt| decode_rollout(rt, errs));
     let mirror = t.table("mirror", errs).and_then(|mt| decode_mirror(mt, errs));
+    let rewrite = t.table("rewrite", errs).and_then(|rt| decode_rewrite(rt, errs));
+    let request_headers = t.table("request_headers", errs).map(|ht| decode_headers(ht, errs)).unwrap_or_default();
+    let response_headers = t.table("response_headers", errs).map(|ht| decode_headers(ht, errs)).unwrap_or_default();
     t.finish(errs);
     FileRoute {
         name,
@@ -170,6 +181,10 @@ pub(super) fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRo
         overrides,
         rollout,
         mirror,
+        rewrite,
+        redirect,
+        request_headers,
+        response_headers,
     }
 }
 

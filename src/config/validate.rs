@@ -88,6 +88,25 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
                 errs.push(m.upstream.span(), format!("{}.upstream", m.field), unknown_upstream(name, &upstreams));
             }
         }
+        if route.redirect.is_some() {
+            let present = [
+                ("backends", !route.backends.is_empty()),
+                ("sticky", route.sticky.is_some()),
+                ("rollout", route.rollout.is_some()),
+                ("mirror", route.mirror.is_some()),
+                ("overrides", !route.overrides.is_empty()),
+                ("rewrite", route.rewrite.is_some()),
+                ("request_headers", !route.request_headers.is_empty()),
+                ("version_header", route.version_header.is_some()),
+            ];
+            for (key, _) in present.iter().filter(|(_, here)| *here) {
+                errs.push(
+                    route.span.clone(),
+                    format!("{field}.{key}"),
+                    format!("a route with `redirect` answers itself: it may not have `{key}`"),
+                );
+            }
+        }
         if !route.backends.is_empty() && total <= 0.0 {
             errs.push(
                 route.backends_span.clone(),

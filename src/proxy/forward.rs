@@ -66,6 +66,9 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
         HostHeader::Literal(v) => Some(v.clone()),
     };
     let h = &mut parts.headers;
+    // The route's transforms first; hop-by-hop and forwarding headers are the proxy's
+    // after them (config refuses transforms of those names).
+    route.request_headers.apply(h);
     headers::strip_hop_by_hop(h, Some(request_id));
     headers::drop_underscore_names(h);
     if parts.version == Version::HTTP_2 {
@@ -131,6 +134,9 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
             }
         }
     }
+    // The upstream's transforms after the mirror's copy was taken: a function key for
+    // the primary never goes to the shadow.
+    upstream.request_headers.apply(&mut parts.headers);
     let idempotent = is_idempotent(parts.method.as_str().as_bytes());
     // Counted from here on, once the body (if buffered) is in hand.
     let _admitted = upstream.admit().ok_or(ProxyError::OverCapacity)?;
@@ -307,6 +313,8 @@ fn finish_response(
     let mut resp = resp.map(|body| ResponseBody::upstream(body, source));
     let h = resp.headers_mut();
     headers::strip_hop_by_hop(h, None);
+    upstream.response_headers.apply(h);
+    route.response_headers.apply(h);
     headers::add_via(h);
     if let Some(name) = &route.version_header {
         h.insert(name.clone(), upstream.version_value.clone());

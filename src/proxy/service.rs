@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{HOST, SET_COOKIE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response};
@@ -21,7 +22,7 @@ use crate::access_log::AccessRecord;
 use crate::config::Compare;
 use crate::mirror::Primary;
 use crate::routing::path::normalize;
-use crate::routing::{Backend, Route};
+use crate::routing::{rewrite, Backend, Redirect, Route};
 use crate::snapshot::Runtime;
 use crate::telemetry::StatusCounters;
 
@@ -104,6 +105,29 @@ impl<'a> Answer<'a> {
         Answer::failed(e, plane.telemetry.unrouted.clone(), None)
     }
 
+    /// A route's `redirect`: `Location` from the request, counted on the route with no
+    /// upstream.
+    fn redirect(
+        route: &Route,
+        redirect: &Redirect,
+        req: &Request<Incoming>,
+        conn: &ConnInfo,
+        host: &HeaderValue,
+        path: &str,
+    ) -> Self {
+        let scheme = if conn.tls { "https" } else { "http" };
+        let location = redirect.location(scheme, host.to_str().unwrap_or(""), path, req.uri().query());
+        let Ok(location) = HeaderValue::try_from(location) else {
+            return Answer::failed(ProxyError::BadRequest, route.own_responses.clone(), None);
+        };
+        let mut resp = Response::new(ResponseBody::full(Bytes::new()));
+        *resp.status_mut() = redirect.status;
+        resp.headers_mut().insert(http::header::LOCATION, location);
+        resp.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        route.response_headers.apply(resp.headers_mut());
+        Answer { resp, counters: route.own_responses.clone(), counted: None, backend: None }
+    }
+
     fn failed(e: ProxyError, counters: Arc<StatusCounters>, backend: Option<&'a Backend>) -> Self {
         let counted = Some(e.counted_status()).filter(|s| *s != e.status().as_u16());
         Answer { resp: e.response(), counters, counted, backend }
@@ -182,8 +206,7 @@ async fn route_and_forward<'r>(
             },
         );
     }
-    if req.version() == http::Version::HTTP_2
-        && validate::h2_header_list_over(&req, rt.settings.limits.max_header_bytes)
+    if req.version() == http::Version::HTTP_2 && validate::h2_header_list_over(&req, rt.settings.bound.max_header_bytes)
     {
         return Answer::unrouted(plane, ProxyError::HeaderTooLarge);
     }
@@ -196,12 +219,23 @@ async fn route_and_forward<'r>(
     let Some(route) = rt.table.find(Some(host.to_str().unwrap_or("").as_bytes()), &path, req.headers()) else {
         return Answer::unrouted(plane, ProxyError::NoRoute);
     };
-    let Some(path_and_query) = upstream_path_and_query(&req, &path) else {
-        return Answer::unrouted(plane, ProxyError::BadRequest);
-    };
     exchange.route = Some(route);
+    if let Some(redirect) = &route.redirect {
+        return Answer::redirect(route, redirect, &req, conn, &host, &path);
+    }
     let choice = route.select(req.headers(), conn.client.ip(), conn.tls);
     let backend = &route.backends[choice.backend];
+    let rewritten = match req.uri().path() {
+        "*" => None,
+        _ => rewrite::forwarded_path(route.rewrite.as_ref(), backend.upstream.base_path.as_deref(), &path),
+    };
+    let forwarded = match rewritten {
+        None => upstream_path_and_query(&req, &path),
+        Some(p) => with_query(p, req.uri().query()),
+    };
+    let Some(path_and_query) = forwarded else {
+        return Answer::failed(ProxyError::BadRequest, route.own_responses.clone(), None);
+    };
     // Shadow traffic: sampled after the primary was chosen; comparing needs the
     // primary's answer, which reaches the copy over a oneshot channel.
     let mirror = route.mirror.as_ref().filter(|m| m.sample());
@@ -279,6 +313,15 @@ fn upstream_path_and_query(req: &Request<Incoming>, path: &Cow<'_, str>) -> Opti
             PathAndQuery::try_from(pq).ok()
         }
     }
+}
+
+/// A rewritten path with the query as sent.
+fn with_query(path: String, query: Option<&str>) -> Option<PathAndQuery> {
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    PathAndQuery::try_from(pq).ok()
 }
 
 fn ensure_request_id(req: &mut Request<Incoming>, rt: &Runtime) -> HeaderValue {

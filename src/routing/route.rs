@@ -28,9 +28,17 @@ pub struct Route {
     pub own_responses: Arc<StatusCounters>,
     /// Shadow traffic, when configured.
     pub mirror: Option<Arc<crate::mirror::Mirror>>,
-    /// No mirror, and every backend's upstream speaks plain HTTP/1.1: the HTTP/1.1
-    /// fast path can carry this route's requests (decided here, not per request).
+    /// No mirror, no transform, and every backend's upstream speaks plain HTTP/1.1 with
+    /// nothing to transform: the HTTP/1.1 fast path can carry this route's requests
+    /// (decided here, not per request).
     pub plain_h1: bool,
+    pub rewrite: Option<super::Rewrite>,
+    /// Answered by the proxy (such a route has no backends).
+    pub redirect: Option<super::Redirect>,
+    /// Applied before the upstream's.
+    pub request_headers: crate::transform::HeaderOps,
+    /// Applied after the upstream's.
+    pub response_headers: crate::transform::HeaderOps,
 }
 
 /// An upstream inside a route, with its resolved share and pre-resolved metric handles.

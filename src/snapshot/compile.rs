@@ -13,7 +13,9 @@ use crate::control::AdminWeights;
 use crate::mirror::SlotRegistry;
 use crate::routing::resolve_shares;
 use crate::routing::{sticky, Backend, Override, OverrideOn, Route, RoutingTable, Source, Split, Sticky};
+use crate::routing::{Redirect, Rewrite};
 use crate::telemetry::Telemetry;
+use crate::transform::HeaderOps;
 use crate::upstream::{Upstream, UpstreamRegistry};
 
 /// A whole new snapshot from a validated file: reuse the registry's long-lived upstream
@@ -125,11 +127,17 @@ fn compile_route(
         FileSticky::Header(h) => Sticky::Header(h.clone()),
         FileSticky::SourceIp => Sticky::SourceIp,
     });
-    let plain_h1 = r.mirror.is_none() && backends.iter().all(|b| b.upstream.plain_h1);
+    let plain_h1 = r.mirror.is_none()
+        && r.rewrite.is_none()
+        && r.redirect.is_none()
+        && r.request_headers.is_empty()
+        && r.response_headers.is_empty()
+        && backends.iter().all(|b| b.upstream.plain_h1);
     Route {
         name: r.name.as_str().into(),
         headers: r.headers.clone().into(),
-        split: Split::compile(&shares),
+        // A redirect route has no backends and never splits.
+        split: if backends.is_empty() { Split::Single(0) } else { Split::compile(&shares) },
         backends: backends.into(),
         sticky,
         overrides,
@@ -140,5 +148,9 @@ fn compile_route(
             Arc::new(crate::mirror::Mirror::compile(&r.name, m, upstream, telemetry, slots))
         }),
         plain_h1,
+        rewrite: r.rewrite.as_ref().map(|w| Rewrite::compile(w, &r.path_prefix)),
+        redirect: r.redirect.as_ref().map(|w| Redirect::compile(w, &r.path_prefix)),
+        request_headers: HeaderOps::compile(&r.request_headers),
+        response_headers: HeaderOps::compile(&r.response_headers),
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Which apply when is part of the type: everything in [`Settings`] applies to the next
 //! request or connection after a reload, except [`Bound`], which is bound when the
-//! process starts (sockets, threads) and changes only at a restart.
+//! process starts (sockets, threads, connection and head buffers) and changes only at a
+//! restart (the values in `limits` that `Bound` repeats are the bound ones' sources).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +60,11 @@ pub struct Bound {
     pub workers: usize,
     pub tls_listen: Vec<SocketAddr>,
     pub admin_listen: SocketAddr,
+    /// The connection semaphore is sized once.
+    pub max_connections: usize,
+    /// hyper's read buffer, the framing tracker and the upstream head limit are sized
+    /// once per worker.
+    pub max_header_bytes: usize,
 }
 
 impl Settings {
@@ -72,25 +78,32 @@ impl Settings {
             tls: server.tls.iter().map(|l| TlsListener { listen: l.listen, tls: l.tls.clone() }).collect(),
             admin_token: cfg.admin.token.clone(),
             state_file: cfg.admin.state_file.clone(),
-            watched_files: cfg.tls_files(),
+            watched_files: cfg.watched_files(),
             bound: Bound {
                 listen: server.listen.clone(),
                 workers: server.workers,
                 tls_listen: server.tls.iter().map(|l| l.listen).collect(),
                 admin_listen: cfg.admin.listen,
+                max_connections: server.limits.max_connections,
+                max_header_bytes: server.limits.max_header_bytes,
             },
         }
     }
+}
 
-    /// The bound settings `next` would change: they wait for a restart.
-    pub fn restart_only_changes(&self, next: &Settings) -> Vec<&'static str> {
-        let (a, b) = (&self.bound, &next.bound);
+impl Bound {
+    /// The settings `next` would change, compared with those bound at start: they wait
+    /// for a restart.
+    pub fn restart_only_changes(&self, next: &Bound) -> Vec<&'static str> {
+        let (a, b) = (self, next);
         let mut changed = Vec::new();
         for (name, differs) in [
             ("server.listen", a.listen != b.listen),
             ("server.workers", a.workers != b.workers),
             ("server.tls listen", a.tls_listen != b.tls_listen),
             ("admin.listen", a.admin_listen != b.admin_listen),
+            ("server.limits.max_connections", a.max_connections != b.max_connections),
+            ("server.limits.max_header_bytes", a.max_header_bytes != b.max_header_bytes),
         ] {
             if differs {
                 changed.push(name);
@@ -112,9 +125,9 @@ mod tests {
     fn only_bound_settings_wait_for_a_restart() {
         let base = settings("[server]\nlisten = [\"127.0.0.1:8080\"]\n");
         let limits = settings("[server]\nlisten = [\"127.0.0.1:8080\"]\n[server.limits]\nmax_body_bytes = 10\n");
-        assert!(base.restart_only_changes(&limits).is_empty());
+        assert!(base.bound.restart_only_changes(&limits.bound).is_empty());
         assert_eq!(limits.limits.max_body_bytes, 10);
         let moved = settings("[server]\nlisten = [\"127.0.0.1:8081\"]\nworkers = 3\n");
-        assert_eq!(base.restart_only_changes(&moved), vec!["server.listen", "server.workers"]);
+        assert_eq!(base.bound.restart_only_changes(&moved.bound), vec!["server.listen", "server.workers"]);
     }
 }

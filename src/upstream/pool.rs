@@ -21,6 +21,7 @@ use metrics::Gauge;
 use super::client::{HttpClient, Transport};
 use crate::clock;
 use crate::config::{FileHealth, FileOutlier, FileUpstream, HostHeader, RetryOn};
+use crate::transform::HeaderOps;
 
 pub struct Upstream {
     pub name: Arc<str>,
@@ -28,8 +29,15 @@ pub struct Upstream {
     /// The version as a header value, for `version_header`.
     pub version_value: HeaderValue,
     pub endpoints: Box<[Arc<Endpoint>]>,
-    /// Plain HTTP/1.1 endpoints: the HTTP/1.1 fast path can carry its requests.
+    /// Plain HTTP/1.1 endpoints and nothing to transform: the HTTP/1.1 fast path can
+    /// carry its requests.
     pub plain_h1: bool,
+    /// Prepended to the forwarded path.
+    pub base_path: Option<Box<str>>,
+    /// Applied after the route's (so the upstream wins on a name both set).
+    pub request_headers: HeaderOps,
+    /// Applied before the route's.
+    pub response_headers: HeaderOps,
     /// Endpoints removed from this upstream that may still finish requests.
     pub draining: Box<[Weak<Endpoint>]>,
     pub request_timeout: Duration,
@@ -220,7 +228,14 @@ impl Upstream {
             version: source.version.as_str().into(),
             version_value: HeaderValue::from_str(&source.version).unwrap_or(HeaderValue::from_static("invalid")),
             endpoints: endpoints.into(),
-            plain_h1: source.tls.is_none() && source.protocol == crate::config::Protocol::Http1,
+            plain_h1: source.tls.is_none()
+                && source.protocol == crate::config::Protocol::Http1
+                && source.base_path.is_none()
+                && source.request_headers.is_empty()
+                && source.response_headers.is_empty(),
+            base_path: source.base_path.as_deref().map(Into::into),
+            request_headers: HeaderOps::compile(&source.request_headers),
+            response_headers: HeaderOps::compile(&source.response_headers),
             draining: draining.into(),
             request_timeout: source.request_timeout,
             host_header: source.host_header.clone(),
