@@ -92,8 +92,11 @@ impl ResponseBody {
         ResponseBody { kind: Kind::Upstream(body), source: Some(source), settle: None, log: None, digest: None }
     }
 
+    /// A body in hand; an empty one is at its end already (nothing for hyper to poll,
+    /// so it settles as sent, not as abandoned).
     pub fn full(bytes: Bytes) -> Self {
-        ResponseBody { kind: Kind::Full(Some(bytes)), source: None, settle: None, log: None, digest: None }
+        let kind = Kind::Full((!bytes.is_empty()).then_some(bytes));
+        ResponseBody { kind, source: None, settle: None, log: None, digest: None }
     }
 
     /// Count `status` on `counters` and emit `log` (with `bytes_out` filled in) when this
