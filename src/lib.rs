@@ -32,7 +32,7 @@
 //! map and fails CI when a `use crate::` points sideways or up.
 //!
 //! ```text
-//! L0   body, workers, tls, clock, sample   nothing of the crate
+//! L0   body, workers, tls, clock, sample, auth   nothing of the crate
 //! L1   config        reader owns the decode helpers; file, route, tls, delivery use it
 //!      access_log    JSON lines written off the request path
 //! L2   telemetry     counters, histograms, the Prometheus recorder
@@ -75,6 +75,7 @@
 //! | [`body`] | the request body sent upstream, and how a client's body fails |
 //! | [`workers`] | which worker thread this is, and how many there are |
 //! | [`clock`] | the coarse process clock and the timestamp format |
+//! | [`auth`] | upstream identity: AWS SigV4 signing, Google ID tokens |
 //! | [`tls`] | certificates and keys: server configs (SNI, OCSP), upstream client configs |
 //! | [`transform`] | request and response header transforms (`set`, `add`, `remove`) |
 //! | [`sample`], [`demo`] | the built-in sample app and `switchyard demo` |
@@ -82,6 +83,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod clock;
 pub mod config;

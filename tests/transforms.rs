@@ -51,8 +51,12 @@ rewrite = { regex = "^/orders/(\\d+)/items/(\\w+)$", replace = "/o/$1/i/$2" }"#;
 #[tokio::test]
 async fn base_paths_follow_the_rewrite_and_the_result_is_normalized_again() {
     let up = spawn_upstream("fn").await;
-    let proxy =
-        spawn_proxy(&one_route(&up, "path_prefix = \"/orders\"\nrewrite = { prefix = \"/\" }", "base_path = \"/api/orders-v2/\"")).await;
+    let proxy = spawn_proxy(&one_route(
+        &up,
+        "path_prefix = \"/orders\"\nrewrite = { prefix = \"/\" }",
+        "base_path = \"/api/orders-v2/\"",
+    ))
+    .await;
     assert_eq!(forwarded(&proxy, &up, "/orders/42?x=1").await, "/api/orders-v2/42?x=1");
     assert_eq!(forwarded(&proxy, &up, "/orders").await, "/api/orders-v2");
     // Dot segments the client sent are resolved before routing, and nothing the
@@ -154,11 +158,16 @@ backends = [{{ upstream = "fn" }}]
     assert_eq!(status, StatusCode::MOVED_PERMANENTLY, "301 by default");
     assert_eq!(h["location"], "http://new.example.com:8443/new/x?y");
     assert_eq!(up.hits(), 0, "a redirect never reaches an upstream");
-    proxy.metric_reaching(r#"switchyard_requests_total{route="to-https",upstream="",version="",status="308"}"#, 1.0).await;
+    proxy
+        .metric_reaching(r#"switchyard_requests_total{route="to-https",upstream="",version="",status="308"}"#, 1.0)
+        .await;
     proxy.metric_reaching(r#"switchyard_requests_total{route="moved",upstream="",version="",status="301"}"#, 1.0).await;
     // HTTP/1.1 and HTTP/2 answer the same.
     let (status, h, _) = send(&h2c_client(), "GET", &proxy.url("/old?z=1"), &[], "").await;
-    assert_eq!((status, h["location"].to_str().unwrap()), (StatusCode::MOVED_PERMANENTLY, "http://new.example.com:8443/new?z=1"));
+    assert_eq!(
+        (status, h["location"].to_str().unwrap()),
+        (StatusCode::MOVED_PERMANENTLY, "http://new.example.com:8443/new?z=1")
+    );
 }
 
 fn config_errors(text: &str) -> String {
@@ -182,18 +191,28 @@ fn bad_transforms_are_config_errors_with_positions_and_no_secrets() {
     let e = config_errors(&format!(
         "{base}request_headers = {{ set = {{ \"x-k\" = {{ env = \"SWITCHYARD_TEST_SURELY_UNSET\" }} }} }}\n[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"a\" }}]\n"
     ));
-    assert!(e.contains("t.toml:3:") && e.contains("environment variable SWITCHYARD_TEST_SURELY_UNSET is not set"), "{e}");
+    assert!(
+        e.contains("t.toml:3:") && e.contains("environment variable SWITCHYARD_TEST_SURELY_UNSET is not set"),
+        "{e}"
+    );
     let e = config_errors(&format!(
         "{base}[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"a\" }}]\nrequest_headers = {{ set = {{ \"Host\" = \"x\" }} }}\n"
     ));
-    assert!(e.contains("routes[0].request_headers.set.Host: Host is set only through the upstream's `host_header`"), "{e}");
+    assert!(
+        e.contains("routes[0].request_headers.set.Host: Host is set only through the upstream's `host_header`"),
+        "{e}"
+    );
     let e = config_errors(&format!(
         "{base}[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"a\" }}]\nredirect = {{ scheme = \"https\" }}\n"
     ));
-    assert!(e.contains("routes[0].backends: a route with `redirect` answers itself: it may not have `backends`"), "{e}");
+    assert!(
+        e.contains("routes[0].backends: a route with `redirect` answers itself: it may not have `backends`"),
+        "{e}"
+    );
     let e = config_errors(&format!("{base}[[routes]]\nname = \"r\"\nredirect = {{ status = 308 }}\n"));
     assert!(e.contains("a redirect changes at least one of scheme, host, port, path or prefix"), "{e}");
-    let e = config_errors(&format!("{base}[[routes]]\nname = \"r\"\nredirect = {{ scheme = \"https\", status = 200 }}\n"));
+    let e =
+        config_errors(&format!("{base}[[routes]]\nname = \"r\"\nredirect = {{ scheme = \"https\", status = 200 }}\n"));
     assert!(e.contains("status 200: expected 301, 302, 303, 307 or 308"), "{e}");
 
     // A secret that is not a valid header value is refused without being echoed.

@@ -12,6 +12,7 @@ use http::{HeaderName, HeaderValue};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use super::auth::{decode_auth, FileAuth};
 use super::error::Collector;
 use super::reader::{header_name, socket_addr, Node, Table};
 use super::resilience::{decode_health, decode_limits, decode_outlier, decode_retry_on};
@@ -97,6 +98,8 @@ pub struct FileUpstream {
     pub base_path: Option<String>,
     pub request_headers: FileHeaders,
     pub response_headers: FileHeaders,
+    /// How the proxy identifies itself to the endpoints (requests and health checks).
+    pub auth: Option<FileAuth>,
 }
 
 /// How the proxy talks to an upstream.
@@ -166,14 +169,15 @@ pub(crate) fn decode(root: &Spanned<DeTable<'_>>, errs: &mut Collector) -> FileC
 
 impl FileConfig {
     /// Every file the config reads besides itself: certificates, keys and CAs (listeners
-    /// and upstreams) and header values `{ file = ... }`. The reloader watches them: a
+    /// and upstreams), header values `{ file = ... }`, bearer tokens and AWS credentials files. The reloader watches them: a
     /// change reloads the config, which reads them all again.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let listeners = self.server.tls.iter().flat_map(|l| l.files());
         let upstreams = self.upstreams.iter().filter_map(|u| u.tls.as_ref()).flat_map(|t| t.files());
         let headers = self.routes.iter().flat_map(|r| [&r.request_headers, &r.response_headers]);
         let headers = headers.chain(self.upstreams.iter().flat_map(|u| [&u.request_headers, &u.response_headers]));
-        listeners.chain(upstreams).chain(headers.flat_map(|h| h.files())).cloned().collect()
+        let auth = self.upstreams.iter().filter_map(|u| u.auth.as_ref()?.files());
+        listeners.chain(upstreams).chain(headers.flat_map(|h| h.files())).chain(auth).cloned().collect()
     }
 }
 
@@ -328,6 +332,7 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         t.string("base_path", errs).and_then(|p| path_like(&p, &t.field("base_path"), errs)).filter(|p| p != "/");
     let request_headers = t.table("request_headers", errs).map(|ht| decode_headers(ht, errs)).unwrap_or_default();
     let response_headers = t.table("response_headers", errs).map(|ht| decode_headers(ht, errs)).unwrap_or_default();
+    let auth = t.table("auth", errs).and_then(|at| decode_auth(at, errs));
     t.finish(errs);
     FileUpstream {
         name: name.to_string(),
@@ -350,6 +355,7 @@ fn decode_upstream(name: &str, name_span: Range<usize>, mut t: Table<'_, '_>, er
         base_path,
         request_headers,
         response_headers,
+        auth,
     }
 }
 

@@ -6,6 +6,7 @@
 //! Unknown keys are errors. Compiling the accepted file into the live snapshot is
 //! [`crate::snapshot`]'s job.
 
+mod auth;
 mod delivery;
 mod duration;
 mod error;
@@ -20,6 +21,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use auth::{FileAuth, DEFAULT_SIGNED_BODY};
 pub use delivery::{Compare, FileMirror, FileRollout};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};

@@ -47,6 +47,10 @@ pub enum ProxyError {
     ClientGone,
     #[error("the exchange with the upstream failed ({})", .0.as_str())]
     Upstream(UpstreamErrorKind),
+    /// The upstream has `auth` and the proxy cannot prove its identity now (no valid ID
+    /// token, or a request it cannot sign): nothing was sent.
+    #[error("the proxy has no valid credentials for this upstream")]
+    UpstreamAuth,
 }
 
 /// Whose fault a failed request is, which decides what it is counted against.
@@ -88,7 +92,8 @@ impl Blame {
 impl ProxyError {
     pub fn blame(self) -> Blame {
         match self {
-            Self::NoRoute | Self::Draining => Blame::Proxy,
+            // Not the version's doing: the proxy's own identity toward it failed.
+            Self::NoRoute | Self::Draining | Self::UpstreamAuth => Blame::Proxy,
             Self::BadRequest
             | Self::BodyCutShort
             | Self::HeaderTooLarge
@@ -110,7 +115,9 @@ impl ProxyError {
             Self::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::ConnectUnsupported => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoHealthyEndpoint | Self::Draining | Self::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyEndpoint | Self::Draining | Self::OverCapacity | Self::UpstreamAuth => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::ClientGone => StatusCode::from_u16(CLIENT_CLOSED).expect("499 is a valid status"),
@@ -145,6 +152,7 @@ impl ProxyError {
             Self::Upstream(UpstreamErrorKind::Connect) => "upstream-connect",
             Self::Upstream(UpstreamErrorKind::Timeout) => "upstream-timeout",
             Self::Upstream(_) => "bad-upstream-response",
+            Self::UpstreamAuth => "upstream-auth",
         }
     }
 
@@ -167,6 +175,7 @@ impl ProxyError {
                 "504 the upstream did not answer in time (upstream-timeout)\n"
             }
             Self::Upstream(_) => "502 bad response from the upstream (bad-upstream-response)\n",
+            Self::UpstreamAuth => "503 the proxy has no valid credentials for this upstream (upstream-auth)\n",
         }
     }
 

@@ -89,8 +89,23 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
     let retries = if upstream.endpoints.len() > 1 && client_upgrade.is_none() { upstream.retries } else { 0 };
     // What a streamed body tells of the client while the exchange runs.
     let mut watch = None;
+    // A signed request's body is hashed into its signature: buffered whole, up to the
+    // signer's max_body_bytes (beyond it: 413, and nothing is sent).
+    let signed_limit = upstream.identity.as_ref().and_then(|i| i.buffers_body());
     let mut payload = if incoming.is_end_stream() {
         Payload::Replay(Bytes::new())
+    } else if let Some(limit) = signed_limit {
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+        let body = tokio::time::timeout(upstream.request_timeout, Limited::new(incoming, cap).collect());
+        match body.await {
+            Ok(Ok(collected)) => Payload::Replay(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(ProxyError::BodyTooLarge),
+            Ok(Err(e)) => return Err(client_body_failure(&*e)),
+            Err(_) => return Err(ProxyError::ClientTimeout),
+        }
     } else if retries > 0 && declared.is_some_and(|n| n <= REPLAY_BUFFER as u64) {
         // A client that stalls mid-body must not hold the request forever.
         let body = tokio::time::timeout(upstream.request_timeout, Limited::new(incoming, REPLAY_BUFFER).collect());
@@ -183,7 +198,19 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
             };
             h.insert(HOST, upstream_host);
         }
-        let upstream_req = head.body(attempt_body).map_err(|_| ProxyError::BadRequest)?;
+        let mut upstream_req = head.body(attempt_body).map_err(|_| ProxyError::BadRequest)?;
+        if let Some(identity) = &upstream.identity {
+            let (mut p, b) = upstream_req.into_parts();
+            let body: &[u8] = match &payload {
+                Payload::Replay(bytes) => bytes,
+                Payload::Stream(_) => &[],
+            };
+            if let Err(e) = identity.apply(&p.method, &p.uri, &mut p.headers, body) {
+                tracing::debug!(route = %route.name, upstream = %upstream.name, error = %e, "no identity for the upstream: 503 upstream-auth");
+                return Err(ProxyError::UpstreamAuth);
+            }
+            upstream_req = Request::from_parts(p, b);
+        }
 
         let _endpoint_flight = endpoint.start();
         let result = tokio::time::timeout(upstream.request_timeout, endpoint.client().request(upstream_req)).await;

@@ -75,7 +75,8 @@ impl Controller {
         registry.refresh_dns(&cfg.upstreams).await;
         let mirror_slots = SlotRegistry::default();
         let runtime = compile(&cfg, &admin, &mut registry, &telemetry, &mirror_slots, 1);
-        registry.sync_health_checks();
+        registry.sync_tasks();
+        registry.warm_tokens().await;
         let bound = runtime.settings.bound.clone();
         let controller = Controller {
             bound,
@@ -198,7 +199,7 @@ impl Controller {
         let cfg = Arc::new(cfg);
         self.file.store(Arc::new(Source { generation, file: cfg.clone() }));
         self.install(runtime);
-        writer.registry.sync_health_checks();
+        writer.registry.sync_tasks();
         if let Some(rollouts) = self.rollouts.get().and_then(Weak::upgrade) {
             rollouts.reconcile(&mut writer, cfg).await;
         }
@@ -224,7 +225,7 @@ impl Controller {
         let upstreams = registry.build(&file.upstreams, &self.telemetry);
         let table = compile_table(&file, &upstreams, &self.telemetry, admin, &self.mirror_slots);
         self.install(Runtime::with_table(&old, table, upstreams));
-        registry.sync_health_checks();
+        registry.sync_tasks();
     }
 
     /// Recompile the live snapshot's route table under `admin` (same upstreams, same

@@ -50,13 +50,13 @@ where
     }
 }
 
-async fn probe_all(u: &Upstream) {
+async fn probe_all(u: &Arc<Upstream>) {
     let Some(health) = u.health.clone() else { return };
     let mut probes = JoinSet::new();
     for e in u.endpoints.iter() {
-        let (e, health) = (e.clone(), health.clone());
+        let (e, health, u) = (e.clone(), health.clone(), u.clone());
         probes.spawn(async move {
-            let passed = probe(&e, &health).await;
+            let passed = probe(&u, &e, &health).await;
             (e, passed)
         });
     }
@@ -65,8 +65,9 @@ async fn probe_all(u: &Upstream) {
     }
 }
 
-/// One probe: a 2xx or 3xx answer within the timeout passes.
-async fn probe(e: &Endpoint, health: &FileHealth) -> bool {
+/// One probe: a 2xx or 3xx answer within the timeout passes. It carries the upstream's
+/// request headers and identity (a function behind a key or IAM checks probes too).
+async fn probe(u: &Upstream, e: &Endpoint, health: &FileHealth) -> bool {
     let uri = format!("{}://{}{}", e.scheme, e.authority, health.path);
     let Ok(req) = Request::builder()
         .method(Method::GET)
@@ -77,6 +78,15 @@ async fn probe(e: &Endpoint, health: &FileHealth) -> bool {
     else {
         return false;
     };
+    let (mut parts, body) = req.into_parts();
+    u.request_headers.apply(&mut parts.headers);
+    if let Some(identity) = &u.identity {
+        if let Err(e) = identity.apply(&parts.method, &parts.uri, &mut parts.headers, &[]) {
+            tracing::debug!(upstream = %u.name, error = %e, "health check not sent: no identity");
+            return false;
+        }
+    }
+    let req = Request::from_parts(parts, body);
     match tokio::time::timeout(health.timeout, e.client().request(req)).await {
         Ok(Ok(resp)) => resp.status().is_success() || resp.status().is_redirection(),
         _ => false,

@@ -4,6 +4,7 @@
 mod client;
 pub mod dns;
 mod health;
+pub mod identity;
 mod pool;
 mod registry;
 mod select;

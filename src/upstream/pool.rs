@@ -19,6 +19,7 @@ use http::HeaderValue;
 use metrics::Gauge;
 
 use super::client::{HttpClient, Transport};
+use super::identity::Identity;
 use crate::clock;
 use crate::config::{FileHealth, FileOutlier, FileUpstream, HostHeader, RetryOn};
 use crate::transform::HeaderOps;
@@ -38,6 +39,8 @@ pub struct Upstream {
     pub request_headers: HeaderOps,
     /// Applied before the route's.
     pub response_headers: HeaderOps,
+    /// `auth`: applied to every request and health check, after every transform.
+    pub identity: Option<Identity>,
     /// Endpoints removed from this upstream that may still finish requests.
     pub draining: Box<[Weak<Endpoint>]>,
     pub request_timeout: Duration,
@@ -222,7 +225,13 @@ impl Drop for Admitted<'_> {
 }
 
 impl Upstream {
-    pub(crate) fn new(source: &FileUpstream, endpoints: Vec<Arc<Endpoint>>, draining: Vec<Weak<Endpoint>>) -> Self {
+    /// `old` is the upstream this one replaces (a token cache carries over).
+    pub(crate) fn new(
+        source: &FileUpstream,
+        endpoints: Vec<Arc<Endpoint>>,
+        draining: Vec<Weak<Endpoint>>,
+        old: Option<&Upstream>,
+    ) -> Self {
         Upstream {
             name: source.name.as_str().into(),
             version: source.version.as_str().into(),
@@ -232,10 +241,12 @@ impl Upstream {
                 && source.protocol == crate::config::Protocol::Http1
                 && source.base_path.is_none()
                 && source.request_headers.is_empty()
-                && source.response_headers.is_empty(),
+                && source.response_headers.is_empty()
+                && source.auth.is_none(),
             base_path: source.base_path.as_deref().map(Into::into),
             request_headers: HeaderOps::compile(&source.request_headers),
             response_headers: HeaderOps::compile(&source.response_headers),
+            identity: source.auth.as_ref().map(|a| Identity::compile(a, old.and_then(|u| u.identity.as_ref()))),
             draining: draining.into(),
             request_timeout: source.request_timeout,
             host_header: source.host_header.clone(),

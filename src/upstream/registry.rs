@@ -99,9 +99,34 @@ impl UpstreamRegistry {
     }
 
     /// One health checker per upstream with `health`, watching the version the last
-    /// [`UpstreamRegistry::build`] made (a task each, on the caller's runtime). Kept
-    /// apart from `build` so compiling a snapshot starts nothing.
-    pub fn sync_health_checks(&mut self) {
+    /// [`UpstreamRegistry::build`] made, and a refresher per ID token cache (tasks on the
+    /// caller's runtime). Kept apart from `build` so compiling a snapshot starts nothing.
+    pub fn sync_tasks(&mut self) {
+        for u in self.live.values() {
+            if let Some(tokens) = u.identity.as_ref().and_then(|i| i.tokens()) {
+                tokens.ensure_refreshing();
+            }
+        }
+        self.sync_health_checks();
+    }
+
+    /// Wait (at most one fetch timeout) for every ID token cache's first fetch, which
+    /// its refresher starts at once: at start, so the first requests find a token.
+    pub async fn warm_tokens(&self) {
+        let caches: Vec<_> =
+            self.live.values().filter_map(|u| u.identity.as_ref().and_then(|i| i.tokens())).cloned().collect();
+        let deadline = tokio::time::Instant::now() + crate::auth::gcp::FETCH_TIMEOUT;
+        for t in caches {
+            while !t.is_warm() && t.last_error().is_none() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            if let Some(why) = t.last_error().filter(|_| !t.is_warm()) {
+                tracing::warn!(audience = t.audience(), error = %why, "no ID token yet; requests to this upstream get 503 upstream-auth until one is fetched");
+            }
+        }
+    }
+
+    fn sync_health_checks(&mut self) {
         let live = &self.live;
         self.health.retain(|name, (watched, task)| {
             let current = live.get(name).filter(|u| u.health.is_some());
@@ -208,5 +233,5 @@ fn rebuild(
             tracing::info!(upstream = %source.name, endpoint = %e.addr, in_flight = e.in_flight(), "endpoint removed: draining");
         }
     }
-    Upstream::new(source, endpoints, draining)
+    Upstream::new(source, endpoints, draining, old)
 }

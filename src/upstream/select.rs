@@ -123,7 +123,7 @@ mod tests {
                 Arc::new(Endpoint::new(addr, "x", &transport, true, metrics::Gauge::noop(), 1))
             })
             .collect();
-        Upstream::new(&cfg.upstreams[0], endpoints, vec![])
+        Upstream::new(&cfg.upstreams[0], endpoints, vec![], None)
     }
 
     fn hits(u: &Upstream, n: usize, tried: &[&Endpoint]) -> Vec<usize> {

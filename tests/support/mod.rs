@@ -25,8 +25,10 @@ use switchyard::server::Server;
 
 pub mod devtools;
 pub mod grpc;
+pub mod metadata;
 pub mod pki;
 pub mod raw_h2;
+pub mod sigv4;
 pub mod ws;
 
 /// What an upstream saw of one request.
