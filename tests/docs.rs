@@ -21,6 +21,11 @@ health = {}
 outlier = {}
 request_headers = { set = {}, add = {}, remove = [] }
 response_headers = { set = {}, add = {}, remove = [] }
+auth = { aws_sigv4 = { region = "r", service = "lambda" } }
+[upstreams.b]
+auth = { gcp_id_token = { audience = "https://x" } }
+[upstreams.c]
+auth = { bearer = { env = "X" } }
 [[routes]]
 headers = {}
 backends = [{ upstream = "a" }]
