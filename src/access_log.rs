@@ -105,8 +105,10 @@ impl AccessLog {
         };
         let dropped = self.sink.0.dropped.clone();
         tokio::task::spawn_blocking(move || {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            // Not `stdout().lock()` for the writer's life: that would block every other
+            // writer to stdout in the process while the log waits for records. The
+            // buffer takes the lock once per flush.
+            let mut out = std::io::BufWriter::new(std::io::stdout());
             while let Some(first) = rx.blocking_recv() {
                 let mut next = Some(first);
                 while let Some(record) = next {

@@ -10,23 +10,14 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::StatusCode;
+use support::function::Function;
 use support::metadata::{claims, FakeMetadata};
-use support::sigv4::{verify, Key, Seen};
 use support::*;
-use tokio::net::TcpListener;
 
 const AKID: &str = "AKIDSWITCHYARDTEST";
 const SECRET: &str = "sw1tchyard/Test+Secret/Key0123456789abcd";
@@ -39,99 +30,6 @@ fn aws_env() {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET);
         std::env::set_var("AWS_SESSION_TOKEN", SESSION);
     });
-}
-
-/// One request as the function received it, byte for byte.
-#[derive(Clone, Debug)]
-struct Received {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn verify(&self, access_key_id: &str, secret: &str) -> Result<(), String> {
-        let seen = Seen {
-            method: &self.method,
-            raw_path: &self.path,
-            raw_query: &self.query,
-            headers: &self.headers,
-            body: &self.body,
-        };
-        verify(&seen, &Key { access_key_id, secret, region: "eu-west-1", service: "lambda" })
-    }
-}
-
-/// A function URL stand-in: records every request whole and answers 200.
-struct Function {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Function {
-    async fn start() -> Function {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let log = received.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let log = log.clone();
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let mut headers: Vec<(String, String)> = parts
-                            .headers
-                            .iter()
-                            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                            .collect();
-                        if parts.version == http::Version::HTTP_2 {
-                            if let Some(a) = parts.uri.authority() {
-                                headers.push(("host".into(), a.to_string()));
-                            }
-                        }
-                        log.lock().unwrap().push(Received {
-                            method: parts.method.to_string(),
-                            path: parts.uri.path().to_string(),
-                            query: parts.uri.query().unwrap_or("").to_string(),
-                            headers,
-                            body: body.to_vec(),
-                        });
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"fn"))))
-                    }
-                });
-                tokio::spawn(async move {
-                    let _ =
-                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
-        Function { addr, received, task }
-    }
-
-    fn all(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    fn last(&self) -> Received {
-        self.all().pop().expect("a request reached the function")
-    }
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 fn function_config(f: &Function, upstream_extra: &str) -> String {
