@@ -140,11 +140,12 @@ async fn credentials_come_from_a_profile_in_the_shared_credentials_file() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = [\"127.0.0.1:{proxy_port}\"]\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[upstreams.fn]\nendpoints = [\"{}\"]\n{SIGV4}\n[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"fn\" }}]\n",
+            "[server]\nlisten = [\"127.0.0.1:{proxy_port}\"]\nworkers = 1\naccess_log = true\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[upstreams.fn]\nendpoints = [\"{}\"]\n{SIGV4}\nrequest_headers = {{ set = {{ \"x-functions-key\" = {{ env = \"SWITCHYARD_TEST_LOGGED_KEY\" }} }} }}\n[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"fn\" }}]\n",
             f.addr
         ),
     )
     .unwrap();
+    let log = dir.path().join("proxy.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["run", "-c"])
         .arg(&config)
@@ -153,25 +154,45 @@ async fn credentials_come_from_a_profile_in_the_shared_credentials_file() {
         .env_remove("AWS_SESSION_TOKEN")
         .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
         .env("AWS_PROFILE", "canary")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env("SWITCHYARD_TEST_LOGGED_KEY", "header-secret-in-env")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).unwrap()))
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{proxy_port}/from-profile?q=1");
-    let listening = async {
+    let served = async {
         eventually("the proxy listens", Duration::from_secs(15), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", proxy_port)).await.is_ok()
         })
         .await;
-        get(&url, &[]).await.0
+        assert_eq!(get(&url, &[]).await.0, StatusCode::OK);
+        let got = f.last();
+        got.verify("AKIDCANARYPROFILE", "canary/secret+key").unwrap();
+        assert_eq!(got.header("x-amz-security-token"), None, "no session token in that profile");
+        assert_eq!(got.header("x-functions-key"), Some("header-secret-in-env"));
+        // The credentials file is watched: new keys are used without a restart.
+        std::fs::write(
+            &creds,
+            "[canary]\naws_access_key_id = AKIDROTATED\naws_secret_access_key = rotated/secret\naws_session_token = rotated-token\n",
+        )
+        .unwrap();
+        eventually("the rotated credentials sign", Duration::from_secs(10), || async {
+            get(&url, &[]).await;
+            f.last().verify("AKIDROTATED", "rotated/secret").is_ok()
+        })
+        .await;
+        assert_eq!(f.last().header("x-amz-security-token"), Some("rotated-token"));
     };
-    let outcome = tokio::time::timeout(Duration::from_secs(30), listening).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(40), served).await;
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(outcome.ok(), Some(StatusCode::OK));
-    let got = f.last();
-    got.verify("AKIDCANARYPROFILE", "canary/secret+key").unwrap();
-    assert_eq!(got.header("x-amz-security-token"), None, "no session token in that profile");
+    assert!(outcome.is_ok(), "timed out");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("\"path\":\"/from-profile\""), "the access log ran: {logged}");
+    for secret in ["canary/secret+key", "rotated/secret", "rotated-token", "header-secret-in-env"] {
+        assert!(!logged.contains(secret), "{secret} in the logs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
