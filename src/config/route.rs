@@ -13,7 +13,9 @@ use super::delivery::{decode_mirror, decode_rollout, FileMirror, FileRollout};
 use super::error::Collector;
 use super::reader::header_name;
 use super::reader::{expect_number, expect_str, Table};
-use super::transform::{decode_headers, decode_redirect, decode_rewrite, FileHeaders, FileRedirect, FileRewrite};
+use super::transform::{
+    decode_headers, decode_redirect, decode_rewrite, path_like, FileHeaders, FileRedirect, FileRewrite,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileRoute {
@@ -95,21 +97,10 @@ pub(super) fn decode_route(mut t: Table<'_, '_>, errs: &mut Collector) -> FileRo
             }
         }
     }
-    let path_prefix = match t.string("path_prefix", errs) {
-        None => "/".to_string(),
-        Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#', ' ']) => {
-            let trimmed = p.get_ref().trim_end_matches('/');
-            if trimmed.is_empty() {
-                "/".to_string()
-            } else {
-                trimmed.to_string()
-            }
-        }
-        Some(p) => {
-            errs.push(p.span(), t.field("path_prefix"), "must start with `/` and hold no `?`, `#` or spaces");
-            "/".to_string()
-        }
-    };
+    let path_prefix = t
+        .string("path_prefix", errs)
+        .map_or_else(|| Some("/".to_string()), |p| path_like(&p, &t.field("path_prefix"), errs))
+        .unwrap_or_else(|| "/".to_string());
     let mut headers = Vec::new();
     if let Some(mut ht) = t.table("headers", errs) {
         for (k, v) in ht.entries() {

@@ -108,10 +108,8 @@ impl Redirect {
 }
 
 fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
+    // The cut is at an ASCII byte, so the prefix is still valid UTF-8.
+    &host[..super::table::without_port(host.as_bytes()).len()]
 }
 
 #[cfg(test)]

@@ -133,13 +133,18 @@ impl RoutingTable {
 
 /// Lower-case the host and strip its port (and a trailing dot) without allocating. A
 /// host with bytes outside ASCII can only match `any`-host routes.
-fn lower_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
-    let host = if host.first() == Some(&b'[') {
-        // [v6]:port
+/// `host[:port]` or `[v6]:port` without the port (a validated authority).
+#[inline]
+pub(crate) fn without_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
         &host[..host.iter().position(|b| *b == b']').map_or(host.len(), |i| i + 1)]
     } else {
         host.iter().rposition(|b| *b == b':').map_or(host, |i| &host[..i])
-    };
+    }
+}
+
+fn lower_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
+    let host = without_port(host);
     let host = host.strip_suffix(b".").unwrap_or(host);
     if host.len() > MAX_HOST || !host.is_ascii() {
         return None;
