@@ -283,4 +283,13 @@ fn auth_config_errors_say_what_is_missing() {
     assert!(e.contains("never written in the config"), "{e}");
     let e = parse("auth = { gcp_id_token = { audience = \"x\" }, bearer = { env = \"X\" } }");
     assert!(e.contains("choose exactly one of"), "{e}");
+    aws_env();
+    let e = parse("auth = { aws_sigv4 = { region = \"r\", service = \"lambda\", max_body_bytes = 0 } }");
+    assert!(e.contains("max_body_bytes: from 1 to"), "{e}");
+    // Mirror copies are not signed: a mirror to an upstream with auth is refused.
+    let text = format!(
+        "{base}[upstreams.fn]\nendpoints = [\"127.0.0.1:2\"]\nauth = {{ gcp_id_token = {{ audience = \"x\" }} }}\n[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"a\" }}]\nmirror = {{ upstream = \"fn\" }}\n"
+    );
+    let e = switchyard::config::parse(std::path::Path::new("t.toml"), &text).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("mirror copies are not signed"), "{e}");
 }

@@ -87,6 +87,12 @@ response_headers = { set = { "x-layer" = "upstream" }, remove = ["x-upstream"] }
     assert!(seen.get("x-debug").is_none());
     // Forwarding headers are still the proxy's.
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    // A client's `Connection` cannot strip what a transform sets.
+    let resp =
+        raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-route, x-env\r\nX-Route: client\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = up.last_seen().headers;
+    assert_eq!((seen["x-route"].to_str().unwrap(), seen["x-env"].to_str().unwrap()), ("yes", "upstream"));
     // Response: the upstream's first, then the route's (the route wins).
     assert_eq!(h["x-layer"], "route");
     assert_eq!(h["strict-transport-security"], "max-age=63072000");
@@ -215,10 +221,33 @@ fn bad_transforms_are_config_errors_with_positions_and_no_secrets() {
         config_errors(&format!("{base}[[routes]]\nname = \"r\"\nredirect = {{ scheme = \"https\", status = 200 }}\n"));
     assert!(e.contains("status 200: expected 301, 302, 303, 307 or 308"), "{e}");
 
+    // An empty secret (a file caught mid-rotation) is refused: the last good config stays.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let e = config_errors(&format!(
+        "{base}request_headers = {{ set = {{ \"x-k\" = {{ file = \"{}\" }} }} }}\n[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"a\" }}]\n",
+        empty.display()
+    ));
+    assert!(e.contains("the value read is empty"), "{e}");
+
     // A secret that is not a valid header value is refused without being echoed.
     std::env::set_var("SWITCHYARD_TEST_BAD_SECRET", "top-secret\u{7f}value");
     let e = config_errors(&format!(
         "{base}request_headers = {{ set = {{ \"x-k\" = {{ env = \"SWITCHYARD_TEST_BAD_SECRET\" }} }} }}\n[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"a\" }}]\n"
     ));
     assert!(e.contains("not a valid header value") && !e.contains("top-secret"), "{e}");
+}
+
+#[tokio::test]
+async fn a_redirect_needs_a_host_to_build_its_location() {
+    let proxy =
+        spawn_proxy(&with_listeners("[[routes]]\nname = \"all-https\"\nredirect = { scheme = \"https\" }\n")).await;
+    let resp = raw(proxy.addr, b"GET /x HTTP/1.0\r\n\r\n").await;
+    assert!(
+        resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.0 400"),
+        "no open redirect without a Host: {resp}"
+    );
+    let (status, h, _) = get(&proxy.url("/x?y=1"), &[("host", "a.example")]).await;
+    assert_eq!((status, h["location"].to_str().unwrap()), (StatusCode::MOVED_PERMANENTLY, "https://a.example/x?y=1"));
 }

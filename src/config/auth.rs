@@ -12,6 +12,8 @@ use crate::auth::gcp::DEFAULT_METADATA_HOST;
 
 /// `max_body_bytes` when not given: bodies are buffered to be hashed.
 pub const DEFAULT_SIGNED_BODY: u64 = 1_048_576;
+/// A signed body is held in memory whole: 64 MiB at most.
+pub const MAX_SIGNED_BODY: u64 = 64 * 1_048_576;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FileAuth {
@@ -61,6 +63,9 @@ pub(crate) fn decode_auth(mut t: Table<'_, '_>, errs: &mut Collector) -> Option<
         let region = a.string("region", errs);
         let service = a.string("service", errs);
         let max_body_bytes = a.uint("max_body_bytes", errs).unwrap_or(DEFAULT_SIGNED_BODY);
+        if !(1..=MAX_SIGNED_BODY).contains(&max_body_bytes) {
+            errs.push(span.clone(), a.field("max_body_bytes"), format!("from 1 to {MAX_SIGNED_BODY} (it is buffered)"));
+        }
         let field = a.path.clone();
         a.finish(errs);
         let (Some(region), Some(service)) = (region, service) else {

@@ -219,6 +219,12 @@ pub(crate) fn header_value(node: &Node<'_>, field: &str, errs: &mut Collector) -
             return None;
         }
     };
+    if text.is_empty() {
+        // A file caught mid-rotation (truncated, not yet written): keep the last good
+        // config rather than send an empty credential.
+        errs.push(span, field, "the value read is empty");
+        return None;
+    }
     match HeaderValue::from_str(&text) {
         Ok(mut value) => {
             value.set_sensitive(true);
@@ -251,8 +257,12 @@ pub(crate) fn decode_rewrite(mut t: Table<'_, '_>, errs: &mut Collector) -> Opti
                 }
             };
             let replace_field = format!("{field}.replace");
-            if !replace.get_ref().starts_with('/') {
-                errs.push(replace.span(), replace_field, "must start with `/` (the rewritten path is a path)");
+            if !replace.get_ref().starts_with('/') || replace.get_ref().contains(['?', '#', ' ']) {
+                errs.push(
+                    replace.span(),
+                    replace_field,
+                    "must start with `/` and hold no `?`, `#` or spaces (the query is kept as sent)",
+                );
                 return None;
             }
             let groups = pattern.captures_len() - 1;

@@ -86,6 +86,15 @@ pub(crate) fn validate(cfg: &FileConfig, errs: &mut Collector) {
             let name = m.upstream.get_ref();
             if !upstreams.contains(name.as_str()) {
                 errs.push(m.upstream.span(), format!("{}.upstream", m.field), unknown_upstream(name, &upstreams));
+            } else if cfg.upstreams.iter().any(|u| u.name == *name && u.auth.is_some()) {
+                // Copies carry the primary's head: they would reach it unauthenticated.
+                errs.push(
+                    m.upstream.span(),
+                    format!("{}.upstream", m.field),
+                    format!(
+                        "{name:?} has `auth`: mirror copies are not signed or given tokens, so they cannot go to it"
+                    ),
+                );
             }
         }
         if route.redirect.is_some() {

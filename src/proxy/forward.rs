@@ -66,11 +66,12 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
         HostHeader::Literal(v) => Some(v.clone()),
     };
     let h = &mut parts.headers;
-    // The route's transforms first; hop-by-hop and forwarding headers are the proxy's
-    // after them (config refuses transforms of those names).
-    route.request_headers.apply(h);
     headers::strip_hop_by_hop(h, Some(request_id));
     headers::drop_underscore_names(h);
+    // The route's transforms after the client's `Connection` has had its say (it may not
+    // strip what a transform sets); forwarding headers stay the proxy's (config refuses
+    // transforms of those names and of hop-by-hop ones).
+    route.request_headers.apply(h);
     if parts.version == Version::HTTP_2 {
         headers::fold_cookies(h);
     }
@@ -98,6 +99,8 @@ pub(super) async fn forward(t: Target<'_>, req: Request<Incoming>) -> Result<Res
         if declared.is_some_and(|n| n > limit) {
             return Err(ProxyError::BodyTooLarge);
         }
+        // The server's own limit still holds for bodies that do not declare a length.
+        let limit = if max_body != 0 { limit.min(max_body) } else { limit };
         let cap = usize::try_from(limit).unwrap_or(usize::MAX);
         let body = tokio::time::timeout(upstream.request_timeout, Limited::new(incoming, cap).collect());
         match body.await {

@@ -115,6 +115,11 @@ impl<'a> Answer<'a> {
         host: &HeaderValue,
         path: &str,
     ) -> Self {
+        // HTTP/1.0 may come without a Host: no `Location` can be built from nothing
+        // (an empty host would read as `https:///evil.example`, an open redirect).
+        if redirect.host.is_none() && host.is_empty() {
+            return Answer::failed(ProxyError::BadRequest, route.own_responses.clone(), None);
+        }
         let scheme = if conn.tls { "https" } else { "http" };
         let location = redirect.location(scheme, host.to_str().unwrap_or(""), path, req.uri().query());
         let Ok(location) = HeaderValue::try_from(location) else {

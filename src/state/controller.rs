@@ -196,10 +196,13 @@ impl Controller {
             // Durable before visible, as for every writer of the state file.
             self.persist_to(runtime.settings.state_file.as_deref(), &writer.admin).await;
         }
+        // Tasks first, and a new audience's first ID token, so the snapshot never goes
+        // live without one (bounded by one fetch timeout).
+        writer.registry.sync_tasks();
+        writer.registry.warm_tokens().await;
         let cfg = Arc::new(cfg);
         self.file.store(Arc::new(Source { generation, file: cfg.clone() }));
         self.install(runtime);
-        writer.registry.sync_tasks();
         if let Some(rollouts) = self.rollouts.get().and_then(Weak::upgrade) {
             rollouts.reconcile(&mut writer, cfg).await;
         }
