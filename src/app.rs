@@ -35,6 +35,13 @@ impl App {
         let controller = Arc::new(Controller::start(cfg, config_path, resolver, telemetry.clone()).await);
         let driver = Driver::attach(controller.clone()).await;
         let plane = Arc::new(Plane { store: controller.store().clone(), telemetry, access_log: AccessLog::new() });
+        if let Some(fleet) = controller.fleet() {
+            // In a fleet: the lease, membership and election; the watch that applies
+            // the fleet's state; tallies published and (on the decider) judged.
+            tokio::spawn(crate::cluster::run_session(Arc::downgrade(fleet)));
+            tokio::spawn(crate::state::follow_fleet(Arc::downgrade(&controller)));
+            tokio::spawn(driver.clone().run_fleet());
+        }
         Arc::new(App { plane, controller, driver })
     }
 }

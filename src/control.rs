@@ -81,6 +81,18 @@ pub struct SavedRollout {
 
 const STATE_VERSION: u32 = 1;
 
+/// One route's runtime state as a fleet stores it (one etcd key per route): its weights
+/// and its rollout's progress change together in one compare-and-swap write. Both
+/// `None` is a route back on the file's weights (kept as a value, not deleted, so the
+/// key's revision history stays one line).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<RouteWeights>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<SavedRollout>,
+}
+
 impl AdminWeights {
     /// Read a state file. A missing file is an empty state; a corrupt one is reported
     /// and ignored (never fatal: the config file alone is a safe state to serve).
@@ -177,6 +189,35 @@ impl AdminWeights {
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty() && self.rollouts.is_empty()
     }
+
+    /// `route`'s entry as a fleet stores it.
+    pub fn route_state(&self, route: &str) -> RouteState {
+        RouteState { weights: self.routes.get(route).cloned(), rollout: self.rollouts.get(route).cloned() }
+    }
+
+    /// Replace `route`'s entry with a fleet's.
+    pub fn set_route_state(&mut self, route: &str, state: RouteState) {
+        match state.weights {
+            Some(w) => self.routes.insert(route.to_string(), w),
+            None => self.routes.remove(route),
+        };
+        match state.rollout {
+            Some(r) => self.rollouts.insert(route.to_string(), r),
+            None => self.rollouts.remove(route),
+        };
+    }
+
+    /// The routes whose entry differs between `self` and `other`.
+    pub fn changed_routes(&self, other: &AdminWeights) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> = self
+            .routes
+            .keys()
+            .chain(self.rollouts.keys())
+            .chain(other.routes.keys())
+            .chain(other.rollouts.keys())
+            .collect();
+        names.into_iter().filter(|n| self.route_state(n) != other.route_state(n)).cloned().collect()
+    }
 }
 
 /// A digest of everything that defines a route in the file (not where it sits in the
@@ -265,6 +306,10 @@ pub enum ControlError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// The fleet's state cannot be written now (etcd unreachable, or this replica is
+    /// not the decider any more).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ControlError {
@@ -273,6 +318,7 @@ impl ControlError {
             ControlError::UnknownRoute(_) => http::StatusCode::NOT_FOUND,
             ControlError::Invalid(_) => http::StatusCode::BAD_REQUEST,
             ControlError::Conflict(_) => http::StatusCode::CONFLICT,
+            ControlError::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -41,15 +41,16 @@
 //! L4   mirror        shadow copies and their comparison
 //! L5   routing       route table, path normalization, splits, sticky keys
 //! L6   control       admin weights, rollout phase, the state file's format
-//! L7   snapshot      Runtime with typed Settings; compile (public, synchronous); Store
-//! L8   state         Controller: the writer lock, reload, weights, DNS, persisting
-//! L9   rollout       Driver over the Controller (judge.rs is pure)
-//! L10  proxy         the request path: Plane = Store + counters + access log
-//! L11  app           App = Plane + Controller + Driver, wired
-//! L12  reload, ctl   file watching and SIGHUP; the admin API's terminal client
-//! L13  admin         the admin listener
-//! L14  server        workers, listeners, both HTTP/1.1 paths, hyper for the rest
-//! L15  demo          (and main.rs)
+//! L7   cluster       a fleet's state, members, tallies and election in etcd
+//! L8   snapshot      Runtime with typed Settings; compile (public, synchronous); Store
+//! L9   state         Controller: the writer lock, reload, weights, DNS, persisting
+//! L10  rollout       Driver over the Controller (judge.rs is pure)
+//! L11  proxy         the request path: Plane = Store + counters + access log
+//! L12  app           App = Plane + Controller + Driver, wired
+//! L13  reload, ctl   file watching and SIGHUP; the admin API's terminal client
+//! L14  admin         the admin listener
+//! L15  server        workers, listeners, both HTTP/1.1 paths, hyper for the rest
+//! L16  demo          (and main.rs)
 //! ```
 //!
 //! # Layout
@@ -59,6 +60,7 @@
 //! | [`config`] | the file format: decode with spans, validate, every error as PATH:LINE:COL |
 //! | [`snapshot`] | compile a validated config (plus admin weights) into the immutable Runtime the request path reads; the Store it lives in |
 //! | [`state`] | the Controller: the one writer of snapshots (reloads, admin weights, DNS), the state file |
+//! | [`cluster`] | fleets: the routing state, members, tallies and the decider's election in etcd |
 //! | [`control`] | admin weight overrides and rollout progress as data, the state file's format |
 //! | [`app`] | one proxy's parts wired: the request path's Plane, the Controller, the rollout Driver |
 //! | [`routing`] | route lookup, path normalization, the weighted split |
@@ -86,6 +88,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ctl;

@@ -99,6 +99,12 @@ enum CtlArgs {
         action: String,
         route: String,
     },
+    /// The fleet: members, the decider, and whether each applied the latest state.
+    Cluster {
+        /// The raw document, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Reload the config file now.
     Reload,
     /// Exit 0 when the admin listener answers `/healthz` (container health checks).
@@ -126,6 +132,7 @@ impl CtlArgs {
             CtlArgs::Promote { route, upstream } => C::Promote { route, upstream },
             CtlArgs::Rollback { route } => C::Rollback { route },
             CtlArgs::Rollout { action, route } => C::Rollout { action, route },
+            CtlArgs::Cluster { json } => C::Cluster { json },
             CtlArgs::Reload => C::Reload,
             CtlArgs::Health => C::Health,
             CtlArgs::Watch { .. } => unreachable!("watch is not a single call"),

@@ -23,6 +23,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Call {
     Status,
+    Cluster,
     Weights(String),
     Promote(String),
     Rollback(String),
@@ -37,6 +38,7 @@ impl Call {
         let rest = path.strip_prefix("/api/v1/")?;
         match rest {
             "status" => return Some((Call::Status, Method::GET)),
+            "cluster" => return Some((Call::Cluster, Method::GET)),
             "reload" => return Some((Call::Reload, Method::POST)),
             _ => {}
         }
@@ -70,6 +72,10 @@ struct PromoteBody {
 pub async fn handle(app: &Arc<App>, call: Call, body: Bytes) -> AdminResponse {
     match call {
         Call::Status => json_response(StatusCode::OK, &status(app)),
+        Call::Cluster => match app.controller.fleet() {
+            Some(fleet) => json_response(StatusCode::OK, &super::cluster::view(fleet).await),
+            None => error(StatusCode::NOT_FOUND, "this replica is not in a fleet: its config has no [cluster]"),
+        },
         Call::Weights(route) => match parse::<WeightsBody>(&body) {
             Ok(b) => changed(app, &route, app.controller.set_weights(&route, &b.weights).await),
             Err(message) => error(StatusCode::BAD_REQUEST, &message),

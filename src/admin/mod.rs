@@ -3,6 +3,7 @@
 
 mod api;
 pub mod auth;
+pub mod cluster;
 mod page;
 pub mod status;
 

@@ -20,6 +20,13 @@ pub struct Status {
     pub loaded_at: String,
     pub last_reload_error: Option<String>,
     pub draining: bool,
+    /// Where runtime weights and rollout progress come from: `"file"` (this process,
+    /// with its state file) or `"cluster"` (the fleet's state in etcd).
+    pub source: &'static str,
+    /// With `"cluster"`: the etcd revision of the fleet state this replica applied.
+    pub revision: Option<i64>,
+    /// With `"cluster"`: whether etcd is reachable now.
+    pub connected: Option<bool>,
     pub routes: Vec<RouteStatus>,
     pub upstreams: Vec<UpstreamStatus>,
 }
@@ -101,12 +108,16 @@ pub fn status(app: &App) -> Status {
         })
         .collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    let fleet = app.controller.fleet();
     Status {
         generation: rt.generation,
         config_path: app.controller.config_path().map(|p| p.display().to_string()),
         loaded_at: timestamp(rt.loaded_at),
         last_reload_error: app.controller.last_reload_error(),
         draining: app.plane.is_draining(),
+        source: if fleet.is_some() { "cluster" } else { "file" },
+        revision: fleet.map(|f| f.applied()),
+        connected: fleet.map(|f| f.is_connected()),
         routes: rt.table.routes().iter().map(|r| route_status(app, &file, &rt, r)).collect(),
         upstreams,
     }
@@ -133,7 +144,12 @@ pub fn route_status(app: &App, file: &FileConfig, rt: &Runtime, r: &Route) -> Ro
                     version: b.upstream.version.to_string(),
                     weight: b.weight,
                     share: f64::from(b.share) / f64::from(RESOLUTION),
-                    source: b.source.as_str(),
+                    // In a fleet, what is not the file's came from the fleet's state.
+                    source: match b.source.as_str() {
+                        "config" => "config",
+                        _ if app.controller.fleet().is_some() => "cluster",
+                        other => other,
+                    },
                     requests: counts.requests,
                     errors: counts.errors,
                     latency_ms_buckets: counts.buckets_ms(),

@@ -13,6 +13,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::auth::{decode_auth, FileAuth};
+use super::cluster::{decode_cluster, FileCluster};
 use super::error::Collector;
 use super::reader::{header_name, socket_addr, Node, Table};
 use super::resilience::{decode_health, decode_limits, decode_outlier, decode_retry_on};
@@ -26,6 +27,8 @@ use crate::tls::ClientTls;
 pub struct FileConfig {
     pub server: FileServer,
     pub admin: FileAdmin,
+    /// `[cluster]`: the fleet this replica belongs to; `None` runs on its own.
+    pub cluster: Option<FileCluster>,
     /// Sorted by name.
     pub upstreams: Vec<FileUpstream>,
     /// In file order (ties in routing go to file order).
@@ -144,6 +147,7 @@ pub(crate) fn decode(root: &Spanned<DeTable<'_>>, errs: &mut Collector) -> FileC
         Some(t) => decode_admin(t, errs),
         None => decode_admin(Table::new(&DeTable::new(), root.span(), "admin"), errs),
     };
+    let cluster = top.table("cluster", errs).map(|t| decode_cluster(t, errs));
     let mut upstreams = Vec::new();
     if let Some(mut t) = top.table("upstreams", errs) {
         for (name, node) in t.entries() {
@@ -164,7 +168,7 @@ pub(crate) fn decode(root: &Spanned<DeTable<'_>>, errs: &mut Collector) -> FileC
         }
     }
     top.finish(errs);
-    FileConfig { server, admin, upstreams, routes }
+    FileConfig { server, admin, cluster, upstreams, routes }
 }
 
 impl FileConfig {

@@ -7,6 +7,7 @@
 //! [`crate::snapshot`]'s job.
 
 mod auth;
+mod cluster;
 mod delivery;
 mod duration;
 mod error;
@@ -22,6 +23,7 @@ mod validate;
 use std::path::Path;
 
 pub use auth::{FileAuth, DEFAULT_SIGNED_BODY};
+pub use cluster::FileCluster;
 pub use delivery::{Compare, FileMirror, FileRollout};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};

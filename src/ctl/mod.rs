@@ -41,6 +41,10 @@ pub enum CtlCommand {
         action: String,
         route: String,
     },
+    /// `GET /api/v1/cluster`.
+    Cluster {
+        json: bool,
+    },
     Reload,
     /// `GET /healthz` (for container health checks: no curl needed).
     Health,
@@ -140,6 +144,7 @@ pub async fn run(admin: &str, token: Option<&str>, cmd: &CtlCommand) -> Result<S
         }
         CtlCommand::Rollback { route } => (Method::POST, route_path(route, "rollback"), None),
         CtlCommand::Rollout { action, route } => (Method::POST, route_path(route, &format!("rollout/{action}")), None),
+        CtlCommand::Cluster { .. } => (Method::GET, "/api/v1/cluster".to_string(), None),
         CtlCommand::Reload => (Method::POST, "/api/v1/reload".to_string(), None),
         CtlCommand::Health => (Method::GET, "/healthz".to_string(), None),
     };
@@ -147,6 +152,8 @@ pub async fn run(admin: &str, token: Option<&str>, cmd: &CtlCommand) -> Result<S
     Ok(match cmd {
         CtlCommand::Status { json: true } => serde_json::to_string_pretty(&doc).unwrap_or_default(),
         CtlCommand::Status { json: false } => status_table(&doc),
+        CtlCommand::Cluster { json: true } => serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        CtlCommand::Cluster { json: false } => cluster_table(&doc),
         CtlCommand::Reload => format!("reloaded: config generation {}", doc["generation"]),
         CtlCommand::Health => "healthy".to_string(),
         _ => {
@@ -197,6 +204,31 @@ pub(crate) async fn call(
         return Err(CtlError::Api { status: status.as_u16(), message });
     }
     Ok(doc)
+}
+
+/// `ctl cluster`: a line about the fleet, then one row per member.
+fn cluster_table(doc: &Value) -> String {
+    let decider = doc["decider"].as_str().unwrap_or("(none)");
+    let connected = if doc["connected"].as_bool() == Some(true) { "connected" } else { "etcd UNREACHABLE" };
+    let out = format!(
+        "fleet as seen by {}: decider {decider}, latest revision {}, {connected}\n",
+        doc["name"].as_str().unwrap_or("?"),
+        doc["latest_revision"]
+    );
+    let mut rows =
+        vec![vec!["MEMBER", "ADMIN", "VERSION", "REVISION", "APPLIED"].into_iter().map(String::from).collect()];
+    for m in doc["members"].as_array().into_iter().flatten() {
+        let name = m["name"].as_str().unwrap_or("?");
+        let mark = if Some(name) == doc["decider"].as_str() { " (decider)" } else { "" };
+        rows.push(vec![
+            format!("{name}{mark}"),
+            m["admin"].as_str().unwrap_or("").to_string(),
+            m["version"].as_str().unwrap_or("").to_string(),
+            m["revision"].to_string(),
+            if m["applied"].as_bool() == Some(true) { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    out + &table(&rows)
 }
 
 fn status_table(doc: &Value) -> String {

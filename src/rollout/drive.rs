@@ -31,6 +31,14 @@ use crate::telemetry::Counts;
 /// What a rollout call changes; the caller answers with the new status.
 pub type RolloutResult = Result<(), ControlError>;
 
+/// Who makes a transition: a hand (API, `ctl`) or a step's timer (in a fleet, the
+/// decider: its writes are fenced by its election).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum By {
+    Hand,
+    Timer,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Start,
@@ -80,6 +88,7 @@ impl Driver {
 
     /// `POST /api/v1/routes/{route}/rollout/{action}`.
     pub async fn rollout(self: &Arc<Self>, route: &str, action: Action) -> RolloutResult {
+        self.controller.check_fleet_reachable()?;
         let mut writer = self.controller.writer.lock().await;
         let rt = self.controller.store().load();
         let file = self.controller.file();
@@ -94,30 +103,31 @@ impl Driver {
         match action {
             Action::Start if phase.is_active() => refuse("start"),
             Action::Start => {
-                self.begin(&mut writer, file_route, rollout, 0, Phase::Running, "started".into()).await;
-                Ok(())
+                self.begin(&mut writer, file_route, rollout, 0, Phase::Running, "started".into(), By::Hand).await
             }
             Action::Pause if phase != Phase::Running => refuse("pause"),
             Action::Pause => {
-                self.transition(&mut writer, file_route, Phase::Paused, "paused by hand".into(), None, false).await;
-                Ok(())
+                let admin = writer.admin.clone();
+                self.transition(&mut writer, file_route, Phase::Paused, "paused by hand".into(), None, admin, By::Hand)
+                    .await
             }
             Action::Resume if phase != Phase::Paused => refuse("resume"),
             Action::Resume => {
                 let step = self.rollouts.runs.lock().expect("not poisoned").get(route).map_or(0, |r| r.step);
-                self.begin(&mut writer, file_route, rollout, step, Phase::Running, "resumed by hand".into()).await;
-                Ok(())
+                self.begin(&mut writer, file_route, rollout, step, Phase::Running, "resumed by hand".into(), By::Hand)
+                    .await
             }
             Action::Abort if !phase.is_active() => refuse("abort"),
             Action::Abort => {
-                self.finish(&mut writer, file_route, rollout, Phase::Aborted, "aborted by hand".into(), None).await;
-                Ok(())
+                self.finish(&mut writer, file_route, rollout, Phase::Aborted, "aborted by hand".into(), None, By::Hand)
+                    .await
             }
         }
     }
 
     /// Enter `step` (setting its weights) as `phase`, with a fresh measurement window;
-    /// when running, arm the timer.
+    /// when running, arm the timer. Nothing changes when the write is refused.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn begin(
         self: &Arc<Self>,
         writer: &mut Writer,
@@ -126,10 +136,27 @@ impl Driver {
         step: usize,
         phase: Phase,
         reason: String,
+        by: By,
+    ) -> RolloutResult {
+        let mut admin = writer.admin.clone();
+        stage_rollout_weights(&mut admin, route, rollout, rollout.steps[step]);
+        admin.save_rollout(route, phase, step, &reason);
+        self.controller.commit(writer, admin, &route.name, self.fenced(by)).await?;
+        self.enter(writer, route, rollout, step, phase, reason);
+        Ok(())
+    }
+
+    /// Record (locally) that `route`'s rollout is at `step` as `phase`, with a fresh
+    /// window, and arm the step's timer when this replica is the one that judges.
+    pub(super) fn enter(
+        self: &Arc<Self>,
+        writer: &Writer,
+        route: &FileRoute,
+        rollout: &FileRollout,
+        step: usize,
+        phase: Phase,
+        reason: String,
     ) {
-        self.stage_rollout_weights(writer, route, rollout, rollout.steps[step]);
-        self.save_rollout(writer, route, phase, step, &reason).await;
-        self.controller.swap_table(&writer.admin);
         let epoch = self.rollouts.next_epoch();
         let run = Run {
             phase,
@@ -146,12 +173,36 @@ impl Driver {
         tracing::info!(route = %route.name, step, canary_percent = rollout.steps[step], state = phase.as_str(), %reason, "rollout step");
         self.controller.telemetry().rollout_step(&route.name).set(if phase.is_active() { step as f64 } else { -1.0 });
         if phase == Phase::Running {
-            tokio::spawn(tick_loop(Arc::downgrade(self), route.name.clone(), epoch, rollout.interval));
+            self.arm(writer, &route.name, epoch, rollout.interval);
         }
     }
 
-    /// Change phase: without touching weights (pause), or swapping in the ones `finish`
-    /// staged (`staged`), after the state file has the new phase.
+    /// Start the timer that judges `route`'s current step: on tokio's clock alone, or
+    /// in a fleet, on the decider only, over every member's tallies.
+    pub(super) fn arm(self: &Arc<Self>, writer: &Writer, route: &str, epoch: u64, interval: Duration) {
+        match self.controller.fleet() {
+            None => {
+                tokio::spawn(tick_loop(Arc::downgrade(self), route.to_string(), epoch, interval));
+            }
+            Some(fleet) if fleet.is_decider() => {
+                let step_revision = writer.fleet_routes.get(route).map_or(0, |(_, rev)| *rev);
+                let judging =
+                    super::fleet::judge_loop(Arc::downgrade(self), route.to_string(), epoch, step_revision, interval);
+                tokio::spawn(judging);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Timer writes in a fleet are the decider's: fenced by its election.
+    fn fenced(&self, by: By) -> bool {
+        by == By::Timer && self.controller.fleet().is_some()
+    }
+
+    /// Change phase, with `admin` holding the weights to go live with it (the live
+    /// ones for a pause, the final ones for `finish`): written (state file or fleet)
+    /// before it is live, and nothing changes when the write is refused.
+    #[allow(clippy::too_many_arguments)]
     async fn transition(
         &self,
         writer: &mut Writer,
@@ -159,16 +210,21 @@ impl Driver {
         phase: Phase,
         reason: String,
         last: Option<super::Judgement>,
-        staged: bool,
-    ) {
+        mut admin: crate::control::AdminWeights,
+        by: By,
+    ) -> RolloutResult {
         let Some(step) = self.rollouts.runs.lock().expect("not poisoned").get(&route.name).map(|r| r.step) else {
-            return;
+            return Ok(());
         };
-        self.save_rollout(writer, route, phase, step, &reason).await;
-        if staged {
-            self.controller.swap_table(&writer.admin);
-        }
-        {
+        admin.save_rollout(route, phase, step, &reason);
+        self.controller.commit(writer, admin, &route.name, self.fenced(by)).await?;
+        self.settle(route, phase, reason, last);
+        Ok(())
+    }
+
+    /// Record (locally) that `route`'s rollout changed phase at its current step.
+    pub(super) fn settle(&self, route: &FileRoute, phase: Phase, reason: String, last: Option<super::Judgement>) {
+        let step = {
             let mut runs = self.rollouts.runs.lock().expect("not poisoned");
             let Some(run) = runs.get_mut(&route.name) else { return };
             run.phase = phase;
@@ -178,13 +234,29 @@ impl Driver {
             if last.is_some() {
                 run.last = last;
             }
-        }
+            run.step
+        };
         tracing::info!(route = %route.name, step, state = phase.as_str(), %reason, "rollout transition");
+        if !phase.is_active() {
+            let result = match phase {
+                Phase::Promoted => "promoted",
+                Phase::RolledBack => "rolled_back",
+                _ => "aborted",
+            };
+            self.controller.telemetry().rollouts_total(&route.name, result).increment(1);
+            if phase == Phase::Promoted {
+                tracing::info!(route = %route.name, %reason, "rollout promoted: the canary takes all traffic");
+            } else {
+                tracing::warn!(route = %route.name, result, %reason, "rollout ended: the baseline takes all traffic");
+            }
+        }
+        self.controller.telemetry().rollout_step(&route.name).set(if phase.is_active() { step as f64 } else { -1.0 });
     }
 
     /// End the rollout: promoted (canary 100) or rolled back / aborted (canary 0), in
     /// one swap.
-    async fn finish(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn finish(
         &self,
         writer: &mut Writer,
         route: &FileRoute,
@@ -192,58 +264,22 @@ impl Driver {
         phase: Phase,
         reason: String,
         last: Option<super::Judgement>,
-    ) {
+        by: By,
+    ) -> RolloutResult {
         let canary = if phase == Phase::Promoted { 100.0 } else { 0.0 };
-        self.stage_rollout_weights(writer, route, rollout, canary);
-        self.transition(writer, route, phase, reason.clone(), last, true).await;
-        let result = match phase {
-            Phase::Promoted => "promoted",
-            Phase::RolledBack => "rolled_back",
-            _ => "aborted",
-        };
-        self.controller.telemetry().rollouts_total(&route.name, result).increment(1);
-        self.controller.telemetry().rollout_step(&route.name).set(-1.0);
-        if phase == Phase::Promoted {
-            tracing::info!(route = %route.name, %reason, "rollout promoted: the canary takes all traffic");
-        } else {
-            tracing::warn!(route = %route.name, result, %reason, "rollout ended: the baseline takes all traffic");
-        }
-    }
-
-    /// Canary at `percent`, baseline the rest, every other backend 0, in the writer's
-    /// admin state; the caller persists, then swaps them in (one snapshot swap).
-    fn stage_rollout_weights(&self, writer: &mut Writer, route: &FileRoute, rollout: &FileRollout, percent: f64) {
-        let weights: BTreeMap<String, f64> = route
-            .backends
-            .iter()
-            .map(|b| {
-                let name = b.upstream.get_ref();
-                let w = if name == rollout.canary.get_ref() {
-                    percent
-                } else if name == rollout.baseline.get_ref() {
-                    100.0 - percent
-                } else {
-                    0.0
-                };
-                (name.clone(), w)
-            })
-            .collect();
-        writer.admin.set_by_rollout(route, weights);
-    }
-
-    async fn save_rollout(&self, writer: &mut Writer, route: &FileRoute, phase: Phase, step: usize, reason: &str) {
-        writer.admin.save_rollout(route, phase, step, reason);
-        self.controller.persist(&writer.admin).await;
+        let mut admin = writer.admin.clone();
+        stage_rollout_weights(&mut admin, route, rollout, canary);
+        self.transition(writer, route, phase, reason, last, admin, by).await
     }
 
     /// Counts of the canary and the baseline now: a window opens or closes here.
-    fn open_window(&self, route: &FileRoute, rollout: &FileRollout) -> Window {
+    pub(super) fn open_window(&self, route: &FileRoute, rollout: &FileRollout) -> Window {
         let (canary, baseline, versions) = self.counts(route, rollout);
         Window { canary, baseline, opened_at: Some(SystemTime::now()), versions }
     }
 
     /// The canary's and baseline's counts now, and the versions they are counted under.
-    fn counts(&self, route: &FileRoute, rollout: &FileRollout) -> (Counts, Counts, (String, String)) {
+    pub(super) fn counts(&self, route: &FileRoute, rollout: &FileRollout) -> (Counts, Counts, (String, String)) {
         let rt = self.controller.store().load();
         let version =
             |upstream: &str| rt.upstreams.get(upstream).map_or_else(|| upstream.to_string(), |u| u.version.to_string());
@@ -301,34 +337,80 @@ impl Driver {
         }
         let j = judge(rollout, &canary.since(&window.canary), &baseline.since(&window.baseline), judged);
         tracing::info!(route = route_name, step, judged, verdict = ?j.verdict, canary_requests = j.canary_requests, canary_error_rate = %rounded(Some(j.canary_error_rate), 4), canary_p99_ms = %rounded(j.canary_p99_ms, 1), "rollout step judged");
-        match j.verdict.clone() {
+        self.conclude(&mut writer, route, rollout, step, j).await
+    }
+
+    /// Act on a step's judgement: wait, roll back, promote or move to the next step.
+    /// Returns whether this step's timer goes on. A refused write (a fleet's decider
+    /// deposed, or etcd gone) changes nothing and stops the timer: whoever decides next
+    /// judges the step again.
+    pub(super) async fn conclude(
+        self: &Arc<Self>,
+        writer: &mut Writer,
+        route: &FileRoute,
+        rollout: &FileRollout,
+        step: usize,
+        j: super::Judgement,
+    ) -> bool {
+        let route_name = route.name.as_str();
+        let written = match j.verdict.clone() {
             Verdict::Wait => {
                 if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
                     run.last = Some(j);
                 }
-                true
+                return true;
             }
             Verdict::Fail(reason) => {
                 let reason = format!("step {step} ({}%) failed: {reason}", rollout.steps[step]);
-                self.finish(&mut writer, route, rollout, Phase::RolledBack, reason, Some(j)).await;
-                false
+                self.finish(writer, route, rollout, Phase::RolledBack, reason, Some(j), By::Timer).await
             }
             Verdict::Pass if step + 1 == rollout.steps.len() => {
                 let reason = format!("all {} steps passed", rollout.steps.len());
-                self.finish(&mut writer, route, rollout, Phase::Promoted, reason, Some(j)).await;
-                false
+                self.finish(writer, route, rollout, Phase::Promoted, reason, Some(j), By::Timer).await
             }
             Verdict::Pass => {
                 let reason = format!("step {step} ({}%) passed", rollout.steps[step]);
-                self.begin(&mut writer, route, rollout, step + 1, Phase::Running, reason).await;
-                if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
-                    run.last = Some(j);
+                let begun = self.begin(writer, route, rollout, step + 1, Phase::Running, reason, By::Timer).await;
+                if begun.is_ok() {
+                    if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
+                        run.last = Some(j);
+                    }
                 }
                 // `begin` armed a new timer with a new epoch; this one stops.
-                false
+                begun
             }
+        };
+        if let Err(e) = written {
+            tracing::warn!(route = route_name, step, error = %e, "the rollout's next transition was not written; this timer stops");
         }
+        false
     }
+}
+
+/// Canary at `percent`, baseline the rest, every other backend 0, in `admin`; the
+/// caller commits it (one snapshot swap).
+pub(super) fn stage_rollout_weights(
+    admin: &mut crate::control::AdminWeights,
+    route: &FileRoute,
+    rollout: &FileRollout,
+    percent: f64,
+) {
+    let weights: BTreeMap<String, f64> = route
+        .backends
+        .iter()
+        .map(|b| {
+            let name = b.upstream.get_ref();
+            let w = if name == rollout.canary.get_ref() {
+                percent
+            } else if name == rollout.baseline.get_ref() {
+                100.0 - percent
+            } else {
+                0.0
+            };
+            (name.clone(), w)
+        })
+        .collect();
+    admin.set_by_rollout(route, weights);
 }
 
 /// Judge at the end of every interval until the rollout leaves this epoch's running

@@ -6,7 +6,8 @@
 //! | --- | --- |
 //! | `judge.rs` | the verdict on one step's measurements (pure) |
 //! | `drive.rs` | the Driver: start/pause/resume/abort, the timer task per running rollout |
-//! | `reconcile.rs` | what reloads and restarts do to rollouts |
+//! | `reconcile.rs` | what reloads, restarts and the fleet's state do to rollouts |
+//! | `fleet.rs` | with `[cluster]`: tallies published, the decider's judging on their sum |
 //!
 //! A rollout's weights are runtime weights like the admin API's (see
 //! [`crate::control`]), marked as set by the rollout, swapped in through the
@@ -19,6 +20,7 @@
 //! rollout can be started again.
 
 mod drive;
+mod fleet;
 mod judge;
 mod reconcile;
 

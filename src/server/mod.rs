@@ -64,6 +64,9 @@ impl Server {
             }
         }
         let admin = bind(settings.bound.admin_listen).await?;
+        if let Some(fleet) = app.controller.fleet() {
+            fleet.set_admin(admin.local_addr()?.to_string());
+        }
         let reloader = app.controller.config_path().map(|_| Reloader::new(app.controller.clone()));
         Ok(Server { app, listeners, admin, reloader })
     }
@@ -109,6 +112,10 @@ impl Server {
         let drain_timeout = plane.runtime().settings.drain_timeout;
         tracing::info!(?drain_timeout, "shutting down: no new connections, draining in-flight requests");
         plane.store.start_draining();
+        if let Some(fleet) = app.controller.fleet() {
+            // Leave at once, so another replica decides now rather than after `ttl`.
+            fleet.leave().await;
+        }
         let _ = stop_tx.send(true);
         if let Some(r) = reloader {
             r.abort();

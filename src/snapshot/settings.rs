@@ -65,6 +65,8 @@ pub struct Bound {
     /// hyper's read buffer, the framing tracker and the upstream head limit are sized
     /// once per worker.
     pub max_header_bytes: usize,
+    /// The fleet joined at start (etcd, prefix, name, lease).
+    pub cluster: Option<crate::config::FileCluster>,
 }
 
 impl Settings {
@@ -86,6 +88,7 @@ impl Settings {
                 admin_listen: cfg.admin.listen,
                 max_connections: server.limits.max_connections,
                 max_header_bytes: server.limits.max_header_bytes,
+                cluster: cfg.cluster.clone(),
             },
         }
     }
@@ -104,6 +107,7 @@ impl Bound {
             ("admin.listen", a.admin_listen != b.admin_listen),
             ("server.limits.max_connections", a.max_connections != b.max_connections),
             ("server.limits.max_header_bytes", a.max_header_bytes != b.max_header_bytes),
+            ("cluster", a.cluster != b.cluster),
         ] {
             if differs {
                 changed.push(name);

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::fleet::{admin_from, FleetRoutes};
 use super::RolloutHook;
+use crate::cluster::Fleet;
 use crate::config::{self, ConfigErrors, FileConfig};
 use crate::control::{AdminWeights, Phase};
 use crate::mirror::SlotRegistry;
@@ -30,7 +32,12 @@ struct Source {
 /// What only the lock holder touches.
 pub struct Writer {
     pub(crate) registry: UpstreamRegistry,
+    /// The runtime weights and rollout progress compiled into snapshots (with a fleet:
+    /// the fleet's state minus entries this replica's file does not match).
     pub(crate) admin: AdminWeights,
+    /// With `[cluster]`: every route's state as etcd holds it, with its key's mod
+    /// revision (what a compare-and-swap compares).
+    pub(crate) fleet_routes: FleetRoutes,
 }
 
 pub struct Controller {
@@ -50,6 +57,10 @@ pub struct Controller {
     rollouts: OnceLock<Weak<dyn RolloutHook>>,
     /// What the process bound at start (a reload that changes it waits for a restart).
     bound: Bound,
+    /// With `[cluster]`: the fleet whose state this controller applies.
+    pub(crate) fleet: Option<Arc<Fleet>>,
+    /// `switchyard_cluster_connected` and `switchyard_cluster_revision`, with a fleet.
+    pub(crate) fleet_gauges: Option<(metrics::Gauge, metrics::Gauge)>,
 }
 
 impl Controller {
@@ -62,7 +73,14 @@ impl Controller {
     ) -> Controller {
         let workers = crate::workers::count(cfg.server.workers);
         let mut registry = UpstreamRegistry::new(resolver, workers, cfg.server.limits.max_header_bytes);
-        let mut admin = cfg.admin.state_file.as_deref().map(AdminWeights::load).unwrap_or_default();
+        let fleet = match &cfg.cluster {
+            Some(cluster) => Some(super::fleet::join(cluster, &cfg).await),
+            None => None,
+        };
+        let (mut admin, fleet_routes) = match &fleet {
+            Some((_, loaded)) => (admin_from(&loaded.routes), loaded.routes.clone()),
+            None => (cfg.admin.state_file.as_deref().map(AdminWeights::load).unwrap_or_default(), FleetRoutes::new()),
+        };
         for route in admin.prune(&cfg) {
             tracing::warn!(
                 route,
@@ -78,19 +96,27 @@ impl Controller {
         registry.sync_tasks();
         registry.warm_tokens().await;
         let bound = runtime.settings.bound.clone();
+        let fleet_gauges = fleet.as_ref().map(|_| telemetry.cluster_gauges());
+        let fleet = fleet.map(|(fleet, loaded)| {
+            fleet.set_applied(loaded.revision);
+            fleet
+        });
         let controller = Controller {
             bound,
             store: Arc::new(Store::new(runtime)),
             telemetry,
             config_path,
-            writer: tokio::sync::Mutex::new(Writer { registry, admin }),
+            writer: tokio::sync::Mutex::new(Writer { registry, admin, fleet_routes }),
             file: ArcSwap::from_pointee(Source { generation: 1, file: Arc::new(cfg) }),
             generation: AtomicU64::new(1),
             last_reload_error: Mutex::new(None),
             mirror_slots,
             rollouts: OnceLock::new(),
+            fleet,
+            fleet_gauges,
         };
         controller.publish_gauges(&controller.store.load(), None);
+        controller.publish_fleet_gauges();
         controller
     }
 
@@ -138,6 +164,10 @@ impl Controller {
         self.last_reload_error.lock().expect("not poisoned").clone()
     }
 
+    pub(crate) fn hook(&self) -> Option<Arc<dyn RolloutHook>> {
+        self.rollouts.get().and_then(Weak::upgrade)
+    }
+
     /// Where `route`'s rollout stands (idle when no driver is attached).
     pub fn rollout_phase(&self, route: &str) -> Phase {
         self.rollouts.get().and_then(Weak::upgrade).map_or(Phase::Idle, |r| r.phase(route))
@@ -168,12 +198,17 @@ impl Controller {
         let answers = crate::upstream::dns::lookup_all(&*resolver, &cfg.upstreams).await;
         let mut writer = self.writer.lock().await;
         writer.registry.apply_dns(answers);
+        if self.fleet.is_some() {
+            // The fleet's entries, not what the last file kept of them: a route this
+            // file matches again takes the fleet's weights again.
+            writer.admin = admin_from(&writer.fleet_routes);
+        }
         let dropped = writer.admin.prune(&cfg);
         for route in &dropped {
             tracing::info!(route, "the reloaded file changed this route: its admin weight changes no longer apply");
         }
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let Writer { registry, admin } = &mut *writer;
+        let Writer { registry, admin, .. } = &mut *writer;
         let runtime = compile(&cfg, admin, registry, &self.telemetry, &self.mirror_slots, generation);
         let live = self.store.load();
         let waiting = self.bound.restart_only_changes(&runtime.settings.bound);
@@ -224,7 +259,7 @@ impl Controller {
         }
         let old = self.store.load();
         let file = self.file();
-        let Writer { registry, admin } = &mut *writer;
+        let Writer { registry, admin, .. } = &mut *writer;
         let upstreams = registry.build(&file.upstreams, &self.telemetry);
         let table = compile_table(&file, &upstreams, &self.telemetry, admin, &self.mirror_slots);
         self.install(Runtime::with_table(&old, table, upstreams));
@@ -259,6 +294,10 @@ impl Controller {
     /// on a multi-thread runtime, the worker whose turn it is to drive timers and
     /// sockets. The caller still waits for it (durable before visible).
     async fn persist_to(&self, path: Option<&Path>, admin: &AdminWeights) -> Option<String> {
+        if self.fleet.is_some() {
+            // A fleet's state lives in etcd: the state file is neither read nor written.
+            return None;
+        }
         let path = path?.to_path_buf();
         let state = admin.clone();
         let target = path.clone();

@@ -20,4 +20,12 @@ pub trait RolloutHook: Send + Sync {
         writer: &'a mut Writer,
         cfg: Arc<FileConfig>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+    /// The fleet's state changed these routes (the writer lock is held; their new
+    /// weights are live): follow where their rollouts stand.
+    fn fleet_applied<'a>(
+        self: Arc<Self>,
+        writer: &'a mut Writer,
+        routes: Vec<String>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }

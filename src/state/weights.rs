@@ -12,6 +12,7 @@ use crate::snapshot::Runtime;
 impl Controller {
     /// Set some of a route's backend weights; the others keep theirs. One snapshot swap.
     pub async fn set_weights(&self, route: &str, changes: &BTreeMap<String, f64>) -> Result<Applied, ControlError> {
+        self.check_fleet_reachable()?;
         let mut writer = self.writer.lock().await;
         let old = self.store().load();
         let file = self.file();
@@ -40,9 +41,7 @@ impl Controller {
         let mut admin = writer.admin.clone();
         admin.set(file_route, changes);
         // Durable before visible: a crash after the swap must not restore older weights.
-        let warning = self.persist(&admin).await;
-        self.swap_table(&admin);
-        writer.admin = admin;
+        let warning = self.commit(&mut writer, admin, route, false).await?;
         tracing::info!(route, ?changes, "admin weight change applied");
         Ok(Applied { warning })
     }
@@ -65,6 +64,7 @@ impl Controller {
 
     /// Back to the weights the config file gives, in one swap.
     pub async fn rollback(&self, route: &str) -> Result<Applied, ControlError> {
+        self.check_fleet_reachable()?;
         let mut writer = self.writer.lock().await;
         if self.store().load().route(route).is_none() {
             return Err(ControlError::UnknownRoute(route.into()));
@@ -72,9 +72,7 @@ impl Controller {
         self.refuse_during_rollout(route)?;
         let mut admin = writer.admin.clone();
         admin.clear(route);
-        let warning = self.persist(&admin).await;
-        self.swap_table(&admin);
-        writer.admin = admin;
+        let warning = self.commit(&mut writer, admin, route, false).await?;
         tracing::info!(route, "rolled back to the config file's weights");
         Ok(Applied { warning })
     }

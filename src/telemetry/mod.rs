@@ -9,7 +9,7 @@ mod mirror;
 mod tally;
 
 pub use mirror::{MirrorMetrics, MirrorOutcome};
-pub use tally::{Counts, Tally};
+pub use tally::{Counts, Tally, BUCKET_SCHEME};
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -26,6 +26,8 @@ pub const ROLLOUT_STEP: &str = "switchyard_rollout_step";
 pub const ROLLOUTS: &str = "switchyard_rollouts_total";
 pub const MIRROR: &str = "switchyard_mirror_requests_total";
 pub const FLOODS: &str = "switchyard_client_floods_total";
+pub const CLUSTER_CONNECTED: &str = "switchyard_cluster_connected";
+pub const CLUSTER_REVISION: &str = "switchyard_cluster_revision";
 
 /// Latency buckets in seconds: from sub-millisecond proxy hops to 30 s timeouts.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -184,6 +186,13 @@ impl Telemetry {
         }
     }
 
+    /// `switchyard_cluster_connected` and `switchyard_cluster_revision`: registered
+    /// only by a replica that is in a fleet.
+    pub fn cluster_gauges(&self) -> (Gauge, Gauge) {
+        let gauge = |name: &'static str| self.recorder.register_gauge(&Key::from_name(name), &METADATA);
+        (gauge(CLUSTER_CONNECTED), gauge(CLUSTER_REVISION))
+    }
+
     /// `switchyard_rollout_step{route}`: the index into the route's rollout steps, -1 idle.
     pub fn rollout_step(&self, route: &str) -> Gauge {
         let mut cache = self.cache.lock().expect("not poisoned");
@@ -269,6 +278,16 @@ fn describe(r: &PrometheusRecorder) {
         ENDPOINT_HEALTHY.into(),
         None,
         "1 when the endpoint passes its health checks (always 1 without checks).".into(),
+    );
+    r.describe_gauge(
+        CLUSTER_CONNECTED.into(),
+        None,
+        "1 while this replica reaches its fleet's etcd; 0 while it serves its last applied state without it.".into(),
+    );
+    r.describe_gauge(
+        CLUSTER_REVISION.into(),
+        None,
+        "The etcd revision of the fleet state this replica applied.".into(),
     );
     r.describe_gauge(
         ROLLOUT_STEP.into(),

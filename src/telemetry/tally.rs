@@ -72,6 +72,38 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Counts summed with `other`'s (a fleet's step is judged on every member's sum:
+    /// requests, errors and each latency bucket, never an average of percentiles).
+    pub fn add(&mut self, other: &Counts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.latency.len() < BUCKETS {
+            let mut full = vec![0; BUCKETS];
+            full[..self.latency.len()].copy_from_slice(&self.latency);
+            self.latency = full.into_boxed_slice();
+        }
+        for (i, n) in other.latency.iter().enumerate().take(BUCKETS) {
+            self.latency[i] += n;
+        }
+    }
+
+    /// The non-empty latency buckets as `(index, count)`: how a member publishes its
+    /// tallies to the fleet. [`Counts::from_sparse`] reads them back.
+    pub fn sparse(&self) -> Vec<(u16, u64)> {
+        self.latency.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (i as u16, *n)).collect()
+    }
+
+    /// Counts from their published form; bucket indexes out of range are ignored.
+    pub fn from_sparse(requests: u64, errors: u64, buckets: &[(u16, u64)]) -> Counts {
+        let mut latency = vec![0; BUCKETS];
+        for &(i, n) in buckets {
+            if let Some(b) = latency.get_mut(usize::from(i)) {
+                *b += n;
+            }
+        }
+        Counts { requests, errors, latency: latency.into_boxed_slice() }
+    }
+
     /// What happened between `earlier` and `self`.
     pub fn since(&self, earlier: &Counts) -> Counts {
         Counts {
@@ -128,6 +160,10 @@ impl Counts {
     }
 }
 
+/// The name of the bucket layout above, published beside sparse buckets so a fleet
+/// never sums buckets of two layouts.
+pub const BUCKET_SCHEME: &str = "log4-64us-128";
+
 fn bucket(micros: u64) -> usize {
     if micros < 1 << FLOOR_BITS {
         return 0;
@@ -150,6 +186,30 @@ fn bounds(i: usize) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summed_counts_keep_each_bucket_and_survive_publishing() {
+        let (a, b) = (Tally::default(), Tally::default());
+        for _ in 0..90 {
+            a.answered(200);
+            a.timed(Duration::from_millis(10));
+        }
+        for _ in 0..10 {
+            b.answered(503);
+            b.timed(Duration::from_millis(900));
+        }
+        let (a, b) = (a.snapshot(), b.snapshot());
+        let b = Counts::from_sparse(b.requests, b.errors, &b.sparse());
+        let mut sum = Counts::default();
+        sum.add(&a);
+        sum.add(&b);
+        assert_eq!((sum.requests, sum.errors), (100, 10));
+        // p99 of the sum lies in the slow member's bucket; an average of the two
+        // members' p99s (10 ms and 900 ms) would say 455 ms.
+        let p99 = sum.quantile(0.99).unwrap();
+        assert!(p99 >= Duration::from_millis(700), "{p99:?}");
+        assert_eq!(sum.quantile(0.5).unwrap(), a.quantile(0.5).unwrap());
+    }
 
     #[test]
     fn buckets_cover_their_bounds() {

@@ -24,6 +24,7 @@ use switchyard::app::App;
 use switchyard::server::Server;
 
 pub mod devtools;
+pub mod etcd;
 pub mod function;
 pub mod grpc;
 pub mod metadata;

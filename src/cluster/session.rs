@@ -1,0 +1,140 @@
+//! This replica's session with the fleet: a lease (re-granted when it is lost), the
+//! member record under it (rewritten whenever the applied revision moves), and the
+//! campaign for decider under the same lease, so a dead replica's membership, tallies
+//! and candidacy all end together. The keepalive is also the liveness signal behind
+//! `connected`: a quiet watch proves nothing.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::{call, Fleet, CALL_TIMEOUT};
+
+/// Keep the session while the fleet handle lives.
+pub async fn run_session(fleet: Weak<Fleet>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(f) = fleet.upgrade() else { return };
+        match grant(&f).await {
+            Ok(lease) => {
+                backoff = Duration::from_millis(200);
+                let campaign = tokio::spawn(campaign(Arc::downgrade(&f), lease));
+                let lost = keep(&f, lease).await;
+                campaign.abort();
+                f.depose(lost);
+                tracing::warn!(member = %f.name, why = lost, "the fleet lease ended; joining again");
+            }
+            Err(e) => tracing::warn!(member = %f.name, error = %e, "cannot join the fleet yet; retrying"),
+        }
+        drop(f);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The lease granted is `ttl` minus a second (etcd keeps a lease up to about a second
+/// past its TTL), at least 2 s: so a dead member is gone, and its election won by
+/// another, within `ttl`.
+fn lease_seconds(ttl: Duration) -> i64 {
+    (ttl.as_secs() as i64 - 1).max(2)
+}
+
+async fn grant(f: &Fleet) -> Result<i64, super::FleetError> {
+    let mut client = f.client();
+    let lease = call(f, "grant lease", client.lease_grant(lease_seconds(f.ttl), None)).await?.id();
+    f.set_lease(lease);
+    f.register().await?;
+    f.set_connected(true);
+    tracing::info!(member = %f.name, lease = format!("{lease:x}"), "joined the fleet");
+    Ok(lease)
+}
+
+/// Keep `lease` alive and the member record current; returns why the lease ended.
+async fn keep(f: &Fleet, lease: i64) -> &'static str {
+    let period = Duration::from_secs(lease_seconds(f.ttl) as u64) / 3;
+    let mut applied = f.applied_changes();
+    let mut admin = f.admin_changes();
+    let mut last_ok = Instant::now();
+    let mut client = f.client();
+    let mut keeper = None;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return "the fleet handle closed";
+                }
+                let _ = f.register().await;
+                continue;
+            }
+            changed = admin.changed() => {
+                if changed.is_err() {
+                    return "the fleet handle closed";
+                }
+                let _ = f.register().await;
+                continue;
+            }
+        }
+        if keeper.is_none() {
+            keeper = call(f, "keep lease", client.lease_keep_alive(lease)).await.ok();
+        }
+        let answer = match keeper.as_mut() {
+            Some((k, stream)) => match tokio::time::timeout(CALL_TIMEOUT, async {
+                k.keep_alive().await?;
+                stream.message().await
+            })
+            .await
+            {
+                Ok(Ok(Some(resp))) => Some(resp.ttl()),
+                _ => None,
+            },
+            None => None,
+        };
+        match answer {
+            Some(ttl) if ttl > 0 => {
+                last_ok = Instant::now();
+                if !f.is_connected() {
+                    // Back after an outage: say where we are again.
+                    let _ = f.register().await;
+                }
+                f.set_connected(true);
+            }
+            Some(_) => return "etcd says the lease expired",
+            None => {
+                keeper = None;
+                f.set_connected(false);
+                if last_ok.elapsed() >= Duration::from_secs(lease_seconds(f.ttl) as u64) {
+                    // Our election key may be gone already: stop deciding now rather
+                    // than let a write be refused later (it would be: it is fenced).
+                    f.depose("etcd has not confirmed the lease for a whole ttl");
+                }
+            }
+        }
+    }
+}
+
+/// Campaign for decider under `lease` until elected (etcd's election service blocks
+/// the call until our key is the oldest).
+async fn campaign(fleet: Weak<Fleet>, lease: i64) {
+    loop {
+        let Some(f) = fleet.upgrade() else { return };
+        let mut client = f.client();
+        let name = f.name.clone();
+        let key = f.keys.decider();
+        drop(f);
+        match client.campaign(key, name, lease).await {
+            Ok(resp) => {
+                let Some(f) = fleet.upgrade() else { return };
+                if let Some(leader) = resp.leader() {
+                    f.elected(leader.clone());
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "campaign for decider failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
