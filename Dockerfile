@@ -10,11 +10,17 @@
 # runs config/docker-compose.toml with sample upstreams.)
 
 FROM rust:1-bookworm AS build
+# etcd-client (fleets) compiles etcd's protos at build time: protoc and the well-known
+# protos it imports (libprotobuf-dev, only a Recommends of protobuf-compiler).
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, so a source change does not rebuild them.
+# Dependencies first, so a source change does not rebuild them. Cargo refuses a manifest
+# whose [[bench]] files are missing, so every one declared gets a stub.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && printf 'fn main() {}\n' > benches/routing.rs \
+    && for b in $(awk '/^\[\[bench\]\]/ { b = 1; next } b && /^name *=/ { gsub(/"/, "", $3); print $3; b = 0 }' Cargo.toml); do \
+         printf 'fn main() {}\n' > "benches/$b.rs"; done \
     && cargo build --release --locked --bin switchyard \
     && rm -rf src benches
 COPY src ./src
