@@ -1,9 +1,10 @@
 //! The docker-compose stack, checked without a Docker engine: the compose file parses
-//! (`docker-compose config -q`), the Prometheus config passes `promtool check config`,
-//! the stack's Switchyard config passes `switchyard check`, every metric the Grafana
-//! dashboard queries exists in a live exposition, and the image's health check command
-//! works against a live admin listener. Tools that are missing are reported as skipped
-//! (`.ci/run` installs them).
+//! (`docker-compose config -q`), with and without its `fleet` profile, the Prometheus
+//! config passes `promtool check config`, the HAProxy config in front of the fleet passes
+//! `haproxy -c`, the stack's and the fleet's Switchyard configs pass `switchyard check`,
+//! every metric the Grafana dashboard queries exists in a live exposition, and the
+//! image's health check command works against a live admin listener. Tools that are
+//! missing are reported as skipped (`.ci/run` installs them).
 
 mod support;
 
@@ -45,6 +46,76 @@ fn the_compose_file_parses() {
     let compose = std::fs::read_to_string(repo("docker-compose.yml")).unwrap();
     // The config is a directory mount, so edits on the host reach the watcher.
     assert!(compose.contains("./config:/etc/switchyard"), "{compose}");
+}
+
+/// `docker-compose config`'s normalized output, split into its services' blocks.
+fn compose_services(config: &str) -> std::collections::BTreeMap<String, String> {
+    let mut services = std::collections::BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in config.lines().skip_while(|l| *l != "services:").skip(1) {
+        if !line.starts_with(' ') {
+            break; // the next top-level key
+        }
+        match line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')).filter(|n| !n.starts_with(' ')) {
+            Some(name) => {
+                services.extend(current.take());
+                current = Some((name.to_string(), String::new()));
+            }
+            None => current.iter_mut().for_each(|(_, block)| block.push_str(&format!("{}\n", line.trim()))),
+        }
+    }
+    services.extend(current);
+    services
+}
+
+#[test]
+fn the_fleet_profile_parses_and_leaves_the_default_stack_alone() {
+    let Some(out) = tool("docker-compose", &["-f", "docker-compose.yml", "--profile", "fleet", "config"]) else {
+        return;
+    };
+    assert_success("docker-compose --profile fleet config", &out);
+    let services = compose_services(&String::from_utf8_lossy(&out.stdout));
+    let in_fleet = |block: &String| block.contains("profiles:\n- fleet\n");
+    let default: BTreeSet<&str> = services.iter().filter(|(_, b)| !in_fleet(b)).map(|(n, _)| n.as_str()).collect();
+    let fleet: BTreeSet<&str> = services.iter().filter(|(_, b)| in_fleet(b)).map(|(n, _)| n.as_str()).collect();
+    // A plain `docker compose up` starts exactly what it started before the profile existed.
+    assert_eq!(default, BTreeSet::from(["app-blue", "app-green", "grafana", "prometheus", "switchyard"]));
+    assert_eq!(fleet, BTreeSet::from(["balancer", "edge-a", "edge-b", "edge-c", "etcd"]));
+    for edge in ["edge-a", "edge-b", "edge-c"] {
+        let block = &services[edge];
+        // `[cluster] name` defaults to the hostname: one config file, three names.
+        assert!(block.contains(&format!("hostname: {edge}\n")), "{edge}:\n{block}");
+        assert!(block.contains("- /etc/switchyard/fleet.toml\n"), "{edge}:\n{block}");
+    }
+    let etcd = &services["etcd"];
+    assert!(
+        etcd.contains("--auto-compaction-mode=revision") && etcd.contains("--auto-compaction-retention="),
+        "{etcd}"
+    );
+    let haproxy = std::fs::read_to_string(repo("config/haproxy/fleet.cfg")).unwrap();
+    for edge in ["edge-a", "edge-b", "edge-c"] {
+        assert!(haproxy.contains(&format!("server {edge} {edge}:8080")), "the balancer sends to {edge}");
+    }
+    assert!(haproxy.contains("uri /readyz"), "the balancer checks readiness");
+}
+
+#[test]
+fn the_fleet_balancer_config_passes_haproxy_check() {
+    // The replicas' names resolve only inside compose: `init-addr none` lets the check pass.
+    if let Some(out) = tool("haproxy", &["-c", "-f", "config/haproxy/fleet.cfg"]) {
+        assert_success("haproxy -c -f config/haproxy/fleet.cfg", &out);
+    }
+}
+
+#[test]
+fn the_fleet_config_passes_check() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "-c"])
+        .arg(repo("config/fleet.toml"))
+        .env("SWITCHYARD_ADMIN_TOKEN", "test-token")
+        .output()
+        .unwrap();
+    assert_success("switchyard check -c config/fleet.toml", &out);
 }
 
 #[test]
