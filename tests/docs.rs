@@ -15,6 +15,9 @@ const EVERY_TABLE: &str = r#"
 [[server.tls]]
 certs = [{ cert = "a.pem", key = "a-key.pem" }]
 [admin]
+[cluster]
+etcd = ["http://127.0.0.1:2379"]
+prefix = "/x"
 [upstreams.a]
 tls = { sni = "x" }
 health = {}
