@@ -87,31 +87,64 @@ async fn admin_health_endpoints() {
     assert_eq!(get(&format!("{admin}/healthz"), &[]).await.0, 200);
 }
 
-/// `docs/metrics.md` is the one metrics reference: its table names exactly the families
-/// a live exposition has, with their types.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_metrics_reference_matches_the_exposition_both_ways() {
+type Families = std::collections::BTreeMap<String, String>;
+
+/// `docs/metrics.md`, split at its "Fleets" section: the families every proxy exports,
+/// and those only a replica with `[cluster]` does.
+fn metrics_reference() -> (String, String) {
     let doc =
         std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md")).unwrap();
-    let documented: std::collections::BTreeMap<String, String> = doc
-        .lines()
+    let fleets = doc.find("\n## Fleets").expect("docs/metrics.md has a Fleets section");
+    let (every, fleet) = doc.split_at(fleets);
+    (every.to_string(), fleet.to_string())
+}
+
+/// Name → type of each `switchyard_` row of the tables in `doc`.
+fn documented(doc: &str) -> Families {
+    doc.lines()
         .filter_map(|l| l.strip_prefix("| `switchyard_"))
         .map(|rest| {
             let mut cells = rest.split('|').map(str::trim);
             let name = format!("switchyard_{}", cells.next().unwrap().trim_end_matches('`'));
             (name, cells.next().unwrap().to_string())
         })
-        .collect();
-    let (_blue, _green, proxy) = every_family().await;
-    let exposed: std::collections::BTreeMap<String, String> = proxy
-        .metrics()
-        .await
-        .lines()
+        .collect()
+}
+
+/// Name → type of each family in an exposition.
+fn exposed(text: &str) -> Families {
+    text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .map(|l| {
             let (name, kind) = l.split_once(' ').unwrap();
             (name.to_string(), kind.to_string())
         })
+        .collect()
+}
+
+/// `docs/metrics.md` is the one metrics reference: its table names exactly the families
+/// a live exposition has, with their types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_reference_matches_the_exposition_both_ways() {
+    let (every, _) = metrics_reference();
+    let (_blue, _green, proxy) = every_family().await;
+    let exposed = exposed(&proxy.metrics().await);
+    assert_eq!(documented(&every), exposed, "docs/metrics.md's table against /metrics");
+}
+
+/// A replica with `[cluster]` (on a real etcd) exports the Fleets table's families too,
+/// exactly those, and says it is connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_metrics_reference_matches_a_fleet_replica() {
+    let Some(etcd) = support::etcd::Etcd::start() else { return };
+    let (_, fleet) = metrics_reference();
+    let (blue, green) = (spawn_upstream("blue").await, spawn_upstream("green").await);
+    let cluster = format!("\n[cluster]\netcd = [\"{}\"]\nprefix = \"/metrics-test\"\nname = \"m\"\n", etcd.url());
+    let proxy = spawn_proxy(&shop_canary(blue.addr, green.addr, 80.0, 20.0, &cluster)).await;
+    proxy.metric_reaching("switchyard_cluster_connected", 1.0).await;
+    let cluster_families: Families = exposed(&proxy.metrics().await)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("switchyard_cluster_"))
         .collect();
-    assert_eq!(documented, exposed, "docs/metrics.md's table against /metrics");
+    assert_eq!(documented(&fleet), cluster_families, "docs/metrics.md's Fleets table against a fleet replica");
 }
