@@ -130,3 +130,364 @@ async fn a_change_through_one_replica_is_applied_by_every_replica() {
     assert_eq!(a.metric("switchyard_cluster_connected").await, 1.0);
     assert!(a.metric("switchyard_cluster_revision").await > 0.0);
 }
+
+/// Requests in a loop through each of `urls` until dropped (at most 60 s), counting
+/// answers that are not 200 (a failed connection counts too).
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Traffic {
+    fn start(urls: &[String], per_url: usize) -> Traffic {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let (stop, sent, failed) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        for url in urls {
+            for _ in 0..per_url {
+                let (stop, sent, failed, url, client) =
+                    (stop.clone(), sent.clone(), failed.clone(), url.clone(), client());
+                tokio::spawn(async move {
+                    let began = Instant::now();
+                    while !stop.load(Ordering::Relaxed) && began.elapsed() < Duration::from_secs(60) {
+                        let req =
+                            http::Request::get(&url).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+                        let ok = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                            Ok(Ok(resp)) => {
+                                let status = resp.status();
+                                http_body_util::BodyExt::collect(resp.into_body()).await.is_ok() && status == 200
+                            }
+                            _ => false,
+                        };
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                });
+            }
+        }
+        Traffic { stop, sent, failed }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_starts_later_serves_the_fleets_state_from_its_first_request() {
+    let Some(fleet) = Fleet::new().await else { return };
+    let a = fleet.replica("a", "").await;
+    let (code, body) = set_weights(&a, 0.0, 100.0).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // Started after the change: the state is loaded before it binds (and so before
+    // /readyz can answer), so its very first snapshot has it.
+    let late = fleet.replica("late", "").await;
+    let s = status(&late).await;
+    assert_eq!(weight(&s, "shop-v2"), 100.0, "{s:#}");
+    eventually("a's own watch reaches the revision late started from", WAIT, || async {
+        status(&a).await["revision"] == s["revision"]
+    })
+    .await;
+    let seen = tally(&late.url("/"), 10, 2).await;
+    assert_eq!(seen.get("v2"), Some(&10), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_listed_with_the_decider_and_a_member_that_leaves_is_gone() {
+    let Some(fleet) = Fleet::new().await else { return };
+    let (a, b, c) = (fleet.replica("a", "").await, fleet.replica("b", "").await, fleet.replica("c", "").await);
+    eventually("three members, one decider, all applied", WAIT, || async {
+        let view = cluster(&b).await;
+        view["members"].as_array().unwrap().len() == 3
+            && view["decider"].is_string()
+            && view["members"].as_array().unwrap().iter().all(|m| m["applied"] == true)
+    })
+    .await;
+    let view = cluster(&b).await;
+    assert_eq!(view["name"], "b");
+    assert_eq!(view["connected"], true);
+    let names: Vec<&str> = view["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    let member_c = view["members"].as_array().unwrap().iter().find(|m| m["name"] == "c").unwrap().clone();
+    assert_eq!(member_c["admin"], c.admin.to_string(), "{view:#}");
+    assert_eq!(member_c["version"], env!("CARGO_PKG_VERSION"));
+    let decider = view["decider"].as_str().unwrap().to_string();
+    assert!(names.contains(&decider.as_str()));
+
+    // A change: every member's record catches up with the new revision.
+    set_weights(&a, 50.0, 50.0).await;
+    eventually("every member applied the change", WAIT, || async {
+        let view = cluster(&a).await;
+        view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["applied"] == true && m["revision"] == view["latest_revision"])
+    })
+    .await;
+
+    // The decider shuts down: it leaves at once and another takes over.
+    let (rest, gone): (Vec<TestProxy>, Vec<TestProxy>) =
+        [a, b, c].into_iter().partition(|p| p.app.controller.fleet().unwrap().name != decider);
+    for p in gone {
+        p.shutdown().await;
+    }
+    eventually("the member that left is gone and another decides", WAIT, || async {
+        let view = cluster(&rest[0]).await;
+        view["members"].as_array().unwrap().len() == 2 && view["decider"].as_str().is_some_and(|d| d != decider)
+    })
+    .await;
+    let (code, _, body) = get(&format!("http://{}/api/v1/cluster", rest[1].admin), &[]).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_the_cluster_api_is_404_and_status_says_file() {
+    let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
+    let p = spawn_proxy(&shop_canary(v1.addr, v2.addr, 90.0, 10.0, "")).await;
+    let (code, _, body) = get(&format!("http://{}/api/v1/cluster", p.admin), &[]).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("[cluster]"), "{body}");
+    let s = status(&p).await;
+    assert_eq!(s["source"], "file");
+    assert!(s["revision"].is_null());
+    assert!(!p.metrics().await.contains("switchyard_cluster_connected"));
+}
+
+/// A rollout table for `shop`: canary v2 over baseline v1.
+fn rollout(steps: &str, extra: &str) -> String {
+    format!(
+        "\n[routes.rollout]\ncanary = \"shop-v2\"\nbaseline = \"shop-v1\"\nsteps = {steps}\ninterval = \"1s\"\nmin_requests = 30\nmax_error_rate = 0.05\n{extra}\n"
+    )
+}
+
+async fn rollout_of(p: &TestProxy) -> Value {
+    status(p).await["routes"][0]["rollout"].clone()
+}
+
+/// The replicas that are not the decider, and the decider.
+async fn split_by_decider(replicas: Vec<TestProxy>) -> (Vec<TestProxy>, TestProxy) {
+    eventually("a decider is elected", WAIT, || async {
+        replicas.iter().any(|p| p.app.controller.fleet().unwrap().is_decider())
+    })
+    .await;
+    let (deciders, others): (Vec<TestProxy>, Vec<TestProxy>) =
+        replicas.into_iter().partition(|p| p.app.controller.fleet().unwrap().is_decider());
+    assert_eq!(deciders.len(), 1);
+    (others, deciders.into_iter().next().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_with_traffic_through_one_replica_only_is_promoted_by_the_fleet() {
+    let Some(fleet) = Fleet::new().await else { return };
+    let table = rollout("[10, 50]", "");
+    let replicas =
+        vec![fleet.replica("a", &table).await, fleet.replica("b", &table).await, fleet.replica("c", &table).await];
+    let (others, decider) = split_by_decider(replicas).await;
+    // All traffic through one replica that is not the decider: judged per replica, the
+    // decider would see nothing and wait forever.
+    let busy = &others[0];
+    let _traffic = Traffic::start(&[busy.url("/")], 4);
+    let (code, body) = call(&others[1], "POST", "/api/v1/routes/shop/rollout/start", json!({})).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    eventually("promoted on every replica", Duration::from_secs(40), || async {
+        for p in [&others[0], &others[1], &decider] {
+            if rollout_of(p).await["state"] != "promoted" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for p in [&others[0], &others[1], &decider] {
+        assert_eq!(weight(&status(p).await, "shop-v2"), 100.0);
+    }
+    let r = rollout_of(&decider).await;
+    assert!(r["reason"].as_str().unwrap().contains("all 2 steps passed"), "{r:#}");
+    // The decider judged requests it never served.
+    let judged = r["last_judgement"]["canary_requests"].as_u64().unwrap();
+    assert!(judged >= 30, "{r:#}");
+    assert_eq!(decider.app.plane.runtime().route("shop").unwrap().backends[1].metrics.tally.snapshot().requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_rolled_back_on_every_replica() {
+    let Some(fleet) = Fleet::new().await else { return };
+    fleet.v2.set_status(500);
+    let table = rollout("[10, 50]", "");
+    let replicas =
+        vec![fleet.replica("a", &table).await, fleet.replica("b", &table).await, fleet.replica("c", &table).await];
+    let (others, decider) = split_by_decider(replicas).await;
+    let _traffic = Traffic::start(&[others[0].url("/"), others[1].url("/")], 3);
+    let (code, body) = call(&others[0], "POST", "/api/v1/routes/shop/rollout/start", json!({})).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let mut rolled_back_at = Vec::new();
+    let began = Instant::now();
+    for p in [&others[0], &others[1], &decider] {
+        eventually("rolled back", Duration::from_secs(40), || async { rollout_of(p).await["state"] == "rolled_back" })
+            .await;
+        rolled_back_at.push(began.elapsed());
+        assert_eq!(weight(&status(p).await, "shop-v2"), 0.0);
+    }
+    let r = rollout_of(&others[1]).await;
+    assert!(r["reason"].as_str().unwrap().contains("step 0 (10%) failed: canary error rate"), "{r:#}");
+    eprintln!("rolled back on the three replicas after {rolled_back_at:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_through_two_replicas_never_tear_the_state() {
+    let Some(fleet) = Fleet::new().await else { return };
+    let (a, b) = (fleet.replica("a", "").await, fleet.replica("b", "").await);
+    let mut outcomes = Vec::new();
+    for i in 0..20 {
+        let (ra, rb) =
+            tokio::join!(set_weights(&a, 100.0 - i as f64, i as f64), set_weights(&b, 50.0, 50.0 + i as f64));
+        for (code, body) in [ra, rb] {
+            assert!(code == StatusCode::OK || code == StatusCode::CONFLICT, "{code} {body}");
+            if code == StatusCode::CONFLICT {
+                assert!(body["error"].as_str().unwrap().contains("changed this route at the same time"), "{body}");
+            }
+            outcomes.push(code);
+        }
+    }
+    assert!(outcomes.contains(&StatusCode::OK));
+    // Whatever won last, both replicas converge on it.
+    eventually("both replicas serve the same weights", WAIT, || async {
+        let (sa, sb) = (status(&a).await, status(&b).await);
+        sa["revision"] == sb["revision"] && sa["routes"][0]["backends"] == sb["routes"][0]["backends"]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_etcd_is_down_every_replica_serves_and_fleet_changes_get_503() {
+    let Some(mut fleet) = Fleet::new().await else { return };
+    let (a, b) = (fleet.replica("a", "").await, fleet.replica("b", "").await);
+    set_weights(&a, 30.0, 70.0).await;
+    all_serve(&[&a, &b], 70.0).await;
+    let traffic = Traffic::start(&[a.url("/"), b.url("/")], 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    fleet.etcd.stop();
+    eventually("both replicas say etcd is unreachable", WAIT, || async {
+        a.metric("switchyard_cluster_connected").await == 0.0 && b.metric("switchyard_cluster_connected").await == 0.0
+    })
+    .await;
+    let (code, body) = set_weights(&b, 0.0, 100.0).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("etcd is unreachable"), "{body}");
+    let (code, _) = call(&a, "POST", "/api/v1/routes/shop/rollback", json!({})).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    for p in [&a, &b] {
+        let (code, _, _) = get(&format!("http://{}/readyz", p.admin), &[]).await;
+        assert_eq!(code, StatusCode::OK);
+        let s = status(p).await;
+        assert_eq!(s["connected"], false);
+        assert_eq!(weight(&s, "shop-v2"), 70.0);
+        assert_eq!(cluster(p).await["connected"], false);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    fleet.etcd.restart();
+    eventually("both replicas reconnect", Duration::from_secs(20), || async {
+        a.metric("switchyard_cluster_connected").await == 1.0 && b.metric("switchyard_cluster_connected").await == 1.0
+    })
+    .await;
+    let (code, body) = set_weights(&b, 0.0, 100.0).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    all_serve(&[&a, &b], 100.0).await;
+    let (sent, failed) = traffic.counts();
+    drop(traffic);
+    assert!(sent > 50, "traffic ran: {sent}");
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed across the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_replica_catches_up_after_the_history_it_missed_was_compacted() {
+    let Some(fleet) = Fleet::new().await else { return };
+    let gate = EtcdGate::new(fleet.etcd.port());
+    let a = fleet.replica("a", "").await;
+    let c = fleet.replica_at(&gate.url(), "c", "").await;
+    gate.cut();
+    eventually("c notices", WAIT, || async { c.metric("switchyard_cluster_connected").await == 0.0 }).await;
+    for i in 1..=20 {
+        let (code, body) = set_weights(&a, 100.0 - i as f64, i as f64).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+    assert_eq!(weight(&status(&c).await, "shop-v2"), 10.0, "c kept serving what it had");
+    // Compact etcd's history past what c applied: c's watch cannot resume; it must
+    // load the state whole.
+    let mut client = etcd_client::Client::connect([fleet.etcd.url()], None).await.unwrap();
+    let now = client.get("/", None).await.unwrap().header().unwrap().revision();
+    client.compact(now, None).await.unwrap();
+    gate.heal();
+    all_serve(&[&c], 20.0).await;
+    eventually("c applied a's revision", WAIT, || async {
+        status(&c).await["revision"] == status(&a).await["revision"]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_deciders_late_write_is_refused_by_etcd() {
+    use std::sync::Arc;
+    use switchyard::cluster::{run_session, Fleet as Handle, FleetError};
+    use switchyard::config::FileCluster;
+    use switchyard::control::RouteState;
+
+    let Some(etcd) = Etcd::start() else { return };
+    let cluster = |name: &str| FileCluster {
+        etcd: vec![etcd.url()],
+        prefix: "/sy/fence".into(),
+        name: name.into(),
+        ttl: Duration::from_secs(2),
+    };
+    let a = Arc::new(Handle::connect(&cluster("a"), "127.0.0.1:1".into()).await.unwrap());
+    tokio::spawn(run_session(Arc::downgrade(&a)));
+    eventually("a decides", WAIT, || async { a.is_decider() }).await;
+    let b = Arc::new(Handle::connect(&cluster("b"), "127.0.0.1:2".into()).await.unwrap());
+    tokio::spawn(run_session(Arc::downgrade(&b)));
+    eventually("b is a member", WAIT, || async { a.members().await.is_ok_and(|m| m.len() == 2) }).await;
+    assert!(!b.is_decider());
+
+    let step = |reason: &str| RouteState {
+        weights: None,
+        rollout: Some(switchyard::control::SavedRollout {
+            fingerprint: "f".into(),
+            phase: switchyard::control::Phase::Running,
+            step: 1,
+            reason: reason.into(),
+        }),
+    };
+    let first = a.write("shop", &step("a, step 1"), 0, true).await.unwrap();
+    // b is not the decider: its fenced writes are refused before they are sent.
+    assert_eq!(b.write("shop", &step("b"), first, true).await, Err(FleetError::Fenced));
+
+    // a's lease ends (as when a stalls past its ttl): b wins the election.
+    let stale = a.leader_key().unwrap();
+    let mut client = etcd_client::Client::connect([etcd.url()], None).await.unwrap();
+    client.lease_revoke(stale.lease()).await.unwrap();
+    eventually("b takes over", WAIT, || async { b.is_decider() }).await;
+
+    // a, still holding the key it won with, writes late: etcd refuses it.
+    let late = a.write_as("shop", &step("a, late"), first, Some(&stale)).await;
+    assert_eq!(late, Err(FleetError::Fenced));
+    let key = b.keys.route("shop");
+    let kv = client.get(key.as_str(), None).await.unwrap().kvs()[0].clone();
+    assert_eq!(kv.mod_revision(), first, "the refused write left the route untouched");
+    assert!(kv.value_str().unwrap().contains("a, step 1"));
+    // The new decider's write goes through.
+    b.write("shop", &step("b, step 2"), first, true).await.unwrap();
+}

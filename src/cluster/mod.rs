@@ -23,10 +23,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, LeaderKey};
+use etcd_client::{Client, ConnectOptions};
 use tokio::sync::watch;
 
 pub use codec::{BackendTally, Member, Tally};
+pub use etcd_client::LeaderKey;
 pub use keys::Keys;
 pub use session::run_session;
 pub use state::{Loaded, Update};
@@ -186,7 +187,8 @@ impl Fleet {
         *self.known.lock().expect("not poisoned") = (members.to_vec(), decider.clone(), latest);
     }
 
-    pub(crate) fn leader_key(&self) -> Option<LeaderKey> {
+    /// Our election key while we decide.
+    pub fn leader_key(&self) -> Option<LeaderKey> {
         self.leader.lock().expect("not poisoned").clone()
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Weak;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{Compare, CompareOp, EventType, GetOptions, LeaderKey, PutOptions, Txn, TxnOp, WatchOptions};
 use tokio::sync::mpsc;
 
 use super::{call, Fleet, FleetError, Member, Tally};
@@ -58,18 +58,31 @@ impl Fleet {
         if !self.is_connected() {
             return Err(FleetError::Unavailable("not connected".into()));
         }
+        let leader = match fenced {
+            true => Some(self.leader_key().ok_or(FleetError::Fenced)?),
+            false => None,
+        };
+        self.write_as(route, state, seen, leader.as_ref()).await
+    }
+
+    /// [`Fleet::write`], fenced on `leader` (an election key we won, maybe long ago):
+    /// etcd itself refuses the write unless that key still exists with the revision it
+    /// was created at, so a deposed decider cannot write whatever it believes.
+    pub async fn write_as(
+        &self,
+        route: &str,
+        state: &RouteState,
+        seen: i64,
+        leader: Option<&LeaderKey>,
+    ) -> Result<i64, FleetError> {
         let key = self.keys.route(route);
         let value = serde_json::to_vec(state).expect("route state serializes");
         let mut when = vec![Compare::mod_revision(key.as_str(), CompareOp::Equal, seen)];
-        let leader = if fenced {
-            let Some(leader) = self.leader_key() else { return Err(FleetError::Fenced) };
+        if let Some(leader) = leader {
             when.push(Compare::create_revision(leader.key().to_vec(), CompareOp::Equal, leader.rev()));
-            Some(leader)
-        } else {
-            None
-        };
+        }
         let mut txn = Txn::new().when(when).and_then([TxnOp::put(key.as_str(), value, None)]);
-        if let Some(leader) = &leader {
+        if let Some(leader) = leader {
             txn = txn.or_else([TxnOp::get(leader.key().to_vec(), None)]);
         }
         let mut client = self.client();
@@ -77,14 +90,16 @@ impl Fleet {
         if resp.succeeded() {
             return Ok(resp.header().map_or(0, |h| h.revision()));
         }
-        if leader.is_some() {
+        if let Some(leader) = leader {
             // Tell a lost election from a moved route: is our election key still there?
             let ours = resp.op_responses().into_iter().any(|op| match op {
                 etcd_client::TxnOpResponse::Get(g) => !g.kvs().is_empty(),
                 _ => false,
             });
             if !ours {
-                self.depose("a fenced write was refused: our election key is gone");
+                if self.leader_key().is_some_and(|k| k.key() == leader.key() && k.rev() == leader.rev()) {
+                    self.depose("a fenced write was refused: our election key is gone");
+                }
                 return Err(FleetError::Fenced);
             }
         }
@@ -203,10 +218,23 @@ async fn watch_once(fleet: &Fleet, passed: &mut i64, tx: &mpsc::Sender<Update>) 
     let options = WatchOptions::new().with_prefix().with_start_revision(*passed + 1);
     let watch = tokio::time::timeout(super::CALL_TIMEOUT, client.watch(fleet.keys.state(), Some(options)));
     let mut stream = watch.await.map_err(|_| "no answer".to_string())?.map_err(|e| e.to_string())?;
-    // Once the stream exists, events since `passed` are on their way: a reload while
-    // disconnected missed nothing. Catch up on what was written meanwhile.
-    fleet.set_connected(true);
-    while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
+    // Once etcd confirms the watch, events since `passed` are on their way: a change
+    // made while disconnected is not missed. (A stream object alone proves nothing:
+    // the request may not have reached etcd.)
+    let mut confirmed = false;
+    loop {
+        let next = match confirmed {
+            true => stream.message().await,
+            false => match tokio::time::timeout(super::CALL_TIMEOUT, stream.message()).await {
+                Ok(next) => next,
+                Err(_) => return Err("etcd did not confirm the watch".into()),
+            },
+        };
+        let Some(resp) = next.map_err(|e| e.to_string())? else { break };
+        if !confirmed && resp.created() && !resp.canceled() {
+            confirmed = true;
+            fleet.set_connected(true);
+        }
         if resp.canceled() {
             if resp.compact_revision() > 0 {
                 return Ok(Flow::Compacted);
