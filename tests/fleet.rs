@@ -491,3 +491,102 @@ async fn a_deposed_deciders_late_write_is_refused_by_etcd() {
     // The new decider's write goes through.
     b.write("shop", &step("b, step 2"), first, true).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_rollout_pauses_while_etcd_is_down_and_finishes_when_it_is_back() {
+    let Some(mut fleet) = Fleet::new().await else { return };
+    let table = rollout("[10, 20, 30]", "");
+    let replicas = vec![fleet.replica("a", &table).await, fleet.replica("b", &table).await];
+    let (others, decider) = split_by_decider(replicas).await;
+    let _traffic = Traffic::start(&[others[0].url("/"), decider.url("/")], 3);
+    let (code, body) = call(&others[0], "POST", "/api/v1/routes/shop/rollout/start", json!({})).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    eventually("step 1", Duration::from_secs(30), || async { rollout_of(&decider).await["step"] == 1 }).await;
+
+    fleet.etcd.stop();
+    eventually("the decider knows", WAIT, || async { decider.metric("switchyard_cluster_connected").await == 0.0 })
+        .await;
+    let frozen = rollout_of(&decider).await["step"].clone();
+    // Several intervals without etcd: the step neither advances nor fails.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = rollout_of(&decider).await;
+    assert_eq!(r["state"], "running", "{r:#}");
+    assert_eq!(r["step"], frozen, "{r:#}");
+    assert!(r["reason"].as_str().unwrap().contains("etcd is unreachable"), "{r:#}");
+    let step_gauge = r#"switchyard_rollout_step{route="shop"}"#;
+    assert_eq!(others[0].metric(step_gauge).await, frozen.as_f64().unwrap());
+
+    fleet.etcd.restart();
+    eventually("promoted on both replicas", Duration::from_secs(40), || async {
+        rollout_of(&decider).await["state"] == "promoted" && rollout_of(&others[0]).await["state"] == "promoted"
+    })
+    .await;
+}
+
+/// Figures for BENCHMARKS.md (run by hand: `cargo test --release --test fleet -- --ignored
+/// --nocapture`): the time from an admin call's answer until the last replica applied
+/// it, over 100 changes, and etcd writes per second for fleets of 3 and 10 replicas,
+/// idle and with a rollout running under traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: run by hand"]
+async fn measure_propagation_and_etcd_writes() {
+    let Some(fleet) = Fleet::new().await else { return };
+    let replicas = vec![fleet.replica("a", "").await, fleet.replica("b", "").await, fleet.replica("c", "").await];
+    let mut lags = Vec::new();
+    for i in 0..100u32 {
+        let w = f64::from(i % 50) + 1.0;
+        let (code, _) = set_weights(&replicas[i as usize % 3], 100.0 - w, w).await;
+        assert_eq!(code, StatusCode::OK);
+        let answered = Instant::now();
+        let began = Instant::now();
+        loop {
+            let applied = replicas.iter().all(|p| p.app.plane.runtime().route("shop").unwrap().backends[1].weight == w);
+            if applied {
+                break;
+            }
+            assert!(began.elapsed() < WAIT);
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        lags.push(answered.elapsed());
+    }
+    lags.sort();
+    let pct = |q: f64| lags[((lags.len() as f64 * q).ceil() as usize).min(lags.len()) - 1];
+    eprintln!(
+        "propagation to the last of 3 replicas over 100 changes: p50 {:?} p99 {:?} max {:?}",
+        pct(0.5),
+        pct(0.99),
+        lags[99]
+    );
+    drop(replicas);
+
+    for n in [3usize, 10] {
+        let table = rollout("[10, 50]", "interval = \"30s\"").replace("interval = \"1s\"\n", "");
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            replicas.push(fleet.replica(&format!("m{n}-{i}"), &table).await);
+        }
+        let mut client = etcd_client::Client::connect([fleet.etcd.url()], None).await.unwrap();
+        let revision = || {
+            let mut client = client.clone();
+            async move { client.get("/", None).await.unwrap().header().unwrap().revision() }
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let r0 = revision().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let idle = (revision().await - r0) as f64 / 10.0;
+        let urls: Vec<String> = replicas.iter().map(|p| p.url("/")).collect();
+        let traffic = Traffic::start(&urls, 1);
+        let (code, _) = call(&replicas[0], "POST", "/api/v1/routes/shop/rollout/start", json!({})).await;
+        assert_eq!(code, StatusCode::OK);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let r1 = revision().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let running = (revision().await - r1) as f64 / 10.0;
+        drop(traffic);
+        client.delete(fleet.prefix.as_str(), Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap();
+        eprintln!("fleet of {n}: etcd writes/s idle {idle:.1}, with a rollout running under traffic {running:.1}");
+        for p in replicas {
+            p.shutdown().await;
+        }
+    }
+}

@@ -42,6 +42,10 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum FleetError {
     #[error("etcd is unreachable ({0}): the fleet's state cannot change until it is back")]
     Unavailable(String),
+    #[error(
+        "etcd did not answer {0} within 2s: the change may or may not have been made; check status before retrying"
+    )]
+    Unanswered(String),
     #[error("another replica changed this route at the same time; read the new state and retry")]
     Conflict,
     #[error("this replica is no longer the fleet's decider; its write was refused")]
@@ -71,6 +75,10 @@ pub struct Fleet {
     /// The members and decider last read from etcd (what `GET /api/v1/cluster` shows
     /// while etcd is unreachable).
     pub(crate) known: Mutex<(Vec<Member>, Option<String>, i64)>,
+    /// etcd's revision at the last full read of the state (where the watch starts).
+    read_at: AtomicI64,
+    /// Set by [`Fleet::leave`]: the session ends instead of joining again.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 impl Fleet {
@@ -95,6 +103,8 @@ impl Fleet {
             leader: Mutex::new(None),
             decider: watch::Sender::new(false),
             known: Mutex::new((Vec::new(), None, 0)),
+            read_at: AtomicI64::new(0),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -154,6 +164,20 @@ impl Fleet {
         self.decider.subscribe()
     }
 
+    /// [`Fleet::leave`] was called: publish nothing more, join nothing again.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
+    }
+
+    /// etcd's revision at the last full read of the state.
+    pub fn read_at(&self) -> i64 {
+        self.read_at.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_connected_after_load(&self) {
+        self.set_connected(true);
+    }
+
     pub(crate) fn lease(&self) -> i64 {
         self.lease.load(Ordering::Acquire)
     }
@@ -195,6 +219,7 @@ impl Fleet {
     /// Leave the fleet now (graceful shutdown): resign and revoke the lease, so the
     /// member disappears and another replica takes over at once instead of after `ttl`.
     pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::Release);
         let mut client = self.client();
         let leader = self.leader.lock().expect("not poisoned").take();
         if let Some(key) = leader {
@@ -220,12 +245,26 @@ pub(crate) async fn call<T>(
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
-            fleet.set_connected(false);
+            if is_transport(&e) {
+                fleet.set_connected(false);
+            }
             Err(FleetError::Unavailable(format!("{what}: {e}")))
         }
         Err(_) => {
             fleet.set_connected(false);
-            Err(FleetError::Unavailable(format!("{what}: no answer within {CALL_TIMEOUT:?}")))
+            Err(FleetError::Unanswered(what.to_string()))
         }
+    }
+}
+
+/// An error that says etcd cannot be reached (not one etcd answered with).
+fn is_transport(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
+        }
+        _ => false,
     }
 }

@@ -14,6 +14,9 @@ pub async fn run_session(fleet: Weak<Fleet>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let Some(f) = fleet.upgrade() else { return };
+        if f.is_leaving() {
+            return;
+        }
         match grant(&f).await {
             Ok(lease) => {
                 backoff = Duration::from_millis(200);
@@ -21,6 +24,13 @@ pub async fn run_session(fleet: Weak<Fleet>) {
                 let lost = keep(&f, lease).await;
                 campaign.abort();
                 f.depose(lost);
+                if f.is_leaving() {
+                    return;
+                }
+                // Whatever etcd still holds under the old lease (our election key: the
+                // queue behind it would wait for good) goes now, when etcd can hear it.
+                let mut client = f.client();
+                let _ = tokio::time::timeout(CALL_TIMEOUT, client.lease_revoke(lease)).await;
                 tracing::warn!(member = %f.name, why = lost, "the fleet lease ended; joining again");
             }
             Err(e) => tracing::warn!(member = %f.name, error = %e, "cannot join the fleet yet; retrying"),
@@ -59,6 +69,9 @@ async fn keep(f: &Fleet, lease: i64) -> &'static str {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if f.is_leaving() {
+            return "leaving the fleet";
+        }
         tokio::select! {
             _ = tick.tick() => {}
             changed = applied.changed() => {
@@ -105,9 +118,11 @@ async fn keep(f: &Fleet, lease: i64) -> &'static str {
                 keeper = None;
                 f.set_connected(false);
                 if last_ok.elapsed() >= Duration::from_secs(lease_seconds(f.ttl) as u64) {
-                    // Our election key may be gone already: stop deciding now rather
-                    // than let a write be refused later (it would be: it is fenced).
-                    f.depose("etcd has not confirmed the lease for a whole ttl");
+                    // Our election key may be gone already, or etcd may keep it alive
+                    // when it is back (a restart extends leases) while we no longer
+                    // act as decider: either way, start over with a new lease, a new
+                    // member record and a new campaign.
+                    return "etcd has not confirmed the lease for a whole ttl";
                 }
             }
         }

@@ -18,6 +18,9 @@ pub struct Loaded {
     /// The highest mod revision among the state keys (0 when there are none): the
     /// revision a replica that applied this has applied.
     pub revision: i64,
+    /// etcd's revision when it was read (members and tallies move it every second):
+    /// where a watch resumes, so it never asks for history compaction removed.
+    pub read_at: i64,
     pub routes: BTreeMap<String, (RouteState, i64)>,
 }
 
@@ -47,7 +50,7 @@ impl Fleet {
                 Err(e) => tracing::error!(route, error = %e, "ignoring an unreadable fleet state entry"),
             }
         }
-        self.set_connected(true);
+        self.read_at.fetch_max(loaded.read_at, std::sync::atomic::Ordering::AcqRel);
         Ok(loaded)
     }
 
@@ -186,12 +189,11 @@ async fn follow_loop(fleet: Weak<Fleet>, mut passed: i64, tx: mpsc::Sender<Updat
                 );
                 match f.load().await {
                     Ok(loaded) => {
-                        passed = passed.max(loaded.revision);
+                        passed = passed.max(loaded.read_at);
                         if tx.send(Update::Resync(loaded)).await.is_err() {
                             return;
                         }
                         backoff = Duration::from_millis(100);
-                        continue;
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot load the fleet state"),
                 }

@@ -31,6 +31,17 @@ use crate::telemetry::Counts;
 /// What a rollout call changes; the caller answers with the new status.
 pub type RolloutResult = Result<(), ControlError>;
 
+/// What a step's timer does after a judgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Not enough to decide yet: judge again after the next interval.
+    Wait,
+    /// The transition could not be written: judge the step again, from a fresh window.
+    Again,
+    /// The rollout moved on (a new timer, if any, was armed): this one ends.
+    Stop,
+}
+
 /// Who makes a transition: a hand (API, `ctl`) or a step's timer (in a fleet, the
 /// decider: its writes are fenced by its election).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,13 +348,11 @@ impl Driver {
         }
         let j = judge(rollout, &canary.since(&window.canary), &baseline.since(&window.baseline), judged);
         tracing::info!(route = route_name, step, judged, verdict = ?j.verdict, canary_requests = j.canary_requests, canary_error_rate = %rounded(Some(j.canary_error_rate), 4), canary_p99_ms = %rounded(j.canary_p99_ms, 1), "rollout step judged");
-        self.conclude(&mut writer, route, rollout, step, j).await
+        !matches!(self.conclude(&mut writer, route, rollout, step, j).await, Next::Stop)
     }
 
     /// Act on a step's judgement: wait, roll back, promote or move to the next step.
-    /// Returns whether this step's timer goes on. A refused write (a fleet's decider
-    /// deposed, or etcd gone) changes nothing and stops the timer: whoever decides next
-    /// judges the step again.
+    /// Returns what this step's timer does next. A refused write changes nothing.
     pub(super) async fn conclude(
         self: &Arc<Self>,
         writer: &mut Writer,
@@ -351,14 +360,14 @@ impl Driver {
         rollout: &FileRollout,
         step: usize,
         j: super::Judgement,
-    ) -> bool {
+    ) -> Next {
         let route_name = route.name.as_str();
         let written = match j.verdict.clone() {
             Verdict::Wait => {
                 if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
                     run.last = Some(j);
                 }
-                return true;
+                return Next::Wait;
             }
             Verdict::Fail(reason) => {
                 let reason = format!("step {step} ({}%) failed: {reason}", rollout.steps[step]);
@@ -380,10 +389,19 @@ impl Driver {
                 begun
             }
         };
-        if let Err(e) = written {
-            tracing::warn!(route = route_name, step, error = %e, "the rollout's next transition was not written; this timer stops");
+        match written {
+            Ok(()) => Next::Stop,
+            // Still the one who decides (etcd was briefly away, or a hand moved the
+            // route: the watch brings that): judge the step again from a fresh window.
+            Err(e) if self.controller.fleet().is_some_and(|f| f.is_decider()) => {
+                tracing::warn!(route = route_name, step, error = %e, "the rollout's next transition was not written; the step is judged again");
+                Next::Again
+            }
+            Err(e) => {
+                tracing::warn!(route = route_name, step, error = %e, "the rollout's next transition was not written: this replica no longer decides");
+                Next::Stop
+            }
         }
-        false
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use super::drive::Driver;
+use super::drive::{Driver, Next};
 use super::{judge, Phase};
 use crate::cluster::{BackendTally, Fleet, Tally};
 use crate::state::file_route;
@@ -108,8 +108,9 @@ pub(super) async fn judge_loop(
             let Ok(tallies) = fleet.tallies(&route).await else { continue 'window };
             judged += 1;
             match d.judge_fleet_step(&route, epoch, &mut window, &tallies, judged).await {
-                Some(true) => {}
-                Some(false) | None => return,
+                Some(Next::Wait) => {}
+                Some(Next::Again) => continue 'window,
+                Some(Next::Stop) | None => return,
             }
         }
     }
@@ -198,7 +199,7 @@ impl Driver {
         window: &mut FleetWindow,
         tallies: &[Tally],
         judged: u32,
-    ) -> Option<bool> {
+    ) -> Option<Next> {
         let versions = self.versions_of(route_name)?;
         let summable: Vec<Tally> = tallies
             .iter()
@@ -229,11 +230,21 @@ impl Driver {
         drop(self);
         tokio::spawn(follow_election(me.clone(), fleet.decider_changes()));
         let mut published: HashMap<String, Tally> = HashMap::new();
+        let mut lease = 0;
         loop {
             tokio::time::sleep(BEAT).await;
             let Some(d) = me.upgrade() else { return };
+            if fleet.is_leaving() {
+                return;
+            }
             if !fleet.is_connected() {
+                // Keys under a lease that ends go with it: publish all again after.
+                published.clear();
                 continue;
+            }
+            if fleet.lease() != lease {
+                lease = fleet.lease();
+                published.clear();
             }
             let running: Vec<String> = {
                 let runs = d.rollouts.runs.lock().expect("not poisoned");

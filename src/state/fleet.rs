@@ -41,6 +41,7 @@ pub(crate) async fn join(cluster: &FileCluster, cfg: &FileConfig) -> (Arc<Fleet>
         };
         match attempt.await {
             Ok((fleet, loaded)) => {
+                fleet.set_connected_after_load();
                 tracing::info!(
                     member = %cluster.name,
                     revision = loaded.revision,
@@ -80,10 +81,12 @@ impl Controller {
                 revision
             }
             Update::Resync(loaded) => {
+                // Keep only what we wrote after etcd was read: the rest is as etcd says
+                // (a route whose key was deleted meanwhile is reset).
                 let newer_here: Vec<_> = writer
                     .fleet_routes
                     .iter()
-                    .filter(|(name, (_, rev))| loaded.routes.get(*name).is_none_or(|(_, r)| r < rev))
+                    .filter(|(_, (_, rev))| *rev > loaded.read_at)
                     .map(|(n, v)| (n.clone(), v.clone()))
                     .collect();
                 writer.fleet_routes = loaded.routes;
@@ -148,6 +151,20 @@ impl Controller {
         Ok(warning)
     }
 
+    /// A hand change would overwrite the whole route entry, rollout included: refuse it
+    /// while the fleet's rollout of the route is active, even when this replica's file
+    /// defines the route differently and so does not follow that rollout itself.
+    pub(crate) fn refuse_during_fleet_rollout(&self, writer: &Writer, route: &str) -> Result<(), ControlError> {
+        let active = writer.fleet_routes.get(route).and_then(|(state, _)| state.rollout.as_ref()).map(|r| r.phase);
+        match active {
+            Some(phase) if self.fleet.is_some() && phase.is_active() => Err(ControlError::Conflict(format!(
+                "the fleet's rollout of {route:?} is {}: abort it before changing weights by hand",
+                phase.as_str()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuse a fleet-changing call up front while etcd is unreachable.
     pub fn check_fleet_reachable(&self) -> Result<(), ControlError> {
         match &self.fleet {
@@ -175,7 +192,7 @@ impl Controller {
 /// current.
 pub async fn follow_fleet(controller: Weak<Controller>) {
     let Some(fleet) = controller.upgrade().and_then(|c| c.fleet.clone()) else { return };
-    let mut updates = fleet.follow(fleet.applied());
+    let mut updates = fleet.follow(fleet.read_at());
     let mut connected = fleet.connected();
     loop {
         tokio::select! {

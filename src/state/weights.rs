@@ -18,6 +18,7 @@ impl Controller {
         let file = self.file();
         let file_route = file_route(&file, &old, route).ok_or_else(|| ControlError::UnknownRoute(route.into()))?;
         self.refuse_during_rollout(route)?;
+        self.refuse_during_fleet_rollout(&writer, route)?;
         let compiled = old.route(route).expect("compiled from the same file");
         for (name, w) in changes {
             if !compiled.backends.iter().any(|b| &*b.upstream.name == name) {
@@ -70,6 +71,7 @@ impl Controller {
             return Err(ControlError::UnknownRoute(route.into()));
         }
         self.refuse_during_rollout(route)?;
+        self.refuse_during_fleet_rollout(&writer, route)?;
         let mut admin = writer.admin.clone();
         admin.clear(route);
         let warning = self.commit(&mut writer, admin, route, false).await?;

@@ -208,7 +208,8 @@ mod tests {
         // members' p99s (10 ms and 900 ms) would say 455 ms.
         let p99 = sum.quantile(0.99).unwrap();
         assert!(p99 >= Duration::from_millis(700), "{p99:?}");
-        assert_eq!(sum.quantile(0.5).unwrap(), a.quantile(0.5).unwrap());
+        let p50 = sum.quantile(0.5).unwrap();
+        assert!(p50 < Duration::from_millis(20), "the median stays in the fast member's bucket: {p50:?}");
     }
 
     #[test]
