@@ -29,7 +29,11 @@ pub struct Loaded {
 /// the watch lost history it needed.
 #[derive(Debug)]
 pub enum Update {
-    Changes { revision: i64, routes: Vec<(String, RouteState, i64)> },
+    /// Each route's new state (`None`: its key was deleted) and the event's revision.
+    Changes {
+        revision: i64,
+        routes: Vec<(String, Option<RouteState>, i64)>,
+    },
     Resync(Loaded),
 }
 
@@ -250,10 +254,10 @@ async fn watch_once(fleet: &Fleet, passed: &mut i64, tx: &mpsc::Sender<Update>) 
             revision = revision.max(kv.mod_revision());
             let Some(route) = fleet.keys.route_of(kv.key()) else { continue };
             let state = match event.event_type() {
-                // Nothing deletes state keys; an operator who does resets the route.
-                EventType::Delete => RouteState::default(),
+                // Nothing here deletes state keys; an operator who does resets the route.
+                EventType::Delete => None,
                 EventType::Put => match serde_json::from_slice(kv.value()) {
-                    Ok(state) => state,
+                    Ok(state) => Some(state),
                     Err(e) => {
                         tracing::error!(route, error = %e, "ignoring an unreadable fleet state entry");
                         continue;

@@ -74,9 +74,14 @@ impl Controller {
                 for (name, state, mod_rev) in routes {
                     // Our own write went live when it was made; older news never
                     // overwrites newer.
-                    if writer.fleet_routes.get(&name).is_none_or(|(_, seen)| *seen < mod_rev) {
-                        writer.fleet_routes.insert(name, (state, mod_rev));
+                    if writer.fleet_routes.get(&name).is_some_and(|(_, seen)| *seen >= mod_rev) {
+                        continue;
                     }
+                    match state {
+                        Some(state) => writer.fleet_routes.insert(name, (state, mod_rev)),
+                        // A deleted key compares as revision 0 in the next CAS.
+                        None => writer.fleet_routes.remove(&name),
+                    };
                 }
                 revision
             }
