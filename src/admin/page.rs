@@ -124,12 +124,15 @@ function windowOf(b, p, secs) {
 function render(now) {
   const secs = prev ? (now.at - prev.at) / 1000 : 0;
   const before = new Map();
-  if (prev) for (const r of prev.doc.routes) for (const b of r.backends) before.set(r.name + "\u0000" + b.upstream, b);
+  // A backend in a rolling update shows one row per version group.
+  const rows = (r) => r.backends.flatMap((b) => (b.groups && b.groups.length ? b.groups : [b]));
+  const key = (r, b) => r.name + "\u0000" + b.upstream + "\u0000" + b.version;
+  if (prev) for (const r of prev.doc.routes) for (const b of rows(r)) before.set(key(r, b), b);
   let h = `<p>config generation ${now.doc.generation} loaded ${esc(now.doc.loaded_at)}${now.doc.draining ? " &mdash; <b>draining</b>" : ""} &middot; live</p>`;
   if (now.doc.last_reload_error) h += `<p class="err">last reload failed:</p><pre class="err">${esc(now.doc.last_reload_error)}</pre>`;
   h += "<h2>Routes</h2><table><tr><th>route</th><th>upstream</th><th>version</th><th>weight</th><th>share</th><th>source</th><th>req/s</th><th>errors</th><th>p99</th></tr>";
-  for (const r of now.doc.routes) r.backends.forEach((b, i) => {
-    const w = windowOf(b, before.get(r.name + "\u0000" + b.upstream), secs);
+  for (const r of now.doc.routes) rows(r).forEach((b, i) => {
+    const w = windowOf(b, before.get(key(r, b)), secs);
     const at = `data-route="${esc(r.name)}" data-upstream="${esc(b.upstream)}"`;
     h += `<tr><td>${i ? "" : esc(r.name)}</td><td>${esc(b.upstream)}</td><td>${esc(b.version)}</td><td>${b.weight}</td>`
       + `<td class="share" ${at}>${(b.share * 100).toFixed(2)}%</td><td>${esc(b.source)}</td>`
@@ -160,8 +163,10 @@ function render(now) {
     h += "</table>";
   }
   h += "<h2>Upstreams</h2><table><tr><th>upstream</th><th>version</th><th>endpoint</th><th>healthy</th><th>ejected</th><th>draining</th><th>in flight</th></tr>";
-  for (const u of now.doc.upstreams) for (const e of u.endpoints)
-    h += `<tr><td>${esc(u.name)}</td><td>${esc(u.version)}</td><td>${esc(e.address)}</td><td>${e.healthy ? "yes" : "<b class=err>no</b>"}</td><td>${e.ejected ? "yes" : "no"}</td><td>${e.draining ? "yes" : "no"}</td><td>${e.in_flight}</td></tr>`;
+  for (const u of now.doc.upstreams) for (const e of u.endpoints) {
+    const g = (u.groups || []).find((g) => g.endpoints.includes(e.address));
+    h += `<tr><td>${esc(u.name)}</td><td>${esc(g ? g.version : u.version)}</td><td>${esc(e.address)}</td><td>${e.healthy ? "yes" : "<b class=err>no</b>"}</td><td>${e.ejected ? "yes" : "no"}</td><td>${e.draining ? "yes" : "no"}</td><td>${e.in_flight}</td></tr>`;
+  }
   h += "</table>";
   $("#live").innerHTML = h;
   $("#live").hidden = false;

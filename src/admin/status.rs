@@ -8,7 +8,7 @@ use crate::clock;
 use crate::clock::timestamp;
 use crate::config::FileConfig;
 use crate::rollout::RolloutView;
-use crate::routing::{Route, Sticky, RESOLUTION};
+use crate::routing::{Backend, Route, Sticky, RESOLUTION};
 use crate::snapshot::Runtime;
 use crate::state::file_route;
 use crate::upstream::Endpoint;
@@ -59,6 +59,10 @@ pub struct BackendStatus {
     /// Time to response head, as cumulative (upper bound ms, count) buckets (non-empty
     /// ones only); viewers diff two polls for a window's p99.
     pub latency_ms_buckets: Vec<(f64, u64)>,
+    /// During a rolling update seen through `health.version_header`: the backend's
+    /// version groups, each with its share and counts (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<BackendStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +70,17 @@ pub struct UpstreamStatus {
     pub name: String,
     pub version: String,
     pub endpoints: Vec<EndpointStatus>,
+    /// With `health.version_header`: the endpoints by the version they report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupStatus {
+    pub version: String,
+    /// Healthy endpoints: the group's weight within the upstream.
+    pub healthy: u32,
+    pub endpoints: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,6 +120,15 @@ pub fn status(app: &App) -> Status {
                         .map(|e| endpoint(&e, true)),
                 )
                 .collect(),
+            groups: u
+                .reported_groups()
+                .into_iter()
+                .map(|g| GroupStatus {
+                    version: g.version.to_string(),
+                    healthy: g.healthy,
+                    endpoints: g.endpoints.iter().map(|e| e.addr.to_string()).collect(),
+                })
+                .collect(),
         })
         .collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
@@ -134,31 +158,30 @@ pub fn route_status(app: &App, file: &FileConfig, rt: &Runtime, r: &Route) -> Ro
             Sticky::Header(_) => "header",
             Sticky::SourceIp => "source_ip",
         }),
-        backends: r
-            .backends
-            .iter()
-            .map(|b| {
-                let counts = b.metrics.tally.snapshot();
-                BackendStatus {
-                    upstream: b.upstream.name.to_string(),
-                    version: b.upstream.version.to_string(),
-                    weight: b.weight,
-                    share: f64::from(b.share) / f64::from(RESOLUTION),
-                    // In a fleet, what is not the file's came from the fleet's state.
-                    source: match b.source.as_str() {
-                        "config" => "config",
-                        _ if app.controller.fleet().is_some() => "cluster",
-                        other => other,
-                    },
-                    requests: counts.requests,
-                    errors: counts.errors,
-                    latency_ms_buckets: counts.buckets_ms(),
-                }
-            })
-            .collect(),
+        backends: r.backends.iter().map(|b| backend_status(app, b)).collect(),
         rollout: file.and_then(|f| app.driver.view(f)),
         mirror: file
             .and_then(|f| f.mirror.as_ref())
             .map(|m| crate::mirror::MirrorView::new(&r.name, m, &app.plane.telemetry)),
+    }
+}
+
+fn backend_status(app: &App, b: &Backend) -> BackendStatus {
+    let counts = b.metrics.tally.snapshot();
+    BackendStatus {
+        upstream: b.upstream.name.to_string(),
+        version: b.upstream.version.to_string(),
+        weight: b.weight,
+        share: f64::from(b.share) / f64::from(RESOLUTION),
+        // In a fleet, what is not the file's came from the fleet's state.
+        source: match b.source.as_str() {
+            "config" => "config",
+            _ if app.controller.fleet().is_some() => "cluster",
+            other => other,
+        },
+        requests: counts.requests,
+        errors: counts.errors,
+        latency_ms_buckets: counts.buckets_ms(),
+        groups: b.groups.iter().map(|g| backend_status(app, g)).collect(),
     }
 }

@@ -40,6 +40,9 @@ pub struct FileHealth {
     pub healthy: u32,
     /// Consecutive failures that make it unhealthy.
     pub unhealthy: u32,
+    /// Read each endpoint's version from this header of its health-check answers
+    /// (version groups: a rolling update that keeps users on one version).
+    pub version_header: Option<http::HeaderName>,
 }
 
 /// Passive ejection of endpoints that keep failing real requests.
@@ -111,7 +114,12 @@ pub(crate) fn decode_health(mut t: Table<'_, '_>, errs: &mut Collector) -> Optio
         timeout: t.duration("timeout", errs).unwrap_or(Duration::from_secs(1)),
         healthy: positive(&mut t, "healthy", 2, errs),
         unhealthy: positive(&mut t, "unhealthy", 3, errs),
+        version_header: None,
     };
+    let mut h = h;
+    if let Some(name) = t.string("version_header", errs) {
+        h.version_header = super::reader::header_name(&name, &t.field("version_header"), errs);
+    }
     if h.interval.is_zero() {
         errs.push(t.span.clone(), t.field("interval"), "must be more than 0");
     }

@@ -321,12 +321,17 @@ fn endpoint_rows(doc: &Value) -> Vec<Vec<String>> {
                 "unhealthy"
             };
             let name = if i == 0 { u["name"].as_str().unwrap_or("?").to_string() } else { String::new() };
-            rows.push(vec![
-                name,
-                e["address"].as_str().unwrap_or("?").to_string(),
-                state.into(),
-                e["in_flight"].to_string(),
-            ]);
+            let address = e["address"].as_str().unwrap_or("?");
+            // With version groups, which version each endpoint reports.
+            let group =
+                u["groups"].as_array().into_iter().flatten().find(|g| {
+                    g["endpoints"].as_array().is_some_and(|eps| eps.iter().any(|a| a.as_str() == Some(address)))
+                });
+            let state = match group.and_then(|g| g["version"].as_str()) {
+                Some(version) => format!("{state} ({version})"),
+                None => state.to_string(),
+            };
+            rows.push(vec![name, address.to_string(), state, e["in_flight"].to_string()]);
         }
     }
     rows
@@ -340,18 +345,24 @@ fn backends_table(route: &Value, with_route: bool) -> String {
 
 fn backend_rows(route: &Value, with_route: bool) -> Vec<Vec<String>> {
     let name = route["name"].as_str().unwrap_or("?");
-    route["backends"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, b)| {
+    // A backend in a rolling update shows one row per version group.
+    let rows = route["backends"].as_array().into_iter().flatten().flat_map(|b| {
+        let groups: Vec<(&Value, bool)> = b["groups"].as_array().into_iter().flatten().map(|g| (g, true)).collect();
+        if groups.is_empty() {
+            vec![(b, false)]
+        } else {
+            groups
+        }
+    });
+    rows.enumerate()
+        .map(|(i, (b, group))| {
             let mut row = Vec::new();
             if with_route {
                 row.push(if i == 0 { name.to_string() } else { String::new() });
             }
             row.push(b["upstream"].as_str().unwrap_or("?").to_string());
-            row.push(b["version"].as_str().unwrap_or("?").to_string());
+            let version = b["version"].as_str().unwrap_or("?");
+            row.push(if group { format!("{version} (group)") } else { version.to_string() });
             row.push(number(&b["weight"]));
             row.push(format!("{:.2}%", b["share"].as_f64().unwrap_or(0.0) * 100.0));
             row.push(b["source"].as_str().unwrap_or("?").to_string());

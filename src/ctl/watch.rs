@@ -93,8 +93,12 @@ fn routes(doc: &Value) -> impl Iterator<Item = &Value> {
     doc["routes"].as_array().into_iter().flatten()
 }
 
+/// Each backend, or during a rolling update its version groups (one line per version).
 fn backends(route: &Value) -> impl Iterator<Item = &Value> {
-    route["backends"].as_array().into_iter().flatten()
+    route["backends"].as_array().into_iter().flatten().flat_map(|b| match b["groups"].as_array() {
+        Some(groups) if !groups.is_empty() => groups.iter().collect::<Vec<_>>(),
+        _ => vec![b],
+    })
 }
 
 fn name(route: &Value) -> String {

@@ -229,7 +229,7 @@ async fn route_and_forward<'r>(
         return Answer::redirect(route, redirect, &req, conn, &host, &path);
     }
     let choice = route.select(req.headers(), conn.client.ip(), conn.tls);
-    let backend = &route.backends[choice.backend];
+    let backend = route.target(&choice);
     let rewritten = match req.uri().path() {
         "*" => None,
         _ => rewrite::forwarded_path(route.rewrite.as_ref(), backend.upstream.base_path.as_deref(), &path),

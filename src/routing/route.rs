@@ -52,6 +52,12 @@ pub struct Backend {
     /// Where the weight came from.
     pub source: Source,
     pub metrics: Arc<BackendMetrics>,
+    /// Version groups of the upstream (a rolling update in progress, seen through
+    /// `health.version_header`): each a backend of its own (its version's endpoints,
+    /// metrics and seed), chosen after this one. Empty: no groups.
+    pub groups: Box<[Backend]>,
+    /// As a version group: its weight inside the upstream (its healthy endpoints).
+    pub group_weight: u32,
 }
 
 /// Who set a backend's weight (shown by `status`).
@@ -97,6 +103,8 @@ pub enum OverrideOn {
 /// The outcome of [`Route::select`].
 pub struct Choice {
     pub backend: usize,
+    /// The version group within that backend (0 when it has none).
+    pub group: usize,
     /// A new sticky cookie to send back, when the client had none (or a bad one).
     pub set_cookie: Option<HeaderValue>,
 }
@@ -112,46 +120,92 @@ impl Route {
 
     /// The backend for this request.
     pub fn select<F: Fields + ?Sized>(&self, headers: &F, client: IpAddr, tls: bool) -> Choice {
+        let (backend, key, set_cookie) = self.pick(headers, client, tls);
+        let group = self.backends[backend].group_for(key);
+        Choice { backend, group, set_cookie }
+    }
+
+    /// What serves a choice: the backend, or the version group chosen within it.
+    #[inline]
+    pub fn target(&self, choice: &Choice) -> &Backend {
+        let b = &self.backends[choice.backend];
+        b.groups.get(choice.group).unwrap_or(b)
+    }
+
+    /// The backend, the sticky key's hash (when there is one) and a new cookie.
+    fn pick<F: Fields + ?Sized>(
+        &self,
+        headers: &F,
+        client: IpAddr,
+        tls: bool,
+    ) -> (usize, Option<u64>, Option<HeaderValue>) {
         for o in self.overrides.iter() {
             if o.matches(headers) {
-                return Choice { backend: o.backend, set_cookie: None };
+                return (o.backend, None, None);
             }
         }
         let Some(sticky) = &self.sticky else {
-            return Choice { backend: self.split.pick(), set_cookie: None };
+            return (self.split.pick(), None, None);
         };
         match sticky {
             Sticky::Header(name) => match headers.first(name) {
-                Some(v) => Choice { backend: self.assign(v), set_cookie: None },
-                None => Choice { backend: self.split.pick(), set_cookie: None },
+                Some(v) => self.assign(v),
+                None => (self.split.pick(), None, None),
             },
-            Sticky::SourceIp => {
-                let backend = match client.to_canonical() {
-                    IpAddr::V4(v4) => self.assign(&v4.octets()),
-                    IpAddr::V6(v6) => self.assign(&v6.octets()),
-                };
-                Choice { backend, set_cookie: None }
-            }
+            Sticky::SourceIp => match client.to_canonical() {
+                IpAddr::V4(v4) => self.assign(&v4.octets()),
+                IpAddr::V6(v6) => self.assign(&v6.octets()),
+            },
             Sticky::Cookie { name, attributes } => match cookie(headers, name).filter(|k| valid_key(k)) {
-                Some(key) => Choice { backend: self.assign(key.as_bytes()), set_cookie: None },
+                Some(key) => self.assign(key.as_bytes()),
                 None => {
                     let key = new_key();
-                    let backend = self.assign(&key);
+                    let (backend, hash, _) = self.assign(&key);
                     let secure = if tls { "; Secure" } else { "" };
                     let value = format!("{name}={}{attributes}{secure}", std::str::from_utf8(&key).expect("hex"));
-                    Choice { backend, set_cookie: HeaderValue::from_str(&value).ok() }
+                    (backend, hash, HeaderValue::from_str(&value).ok())
                 }
             },
         }
     }
 
-    /// The sticky backend for a key (rendezvous hashing over the live shares).
-    fn assign(&self, key: &[u8]) -> usize {
+    /// The sticky backend for a key (rendezvous hashing over the live shares), and the
+    /// key's hash for the choice of version group.
+    fn assign(&self, key: &[u8]) -> (usize, Option<u64>, Option<HeaderValue>) {
         if let Split::Single(i) = self.split {
-            return i;
+            // Hash only when a choice of version group needs it.
+            let h = (self.backends[i].groups.len() > 1).then(|| sticky::key_hash(key));
+            return (i, h, None);
         }
         let h = sticky::key_hash(key);
-        sticky::assign(h, self.backends.iter().map(|b| (b.seed, b.share))).unwrap_or_else(|| self.split.pick())
+        let backend =
+            sticky::assign(h, self.backends.iter().map(|b| (b.seed, b.share))).unwrap_or_else(|| self.split.pick());
+        (backend, Some(h), None)
+    }
+}
+
+impl Backend {
+    /// The version group for a request: by the sticky key's rendezvous over the groups'
+    /// weights (a user moves only onto a group that grew or off one that shrank: during
+    /// a rolling update, old to new, once), else at random by weight.
+    #[inline]
+    fn group_for(&self, key: Option<u64>) -> usize {
+        if self.groups.len() < 2 {
+            return 0;
+        }
+        let weights = self.groups.iter().map(|g| (g.seed, g.group_weight));
+        if let Some(h) = key {
+            return sticky::assign(h, weights).unwrap_or(0);
+        }
+        let total: u32 = self.groups.iter().map(|g| g.group_weight).sum();
+        let mut at = fastrand::u32(..total.max(1));
+        for (i, g) in self.groups.iter().enumerate() {
+            if at < g.group_weight {
+                return i;
+            }
+            at -= g.group_weight;
+        }
+        0
     }
 }
 

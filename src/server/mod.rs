@@ -92,6 +92,7 @@ impl Server {
         plane.access_log.spawn_writer();
         let upkeep = tokio::spawn(upkeep(plane.clone()));
         let dns = tokio::spawn(crate::state::dns_refresh_loop(Arc::downgrade(&app.controller)));
+        let regroup = tokio::spawn(crate::state::regroup_loop(Arc::downgrade(&app.controller)));
         let reloader = reloader.map(Reloader::spawn);
         let (admin_stop_tx, admin_stop) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve(admin, app.clone(), admin_stop));
@@ -129,6 +130,7 @@ impl Server {
         let _ = admin_task.await;
         upkeep.abort();
         dns.abort();
+        regroup.abort();
     }
 }
 

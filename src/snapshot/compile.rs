@@ -59,6 +59,38 @@ pub fn compile_table(
     RoutingTable::new(routes, &hosts, &prefixes)
 }
 
+/// A backend's version groups, when its upstream's health checks report versions: one
+/// backend per version, narrowed to that version's endpoints, with that version's metric
+/// handles (created here, off the request path) and share in proportion to its healthy
+/// endpoints. One reported version is one group (so metrics and headers name it).
+fn version_groups(
+    route: &str,
+    upstream: &Arc<Upstream>,
+    weight: f64,
+    share: u32,
+    source: Source,
+    telemetry: &Telemetry,
+) -> Box<[Backend]> {
+    let groups = upstream.version_groups();
+    let total: u64 = groups.iter().map(|g| u64::from(g.healthy)).sum();
+    groups
+        .into_iter()
+        .map(|g| {
+            let view = Arc::new(upstream.version_view(&g.version, g.endpoints));
+            Backend {
+                metrics: telemetry.backend(route, &view.name, &view.version),
+                seed: sticky::backend_seed(route, &format!("{}\0{}", view.name, view.version)),
+                share: (u64::from(share) * u64::from(g.healthy) / total.max(1)) as u32,
+                group_weight: g.healthy,
+                groups: Box::new([]),
+                upstream: view,
+                weight,
+                source,
+            }
+        })
+        .collect()
+}
+
 fn compile_route(
     r: &FileRoute,
     upstreams: &HashMap<String, Arc<Upstream>>,
@@ -100,6 +132,8 @@ fn compile_route(
                 source,
                 metrics: telemetry.backend(&r.name, &upstream.name, &upstream.version),
                 seed: sticky::backend_seed(&r.name, &upstream.name),
+                groups: version_groups(&r.name, &upstream, weight, share, source, telemetry),
+                group_weight: 0,
                 upstream,
                 weight,
                 share,

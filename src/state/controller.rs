@@ -57,6 +57,8 @@ pub struct Controller {
     rollouts: OnceLock<Weak<dyn RolloutHook>>,
     /// What the process bound at start (a reload that changes it waits for a restart).
     bound: Bound,
+    /// Signalled by health tasks when version groups change.
+    regroup: Arc<tokio::sync::Notify>,
     /// With `[cluster]`: the fleet whose state this controller applies.
     pub(crate) fleet: Option<Arc<Fleet>>,
     /// `switchyard_cluster_connected` and `switchyard_cluster_revision`, with a fleet.
@@ -101,7 +103,9 @@ impl Controller {
             fleet.set_applied(loaded.revision);
             fleet
         });
+        let regroup = registry.regroup_signal();
         let controller = Controller {
+            regroup,
             bound,
             store: Arc::new(Store::new(runtime)),
             telemetry,
@@ -266,6 +270,13 @@ impl Controller {
         registry.sync_tasks();
     }
 
+    /// Recompile the route table so version groups follow what health checks saw (an
+    /// endpoint changed version, or one of a grouped upstream changed health).
+    pub async fn regroup(&self) {
+        let writer = self.writer.lock().await;
+        self.swap_table(&writer.admin);
+    }
+
     /// Recompile the live snapshot's route table under `admin` (same upstreams, same
     /// settings, same generation) and swap it in. The caller holds the writer lock.
     pub(crate) fn swap_table(&self, admin: &AdminWeights) {
@@ -317,21 +328,38 @@ impl Controller {
     /// New values are set first and only backends that disappeared are zeroed, so a
     /// scrape never sees a live backend at 0.
     fn publish_gauges(&self, rt: &Runtime, old: Option<&Runtime>) {
-        let mut live = HashSet::new();
-        for route in rt.table.routes() {
-            for b in route.backends.iter() {
-                b.metrics.share.set(f64::from(b.share) / f64::from(RESOLUTION));
-                live.insert((route.name.clone(), b.upstream.name.clone()));
-            }
+        // Every backend and version group, by its metric handles: a group's handles
+        // are shared with the backend of the same version.
+        fn targets(rt: &Runtime) -> impl Iterator<Item = (&Arc<crate::telemetry::BackendMetrics>, u32)> {
+            rt.table.routes().iter().flat_map(|route| {
+                route.backends.iter().flat_map(|b| match b.groups.is_empty() {
+                    true => vec![(&b.metrics, b.share)],
+                    false => b.groups.iter().map(|g| (&g.metrics, g.share)).collect(),
+                })
+            })
         }
-        for route in old.iter().flat_map(|old| old.table.routes()) {
-            for b in route.backends.iter() {
-                if !live.contains(&(route.name.clone(), b.upstream.name.clone())) {
-                    b.metrics.share.set(0.0);
-                }
+        let mut live = HashSet::new();
+        for (metrics, share) in targets(rt) {
+            metrics.share.set(f64::from(share) / f64::from(RESOLUTION));
+            live.insert(Arc::as_ptr(metrics));
+        }
+        for (metrics, _) in old.into_iter().flat_map(targets) {
+            if !live.contains(&Arc::as_ptr(metrics)) {
+                metrics.share.set(0.0);
             }
         }
         self.telemetry.generation.set(rt.generation as f64);
+    }
+}
+
+/// Recompile version groups whenever a health task signals a change, while the
+/// controller lives (one snapshot swap per signal; signals coalesce).
+pub async fn regroup_loop(controller: Weak<Controller>) {
+    let Some(signal) = controller.upgrade().map(|c| c.regroup.clone()) else { return };
+    loop {
+        signal.notified().await;
+        let Some(c) = controller.upgrade() else { return };
+        c.regroup().await;
     }
 }
 

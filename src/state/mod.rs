@@ -17,7 +17,7 @@ mod fleet;
 mod hook;
 mod weights;
 
-pub use controller::{dns_refresh_loop, Controller, Writer};
+pub use controller::{dns_refresh_loop, regroup_loop, Controller, Writer};
 pub use fleet::follow_fleet;
 pub use hook::RolloutHook;
 pub use weights::file_route;

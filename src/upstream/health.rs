@@ -56,18 +56,48 @@ async fn probe_all(u: &Arc<Upstream>) {
     for e in u.endpoints.iter() {
         let (e, health, u) = (e.clone(), health.clone(), u.clone());
         probes.spawn(async move {
-            let passed = probe(&u, &e, &health).await;
-            (e, passed)
+            let answer = probe(&u, &e, &health).await;
+            (e, answer)
         });
     }
-    while let Some(Ok((e, passed))) = probes.join_next().await {
-        apply(u, &e, passed, &health);
+    let mut regroup = false;
+    while let Some(Ok((e, answer))) = probes.join_next().await {
+        let was_healthy = e.is_healthy();
+        if let (Some(version), Some(_)) = (&answer.version, &health.version_header) {
+            let before = e.reported_version();
+            if e.report_version(Some(version)) {
+                regroup = true;
+                if before.is_some() {
+                    // A new version at the same address: it leaves its old group and
+                    // joins the new one through the same `healthy` passes as any new
+                    // endpoint (so no request reaches it under the old version's name).
+                    tracing::info!(upstream = %u.name, endpoint = %e.addr, version, "endpoint reports a new version");
+                    e.probe_passes.store(0, Ordering::Relaxed);
+                    e.set_healthy(false);
+                }
+            }
+        }
+        apply(u, &e, answer.passed, &health);
+        regroup |= was_healthy != e.is_healthy();
     }
+    if regroup {
+        if let Some(signal) = &u.regroup {
+            signal.notify_one();
+        }
+    }
+}
+
+/// What one probe found.
+struct Answer {
+    passed: bool,
+    /// The `version_header` value it carried.
+    version: Option<String>,
 }
 
 /// One probe: a 2xx or 3xx answer within the timeout passes. It carries the upstream's
 /// request headers and identity (a function behind a key or IAM checks probes too).
-async fn probe(u: &Upstream, e: &Endpoint, health: &FileHealth) -> bool {
+async fn probe(u: &Upstream, e: &Endpoint, health: &FileHealth) -> Answer {
+    let failed = Answer { passed: false, version: None };
     let uri = format!("{}://{}{}", e.scheme, e.authority, health.path);
     let Ok(req) = Request::builder()
         .method(Method::GET)
@@ -76,20 +106,25 @@ async fn probe(u: &Upstream, e: &Endpoint, health: &FileHealth) -> bool {
         .header("user-agent", "switchyard-health-check")
         .body(UpstreamBody::empty())
     else {
-        return false;
+        return failed;
     };
     let (mut parts, body) = req.into_parts();
     u.request_headers.apply(&mut parts.headers);
     if let Some(identity) = &u.identity {
         if let Err(e) = identity.apply(&parts.method, &parts.uri, &mut parts.headers, &[]) {
             tracing::debug!(upstream = %u.name, error = %e, "health check not sent: no identity");
-            return false;
+            return failed;
         }
     }
     let req = Request::from_parts(parts, body);
     match tokio::time::timeout(health.timeout, e.client().request(req)).await {
-        Ok(Ok(resp)) => resp.status().is_success() || resp.status().is_redirection(),
-        _ => false,
+        Ok(Ok(resp)) => {
+            let passed = resp.status().is_success() || resp.status().is_redirection();
+            let version = health.version_header.as_ref().and_then(|name| resp.headers().get(name));
+            let version = version.and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+            Answer { passed, version: version.map(str::to_string) }
+        }
+        _ => failed,
     }
 }
 

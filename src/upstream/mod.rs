@@ -10,6 +10,6 @@ mod registry;
 mod select;
 
 pub use client::{HttpClient, Transport};
-pub use dns::{Resolver, SystemResolver};
-pub use pool::{Admitted, Endpoint, InFlight, Upstream};
+pub use dns::{Resolved, Resolver, SystemResolver};
+pub use pool::{Admitted, Endpoint, InFlight, Upstream, VersionGroup};
 pub use registry::UpstreamRegistry;

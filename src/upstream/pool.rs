@@ -62,6 +62,19 @@ pub struct Upstream {
     pub(crate) ready: tokio::sync::Notify,
     /// The file entry this was built from: a reload reuses the upstream when it is equal.
     pub(crate) source: FileUpstream,
+    /// Signalled by the health task when an endpoint's reported version or health
+    /// changes (with `health.version_header`): the controller recompiles the version
+    /// groups off the request path.
+    pub(crate) regroup: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// The endpoints of an upstream that report one version.
+#[derive(Clone)]
+pub struct VersionGroup {
+    pub version: Arc<str>,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// How many of them are healthy: the group's weight within the upstream.
+    pub healthy: u32,
 }
 
 pub struct Endpoint {
@@ -90,6 +103,9 @@ pub struct Endpoint {
     /// Active health check streaks, owned by the health task.
     pub(crate) probe_passes: AtomicU32,
     pub(crate) probe_failures: AtomicU32,
+    /// The version its health checks report (`health.version_header`); written by the
+    /// health task, read when a snapshot is compiled, never on the request path.
+    reported_version: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 impl Endpoint {
@@ -122,7 +138,23 @@ impl Endpoint {
             health_gauge,
             probe_passes: AtomicU32::new(0),
             probe_failures: AtomicU32::new(0),
+            reported_version: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The version this endpoint's health checks last reported, if any.
+    pub fn reported_version(&self) -> Option<Arc<str>> {
+        self.reported_version.lock().expect("not poisoned").clone()
+    }
+
+    /// Record the version a health check reported; true when it changed.
+    pub(crate) fn report_version(&self, version: Option<&str>) -> bool {
+        let mut current = self.reported_version.lock().expect("not poisoned");
+        if current.as_deref() == version {
+            return false;
+        }
+        *current = version.map(Arc::from);
+        true
     }
 
     /// The connection pool of the calling worker thread.
@@ -184,6 +216,7 @@ impl Endpoint {
         self.probe_passes.store(old.probe_passes.load(Ordering::Relaxed), Ordering::Relaxed);
         self.probe_failures.store(old.probe_failures.load(Ordering::Relaxed), Ordering::Relaxed);
         self.added_at = old.added_at;
+        self.report_version(old.reported_version().as_deref());
         self
     }
 
@@ -262,7 +295,49 @@ impl Upstream {
             queued: AtomicUsize::new(0),
             ready: tokio::sync::Notify::new(),
             source: source.clone(),
+            regroup: None,
         }
+    }
+
+    /// This upstream narrowed to the endpoints that report `version` (a version group):
+    /// same settings and identity, its own `version` for metrics, headers and logs.
+    pub fn version_view(&self, version: &str, endpoints: Vec<Arc<Endpoint>>) -> Upstream {
+        let mut view = Upstream::new(&self.source, endpoints, Vec::new(), Some(self));
+        view.version = version.into();
+        view.version_value = HeaderValue::from_str(version).unwrap_or(HeaderValue::from_static("invalid"));
+        view
+    }
+
+    /// The healthy endpoints grouped by the version they report (those that report none
+    /// belong to the configured `version`), sorted by version; empty without
+    /// `health.version_header`, or while no endpoint is healthy.
+    pub fn version_groups(&self) -> Vec<VersionGroup> {
+        let mut groups = self.reported_groups();
+        groups.retain(|g| g.healthy > 0);
+        groups
+    }
+
+    /// Every endpoint grouped by the version it reports, healthy or not (for status);
+    /// empty without `health.version_header`.
+    pub fn reported_groups(&self) -> Vec<VersionGroup> {
+        if self.health.as_ref().is_none_or(|h| h.version_header.is_none()) {
+            return Vec::new();
+        }
+        let mut groups: Vec<VersionGroup> = Vec::new();
+        for e in self.endpoints.iter() {
+            let version = e.reported_version().unwrap_or_else(|| self.version.clone());
+            let at = match groups.iter().position(|g| g.version == version) {
+                Some(at) => at,
+                None => {
+                    groups.push(VersionGroup { version, endpoints: Vec::new(), healthy: 0 });
+                    groups.len() - 1
+                }
+            };
+            groups[at].healthy += u32::from(e.is_healthy());
+            groups[at].endpoints.push(e.clone());
+        }
+        groups.sort_by(|a, b| a.version.cmp(&b.version));
+        groups
     }
 
     /// Take a `max_in_flight` slot, or `None` when the upstream is full.

@@ -28,6 +28,9 @@ pub struct UpstreamRegistry {
     /// The largest response head accepted from an upstream (`max_header_bytes` as bound
     /// at start, like the listeners' own limit).
     max_head: usize,
+    /// Signalled when an endpoint's reported version or health changes in an upstream
+    /// with `health.version_header`: its version groups need a new snapshot.
+    regroup: Arc<tokio::sync::Notify>,
 }
 
 impl UpstreamRegistry {
@@ -39,7 +42,13 @@ impl UpstreamRegistry {
             resolver,
             workers,
             max_head,
+            regroup: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// What the health tasks signal when version groups change.
+    pub fn regroup_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.regroup.clone()
     }
 
     /// The resolver, for lookups made without holding the registry.
@@ -90,7 +99,13 @@ impl UpstreamRegistry {
             });
             let upstream = match unchanged {
                 Some(u) => u.clone(),
-                None => Arc::new(rebuild(source, &addrs, old.map(|u| &**u), telemetry, self.workers, self.max_head)),
+                None => {
+                    let mut u = rebuild(source, &addrs, old.map(|u| &**u), telemetry, self.workers, self.max_head);
+                    if source.health.as_ref().is_some_and(|h| h.version_header.is_some()) {
+                        u.regroup = Some(self.regroup.clone());
+                    }
+                    Arc::new(u)
+                }
             };
             next.insert(source.name.clone(), upstream);
         }

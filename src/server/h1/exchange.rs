@@ -193,7 +193,7 @@ fn build<'r>(
         return Built::Hyper;
     }
     let choice = route.select(h.headers, facts.peer.ip(), facts.tls);
-    let backend = &route.backends[choice.backend];
+    let backend = route.target(&choice);
     let host_at = s.len();
     s.extend_from_slice(h.host);
     let host_range = host_at..s.len();

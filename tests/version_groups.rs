@@ -1,0 +1,280 @@
+//! Version groups: a plain rolling update behind one upstream (endpoints drained,
+//! switched to the new version and healthy again, one by one), with sticky users who
+//! must never bounce between versions. Each endpoint reports its version in its health
+//! checks' `x-version` header; the proxy splits the upstream into version groups.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use proptest::prelude::*;
+use serde_json::Value;
+use support::*;
+use switchyard::routing::sticky;
+
+/// A pod: answers `/healthz` with its health code and `x-version`, everything else 200
+/// with its version as the body.
+struct Pod {
+    addr: SocketAddr,
+    version: Arc<Mutex<String>>,
+    health: Arc<AtomicU16>,
+}
+
+impl Pod {
+    async fn start(version: &str) -> Pod {
+        Pod::start_at(version, "127.0.0.1:0").await
+    }
+
+    async fn start_at(version: &str, addr: &str) -> Pod {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let version = Arc::new(Mutex::new(version.to_string()));
+        let health = Arc::new(AtomicU16::new(200));
+        let (v, h) = (version.clone(), health.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (v, h) = (v.clone(), h.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let version = v.lock().unwrap().clone();
+                        let code = if req.uri().path() == "/healthz" { h.load(Ordering::SeqCst) } else { 200 };
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(code)
+                                    .header("x-version", version.as_str())
+                                    .body(Full::new(Bytes::from(version)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Pod { addr, version, health }
+    }
+}
+
+fn config(pods: &[Pod]) -> String {
+    let endpoints: Vec<String> = pods.iter().map(|p| format!("\"{}\"", p.addr)).collect();
+    with_listeners(&format!(
+        r#"
+[upstreams.shop]
+version = "v1"
+endpoints = [{}]
+health = {{ path = "/healthz", interval = "50ms", timeout = "1s", healthy = 1, unhealthy = 1, version_header = "x-version" }}
+
+[[routes]]
+name = "shop"
+backends = [{{ upstream = "shop", weight = 100 }}]
+version_header = "x-served-version"
+sticky = {{ cookie = "sy" }}
+"#,
+        endpoints.join(", ")
+    ))
+}
+
+async fn status(p: &TestProxy) -> Value {
+    let (_, _, body) = get(&format!("http://{}/api/v1/status", p.admin), &[]).await;
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The upstream's groups as (version, healthy) pairs.
+async fn groups(p: &TestProxy) -> Vec<(String, u64)> {
+    let s = status(p).await;
+    s["upstreams"][0]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| (g["version"].as_str().unwrap().to_string(), g["healthy"].as_u64().unwrap()))
+        .collect()
+}
+
+const USERS: usize = 400;
+
+/// Every user's version now; each response's `x-served-version` must name the version
+/// of the endpoint that answered (its body).
+async fn survey(p: &TestProxy) -> Vec<String> {
+    let client = client();
+    let mut seen = Vec::with_capacity(USERS);
+    for user in 0..USERS {
+        let cookie = format!("sy=user-{user}");
+        let (code, headers, body) = send(&client, "GET", &p.url("/"), &[("cookie", &cookie)], "").await;
+        assert_eq!(code, 200, "{body}");
+        let named = headers.get("x-served-version").and_then(|v| v.to_str().ok()).unwrap_or("-");
+        assert_eq!(named, body, "the version header names the version that served");
+        seen.push(body);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_moves_each_sticky_user_once_from_old_to_new() {
+    let mut pods = Vec::new();
+    for _ in 0..4 {
+        pods.push(Pod::start("v1").await);
+    }
+    let proxy = spawn_proxy(&config(&pods)).await;
+    eventually("four healthy v1 endpoints", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 4)]
+    })
+    .await;
+    let mut before = survey(&proxy).await;
+    assert!(before.iter().all(|v| v == "v1"));
+    let mut moved_at: HashMap<usize, usize> = HashMap::new();
+    for (step, pod) in pods.iter().enumerate() {
+        // Drain, switch, come back healthy: one pod replaced.
+        pod.health.store(503, Ordering::SeqCst);
+        let v1 = (3 - step) as u64;
+        eventually("the pod leaves v1", Duration::from_secs(10), || async {
+            groups(&proxy).await.iter().find(|g| g.0 == "v1").map_or(0, |g| g.1) == v1
+        })
+        .await;
+        *pod.version.lock().unwrap() = "v2".into();
+        pod.health.store(200, Ordering::SeqCst);
+        let v2 = (step + 1) as u64;
+        eventually("the pod joins v2", Duration::from_secs(10), || async {
+            groups(&proxy).await.iter().find(|g| g.0 == "v2").map_or(0, |g| g.1) == v2
+        })
+        .await;
+        let now = survey(&proxy).await;
+        for (user, (was, is)) in before.iter().zip(&now).enumerate() {
+            assert!(!(was == "v2" && is == "v1"), "user {user} went back from v2 to v1 at step {step}");
+            if was == "v1" && is == "v2" {
+                assert!(moved_at.insert(user, step).is_none(), "user {user} moved twice");
+            }
+        }
+        let share = now.iter().filter(|v| *v == "v2").count() as f64 / USERS as f64;
+        let expected = (step + 1) as f64 / 4.0;
+        assert!((share - expected).abs() <= 0.1, "step {step}: {share:.3} on v2, expected about {expected}");
+        eprintln!("step {step}: {:.1}% of {USERS} sticky users on v2", share * 100.0);
+        before = now;
+    }
+    // One version again: the groups collapse into one, named by the new version.
+    assert_eq!(groups(&proxy).await, vec![("v2".to_string(), 4)]);
+    let s = status(&proxy).await;
+    let backend = &s["routes"][0]["backends"][0];
+    assert_eq!(backend["groups"].as_array().unwrap().len(), 1, "{backend:#}");
+    assert_eq!(backend["groups"][0]["version"], "v2");
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains(r#"upstream="shop",version="v2""#), "metrics name the discovered version");
+    let (_, headers, _) = get(&proxy.url("/"), &[]).await;
+    assert_eq!(headers["x-served-version"], "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_ctl_list_the_groups_and_their_endpoints() {
+    let pods = vec![Pod::start("v1").await, Pod::start("v1").await, Pod::start("v2").await];
+    let proxy = spawn_proxy(&config(&pods)).await;
+    eventually("two groups", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 2), ("v2".to_string(), 1)]
+    })
+    .await;
+    let s = status(&proxy).await;
+    let g = &s["upstreams"][0]["groups"];
+    assert_eq!(g[1]["endpoints"], serde_json::json!([pods[2].addr.to_string()]), "{g:#}");
+    let backend = &s["routes"][0]["backends"][0];
+    let shares: Vec<f64> = backend["groups"].as_array().unwrap().iter().map(|g| g["share"].as_f64().unwrap()).collect();
+    assert!((shares[0] - 2.0 / 3.0).abs() < 0.01 && (shares[1] - 1.0 / 3.0).abs() < 0.01, "{shares:?}");
+    // Without stickiness, requests split by group size.
+    let mut v2 = 0;
+    for _ in 0..300 {
+        let (_, headers, body) = get(&proxy.url("/"), &[]).await;
+        assert_eq!(headers["x-served-version"].to_str().unwrap(), body);
+        v2 += usize::from(body == "v2");
+    }
+    assert!((60..=140).contains(&v2), "{v2} of 300 on v2, expected about 100");
+    let (code, out, _) = run_ctl(format!("http://{}", proxy.admin), vec!["status".into()]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("v2 (group)"), "{out}");
+    assert!(out.contains(&format!("{}  healthy (v2)", pods[2].addr)), "{out}");
+}
+
+/// A headless Service's name the test controls: hostname → pod addresses.
+#[derive(Default, Clone)]
+struct Headless(Arc<Mutex<Vec<std::net::IpAddr>>>);
+
+impl switchyard::upstream::Resolver for Headless {
+    fn resolve(&self, _host: &str, port: u16) -> switchyard::upstream::Resolved {
+        let ips = self.0.lock().unwrap().clone();
+        Box::pin(async move { Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_discovered_pods_and_reloads_regroup_as_pods_come_and_go() {
+    let first = Pod::start_at("v1", "127.0.0.1:0").await;
+    let port = first.addr.port();
+    let second = Pod::start_at("v1", &format!("127.0.0.2:{port}")).await;
+    let third = Pod::start_at("v2", &format!("127.0.0.3:{port}")).await;
+    let dns = Headless::default();
+    *dns.0.lock().unwrap() = vec![first.addr.ip(), second.addr.ip()];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let text = |endpoints: &str| {
+        config(&[]).replace("endpoints = []", &format!("endpoints = [{endpoints}]\ndns_refresh = \"100ms\""))
+    };
+    std::fs::write(&path, text(&format!("\"shop.default.svc:{port}\""))).unwrap();
+    let proxy = spawn_proxy_resolving(path.clone(), dir, Arc::new(dns.clone())).await;
+    eventually("two v1 pods", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 2)]
+    })
+    .await;
+    // The Deployment adds a v2 pod and removes a v1 pod: the Service's answer follows.
+    dns.0.lock().unwrap().push(third.addr.ip());
+    eventually("a v2 group joins", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 2), ("v2".to_string(), 1)]
+    })
+    .await;
+    dns.0.lock().unwrap().retain(|ip| *ip != first.addr.ip());
+    eventually("a v1 pod leaves", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 1), ("v2".to_string(), 1)]
+    })
+    .await;
+    // A reload that lists the pods by address instead: the same groups.
+    std::fs::write(&path, text(&format!("\"{}\", \"{}\"", second.addr, third.addr))).unwrap();
+    proxy.app.controller.reload().await.unwrap();
+    eventually("the reloaded list regroups", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 1), ("v2".to_string(), 1)]
+    })
+    .await;
+    let (_, headers, body) = get(&proxy.url("/"), &[]).await;
+    assert_eq!(headers["x-served-version"].to_str().unwrap(), body);
+}
+
+proptest! {
+    /// The group choice for a sticky user under any ordinary rolling update (old
+    /// endpoints only leave, new ones only join, in any order): once on the new
+    /// version, a user never goes back.
+    #[test]
+    fn rendezvous_over_groups_only_moves_users_from_old_to_new(
+        steps in proptest::collection::vec(any::<bool>(), 1..16),
+        old_start in 1u32..12,
+        keys in proptest::collection::vec(any::<u64>(), 50),
+    ) {
+        let seeds = [sticky::backend_seed("shop", "shop\0v1"), sticky::backend_seed("shop", "shop\0v2")];
+        let (mut old, mut new) = (old_start, 0u32);
+        let pick = |h: u64, old: u32, new: u32| sticky::assign(h, [(seeds[0], old), (seeds[1], new)].into_iter());
+        let mut on_new = vec![false; keys.len()];
+        for leave in steps {
+            if leave && old > 0 { old -= 1 } else { new += 1 }
+            for (i, &k) in keys.iter().enumerate() {
+                let now_new = pick(k, old, new) == Some(1);
+                prop_assert!(!on_new[i] || now_new, "key {k} went back to the old version");
+                on_new[i] = now_new;
+            }
+        }
+    }
+}
