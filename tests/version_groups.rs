@@ -200,6 +200,12 @@ async fn status_and_ctl_list_the_groups_and_their_endpoints() {
     assert_eq!(code, Some(0));
     assert!(out.contains("v2 (group)"), "{out}");
     assert!(out.contains(&format!("{}  healthy (v2)", pods[2].addr)), "{out}");
+    // `ctl watch` draws one line per version.
+    let args = ["watch", "--count", "1", "--interval", "0.2"].map(String::from).to_vec();
+    let (code, out, _) = run_ctl(format!("http://{}", proxy.admin), args).await;
+    assert_eq!(code, Some(0));
+    assert!(out.lines().any(|l| l.contains("shop") && l.contains("v1")), "{out}");
+    assert!(out.lines().any(|l| l.contains("shop") && l.contains("v2")), "{out}");
 }
 
 /// A headless Service's name the test controls: hostname → pod addresses.
