@@ -48,13 +48,12 @@ impl Pod {
                         let version = v.lock().unwrap().clone();
                         let code = if req.uri().path() == "/healthz" { h.load(Ordering::SeqCst) } else { 200 };
                         async move {
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .status(code)
-                                    .header("x-version", version.as_str())
-                                    .body(Full::new(Bytes::from(version)))
-                                    .unwrap(),
-                            )
+                            let mut resp = http::Response::builder().status(code);
+                            // An empty version: a build that sends no header.
+                            if !version.is_empty() {
+                                resp = resp.header("x-version", version.as_str());
+                            }
+                            Ok::<_, std::convert::Infallible>(resp.body(Full::new(Bytes::from(version))).unwrap())
                         }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -258,6 +257,39 @@ async fn dns_discovered_pods_and_reloads_regroup_as_pods_come_and_go() {
     .await;
     let (_, headers, body) = get(&proxy.url("/"), &[]).await;
     assert_eq!(headers["x-served-version"].to_str().unwrap(), body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_keep_users_on_their_version_and_a_missing_header_means_the_configured_one() {
+    let pods = vec![Pod::start("v1").await, Pod::start("v2").await];
+    let text = config(&pods).replace(
+        "sticky = { cookie = \"sy\" }",
+        "sticky = { cookie = \"sy\" }\noverrides = [{ header = \"x-tester\", upstream = \"shop\" }]",
+    );
+    let proxy = spawn_proxy(&text).await;
+    eventually("two groups", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 1), ("v2".to_string(), 1)]
+    })
+    .await;
+    // A tester matched by the override keeps one version across requests.
+    let client = client();
+    for user in 0..10 {
+        let cookie = format!("sy=tester-{user}");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let (_, _, body) =
+                send(&client, "GET", &proxy.url("/"), &[("cookie", &cookie), ("x-tester", "1")], "").await;
+            seen.insert(body);
+        }
+        assert_eq!(seen.len(), 1, "user {user} saw {seen:?}");
+    }
+    // The v2 pod is replaced by a build that sends no version header: it counts as
+    // the configured version again.
+    *pods[1].version.lock().unwrap() = String::new();
+    eventually("one group again, the configured version", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 2)]
+    })
+    .await;
 }
 
 proptest! {

@@ -54,18 +54,18 @@ fn render(doc: &Value, previous: Option<(Duration, &Value)>) -> String {
         doc["generation"],
         if doc["draining"].as_bool() == Some(true) { " (draining)" } else { "" }
     );
-    let before: HashMap<(String, String), &Value> = previous
+    // Keyed by version too: the version groups of one upstream share its name.
+    let key = |r: &Value, b: &Value| (name(r), name_of(b, "upstream"), name_of(b, "version"));
+    let before: HashMap<(String, String, String), &Value> = previous
         .into_iter()
         .flat_map(|(_, prev)| routes(prev))
-        .flat_map(|r| backends(r).map(move |b| ((name(r), name_of(b, "upstream")), b)))
+        .flat_map(|r| backends(r).map(move |b| (key(r, b), b)))
         .collect();
     let elapsed = previous.map(|(d, _)| d.as_secs_f64());
     let mut rows = vec![["ROUTE", "UPSTREAM", "VERSION", "SHARE", "REQ/S", "ERRORS", "P99"].map(String::from).to_vec()];
     for r in routes(doc) {
         for (i, b) in backends(r).enumerate() {
-            let window = elapsed
-                .zip(before.get(&(name(r), name_of(b, "upstream"))))
-                .map(|(secs, prev)| Window::between(prev, b, secs));
+            let window = elapsed.zip(before.get(&key(r, b))).map(|(secs, prev)| Window::between(prev, b, secs));
             rows.push(vec![
                 if i == 0 { name(r) } else { String::new() },
                 name_of(b, "upstream"),

@@ -141,7 +141,10 @@ impl Route {
     ) -> (usize, Option<u64>, Option<HeaderValue>) {
         for o in self.overrides.iter() {
             if o.matches(headers) {
-                return (o.backend, None, None);
+                // An override's upstream in a rolling update: the user's own key still
+                // picks the version group, so a tester does not flip between versions.
+                let key = (self.backends[o.backend].groups.len() > 1).then(|| self.key_hash(headers, client)).flatten();
+                return (o.backend, key, None);
             }
         }
         let Some(sticky) = &self.sticky else {
@@ -166,6 +169,20 @@ impl Route {
                     (backend, hash, HeaderValue::from_str(&value).ok())
                 }
             },
+        }
+    }
+
+    /// The hash of the client's sticky key, when the route is sticky and it has one.
+    fn key_hash<F: Fields + ?Sized>(&self, headers: &F, client: IpAddr) -> Option<u64> {
+        match self.sticky.as_ref()? {
+            Sticky::Header(name) => headers.first(name).map(sticky::key_hash),
+            Sticky::SourceIp => Some(match client.to_canonical() {
+                IpAddr::V4(v4) => sticky::key_hash(&v4.octets()),
+                IpAddr::V6(v6) => sticky::key_hash(&v6.octets()),
+            }),
+            Sticky::Cookie { name, .. } => {
+                cookie(headers, name).filter(|k| valid_key(k)).map(|k| sticky::key_hash(k.as_bytes()))
+            }
         }
     }
 

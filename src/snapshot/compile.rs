@@ -72,7 +72,7 @@ fn version_groups(
     telemetry: &Telemetry,
 ) -> Box<[Backend]> {
     let groups = upstream.version_groups();
-    let total: u64 = groups.iter().map(|g| u64::from(g.healthy)).sum();
+    let total: u64 = groups.iter().map(|g| u64::from(g.weight)).sum();
     groups
         .into_iter()
         .map(|g| {
@@ -80,8 +80,8 @@ fn version_groups(
             Backend {
                 metrics: telemetry.backend(route, &view.name, &view.version),
                 seed: sticky::backend_seed(route, &format!("{}\0{}", view.name, view.version)),
-                share: (u64::from(share) * u64::from(g.healthy) / total.max(1)) as u32,
-                group_weight: g.healthy,
+                share: (u64::from(share) * u64::from(g.weight) / total.max(1)) as u32,
+                group_weight: g.weight,
                 groups: Box::new([]),
                 upstream: view,
                 weight,

@@ -60,29 +60,36 @@ async fn probe_all(u: &Arc<Upstream>) {
             (e, answer)
         });
     }
-    let mut regroup = false;
+    // A change of version or of health reshapes the version groups: signal it at
+    // once (the controller swaps in new groups), not after the whole round.
+    let regroup = || {
+        if let Some(signal) = &u.regroup {
+            signal.notify_one();
+        }
+    };
     while let Some(Ok((e, answer))) = probes.join_next().await {
         let was_healthy = e.is_healthy();
-        if let (Some(version), Some(_)) = (&answer.version, &health.version_header) {
+        if health.version_header.is_some() && answer.answered {
             let before = e.reported_version();
-            if e.report_version(Some(version)) {
-                regroup = true;
+            // An answer without the header puts the endpoint back in the configured
+            // version.
+            if e.report_version(answer.version.as_deref()) {
+                regroup();
                 if before.is_some() {
-                    // A new version at the same address: it leaves its old group and
-                    // joins the new one through the same `healthy` passes as any new
-                    // endpoint (so no request reaches it under the old version's name).
-                    tracing::info!(upstream = %u.name, endpoint = %e.addr, version, "endpoint reports a new version");
+                    // A new version at the same address: it leaves its old group now
+                    // and joins the new one after `healthy` further passes, by when
+                    // the snapshot with the new groups is live, so no request reaches
+                    // it under its old version's name.
+                    tracing::info!(upstream = %u.name, endpoint = %e.addr, version = ?answer.version, "endpoint reports a new version");
                     e.probe_passes.store(0, Ordering::Relaxed);
                     e.set_healthy(false);
+                    continue;
                 }
             }
         }
         apply(u, &e, answer.passed, &health);
-        regroup |= was_healthy != e.is_healthy();
-    }
-    if regroup {
-        if let Some(signal) = &u.regroup {
-            signal.notify_one();
+        if was_healthy != e.is_healthy() {
+            regroup();
         }
     }
 }
@@ -90,6 +97,8 @@ async fn probe_all(u: &Arc<Upstream>) {
 /// What one probe found.
 struct Answer {
     passed: bool,
+    /// An HTTP answer came back (whatever its status).
+    answered: bool,
     /// The `version_header` value it carried.
     version: Option<String>,
 }
@@ -97,7 +106,7 @@ struct Answer {
 /// One probe: a 2xx or 3xx answer within the timeout passes. It carries the upstream's
 /// request headers and identity (a function behind a key or IAM checks probes too).
 async fn probe(u: &Upstream, e: &Endpoint, health: &FileHealth) -> Answer {
-    let failed = Answer { passed: false, version: None };
+    let failed = Answer { passed: false, answered: false, version: None };
     let uri = format!("{}://{}{}", e.scheme, e.authority, health.path);
     let Ok(req) = Request::builder()
         .method(Method::GET)
@@ -122,7 +131,7 @@ async fn probe(u: &Upstream, e: &Endpoint, health: &FileHealth) -> Answer {
             let passed = resp.status().is_success() || resp.status().is_redirection();
             let version = health.version_header.as_ref().and_then(|name| resp.headers().get(name));
             let version = version.and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-            Answer { passed, version: version.map(str::to_string) }
+            Answer { passed, answered: true, version: version.map(str::to_string) }
         }
         _ => failed,
     }

@@ -62,6 +62,10 @@ pub struct Upstream {
     pub(crate) ready: tokio::sync::Notify,
     /// The file entry this was built from: a reload reuses the upstream when it is equal.
     pub(crate) source: FileUpstream,
+    /// For a version group's view: the upstream it narrows, which keeps the counts a
+    /// view must share (`max_in_flight`, the cold-start queue and its wake-ups, the
+    /// ejection cap over the whole pool, fail-open logging).
+    origin: Option<Arc<Upstream>>,
     /// Signalled by the health task when an endpoint's reported version or health
     /// changes (with `health.version_header`): the controller recompiles the version
     /// groups off the request path.
@@ -73,8 +77,11 @@ pub struct Upstream {
 pub struct VersionGroup {
     pub version: Arc<str>,
     pub endpoints: Vec<Arc<Endpoint>>,
-    /// How many of them are healthy: the group's weight within the upstream.
+    /// How many of them are healthy.
     pub healthy: u32,
+    /// The group's weight within the upstream: its healthy endpoints (or, while none
+    /// of the upstream's is healthy and requests fail open, all of them).
+    pub weight: u32,
 }
 
 pub struct Endpoint {
@@ -295,25 +302,42 @@ impl Upstream {
             queued: AtomicUsize::new(0),
             ready: tokio::sync::Notify::new(),
             source: source.clone(),
+            origin: None,
             regroup: None,
         }
     }
 
+    /// The upstream whose shared counts this one uses: itself, or for a version
+    /// group's view the upstream it narrows.
+    #[inline]
+    fn base(&self) -> &Upstream {
+        self.origin.as_deref().unwrap_or(self)
+    }
+
     /// This upstream narrowed to the endpoints that report `version` (a version group):
     /// same settings and identity, its own `version` for metrics, headers and logs.
-    pub fn version_view(&self, version: &str, endpoints: Vec<Arc<Endpoint>>) -> Upstream {
+    pub fn version_view(self: &Arc<Self>, version: &str, endpoints: Vec<Arc<Endpoint>>) -> Upstream {
         let mut view = Upstream::new(&self.source, endpoints, Vec::new(), Some(self));
         view.version = version.into();
         view.version_value = HeaderValue::from_str(version).unwrap_or(HeaderValue::from_static("invalid"));
+        view.origin = Some(self.clone());
         view
     }
 
     /// The healthy endpoints grouped by the version they report (those that report none
     /// belong to the configured `version`), sorted by version; empty without
-    /// `health.version_header`, or while no endpoint is healthy.
+    /// `health.version_header`. While no endpoint is healthy, every group, weighted by
+    /// its endpoints.
     pub fn version_groups(&self) -> Vec<VersionGroup> {
         let mut groups = self.reported_groups();
-        groups.retain(|g| g.healthy > 0);
+        if groups.iter().any(|g| g.healthy > 0) {
+            groups.retain(|g| g.healthy > 0);
+        } else {
+            // Failing open: still by version, so a response is named by what served it.
+            for g in &mut groups {
+                g.weight = g.endpoints.len() as u32;
+            }
+        }
         groups
     }
 
@@ -329,11 +353,12 @@ impl Upstream {
             let at = match groups.iter().position(|g| g.version == version) {
                 Some(at) => at,
                 None => {
-                    groups.push(VersionGroup { version, endpoints: Vec::new(), healthy: 0 });
+                    groups.push(VersionGroup { version, endpoints: Vec::new(), healthy: 0, weight: 0 });
                     groups.len() - 1
                 }
             };
             groups[at].healthy += u32::from(e.is_healthy());
+            groups[at].weight = groups[at].healthy;
             groups[at].endpoints.push(e.clone());
         }
         groups.sort_by(|a, b| a.version.cmp(&b.version));
@@ -342,8 +367,9 @@ impl Upstream {
 
     /// Take a `max_in_flight` slot, or `None` when the upstream is full.
     pub fn admit(&self) -> Option<Admitted<'_>> {
-        let now = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let admitted = Admitted(self);
+        let base = self.base();
+        let now = base.in_flight.fetch_add(1, Ordering::Relaxed);
+        let admitted = Admitted(base);
         if self.max_in_flight != 0 && now >= self.max_in_flight {
             return None; // `admitted` drops and gives the slot back.
         }
@@ -354,15 +380,16 @@ impl Upstream {
     /// queue bounded by `max_in_flight` (or 1,024): `None` when the queue is full or time
     /// runs out.
     pub async fn wait_ready(&self, tried: &[&Endpoint]) -> Option<&Arc<Endpoint>> {
+        let base = self.base();
         let bound = if self.max_in_flight == 0 { QUEUE_BOUND } else { self.max_in_flight };
-        let waiting = self.queued.fetch_add(1, Ordering::Relaxed);
-        let _slot = Queued(self);
+        let waiting = base.queued.fetch_add(1, Ordering::Relaxed);
+        let _slot = Queued(base);
         if waiting >= bound {
             return None;
         }
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
         loop {
-            let notified = self.ready.notified();
+            let notified = base.ready.notified();
             if let Some(e) = self.select(tried) {
                 return Some(e);
             }
@@ -394,8 +421,9 @@ impl Upstream {
         if failures < outlier.consecutive_failures || endpoint.is_ejected(now) {
             return;
         }
-        let ejected = self.endpoints.iter().filter(|e| e.is_ejected(now)).count();
-        let allowed = self.endpoints.len() * outlier.max_ejected_percent as usize / 100;
+        let pool = &self.base().endpoints;
+        let ejected = pool.iter().filter(|e| e.is_ejected(now)).count();
+        let allowed = pool.len() * outlier.max_ejected_percent as usize / 100;
         if ejected >= allowed {
             tracing::warn!(upstream = %self.name, endpoint = %endpoint.addr, failures, "not ejecting: max_ejected_percent reached");
             return;
@@ -408,9 +436,10 @@ impl Upstream {
     /// Log that every endpoint is unavailable and traffic goes to all of them, at most
     /// once every 10 s per upstream.
     pub(crate) fn log_fail_open(&self, now_ms: u64) {
-        let last = self.fail_open_logged.load(Ordering::Relaxed);
+        let logged = &self.base().fail_open_logged;
+        let last = logged.load(Ordering::Relaxed);
         if (last == 0 || now_ms.saturating_sub(last) >= 10_000)
-            && self.fail_open_logged.compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && logged.compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
             tracing::warn!(upstream = %self.name, "no healthy endpoint: failing open to all endpoints");
         }

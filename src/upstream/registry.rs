@@ -248,5 +248,12 @@ fn rebuild(
             tracing::info!(upstream = %source.name, endpoint = %e.addr, in_flight = e.in_flight(), "endpoint removed: draining");
         }
     }
+    // Versions read through another header (or none now) no longer say anything.
+    let header = |h: Option<&crate::config::FileHealth>| h.and_then(|h| h.version_header.clone());
+    if old.is_some_and(|u| header(u.health.as_ref()) != header(source.health.as_ref())) {
+        for e in &endpoints {
+            e.report_version(None);
+        }
+    }
     Upstream::new(source, endpoints, draining, old)
 }
