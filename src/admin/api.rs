@@ -24,6 +24,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub enum Call {
     Status,
     Cluster,
+    /// The charts' series: every route's, or one route's (`?route=NAME`).
+    History(Option<String>),
     Weights(String),
     Promote(String),
     Rollback(String),
@@ -39,6 +41,7 @@ impl Call {
         match rest {
             "status" => return Some((Call::Status, Method::GET)),
             "cluster" => return Some((Call::Cluster, Method::GET)),
+            "history" => return Some((Call::History(None), Method::GET)),
             "reload" => return Some((Call::Reload, Method::POST)),
             _ => {}
         }
@@ -72,6 +75,7 @@ struct PromoteBody {
 pub async fn handle(app: &Arc<App>, call: Call, body: Bytes) -> AdminResponse {
     match call {
         Call::Status => json_response(StatusCode::OK, &status(app)),
+        Call::History(route) => json_response(StatusCode::OK, &history(app, route.as_deref())),
         Call::Cluster => match app.controller.fleet() {
             Some(fleet) => json_response(StatusCode::OK, &super::cluster::view(fleet).await),
             None => error(StatusCode::NOT_FOUND, "this replica is not in a fleet: its config has no [cluster]"),
@@ -102,6 +106,25 @@ pub async fn handle(app: &Arc<App>, call: Call, body: Bytes) -> AdminResponse {
     }
 }
 
+/// `GET /api/v1/history`: each route's series (only `route`'s when given).
+fn history(app: &App, route: Option<&str>) -> serde_json::Value {
+    let rt = app.plane.runtime();
+    let telemetry = &app.plane.telemetry;
+    let routes: Vec<serde_json::Value> = rt
+        .table
+        .routes()
+        .iter()
+        .filter(|r| route.is_none_or(|name| *r.name == *name))
+        .map(|r| json!({ "name": &*r.name, "series": telemetry.history.route(&r.name) }))
+        .collect();
+    let interval = crate::telemetry::HISTORY_INTERVAL.as_secs();
+    json!({
+        "interval_seconds": interval,
+        "window_seconds": interval * crate::telemetry::HISTORY_POINTS as u64,
+        "routes": routes,
+    })
+}
+
 /// The route's new state, or the error.
 fn changed(app: &App, route: &str, result: Result<Applied, ControlError>) -> AdminResponse {
     match result {
@@ -119,6 +142,14 @@ fn changed(app: &App, route: &str, result: Result<Applied, ControlError>) -> Adm
         }
         Err(e) => error(e.status(), &e.to_string()),
     }
+}
+
+/// A query parameter's value, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode(&v.replace('+', " "))).flatten()
+    })
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {

@@ -104,9 +104,12 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> AdminResponse {
         return r;
     }
 
-    let Some((call, allowed)) = Call::parse(&path) else {
+    let Some((mut call, allowed)) = Call::parse(&path) else {
         return api::error(StatusCode::NOT_FOUND, &format!("no such API call: {path}"));
     };
+    if let Call::History(route) = &mut call {
+        *route = api::query_param(req.uri().query(), "route");
+    }
     if method != allowed && !(allowed == Method::GET && method == Method::HEAD) {
         let allow = match allowed {
             Method::GET => "GET, HEAD",

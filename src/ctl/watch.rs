@@ -2,8 +2,10 @@
 //! error rate and p99 over the last interval, rollout and mirror lines. The status
 //! document carries cumulative per-backend counts and latency buckets; each frame is the
 //! difference between two polls, so the numbers are the last interval's, not averages
-//! since start. On a terminal the frame redraws in place; otherwise (a pipe, a log)
-//! frames are printed one after another as plain text.
+//! since start. A sparkline per version draws its request rate over the last ten
+//! minutes (`GET /api/v1/history`, the status page's series). On a terminal the frame
+//! redraws in place; otherwise (a pipe, a log) frames are printed one after another as
+//! plain text.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -31,8 +33,11 @@ pub async fn watch(admin: &str, token: Option<&str>, opts: &WatchOptions, out: &
     let mut frames = 0u64;
     loop {
         let doc = call(base, token, Method::GET, "/api/v1/status", None).await?;
+        // An older proxy without history: frames without sparklines.
+        let history = call(base, token, Method::GET, "/api/v1/history", None).await.unwrap_or(Value::Null);
         let now = Instant::now();
-        let frame = render(&doc, previous.as_ref().map(|(at, prev)| (now.duration_since(*at), prev)));
+        let mut frame = render(&doc, previous.as_ref().map(|(at, prev)| (now.duration_since(*at), prev)));
+        frame += &sparklines(&history);
         let written = if opts.redraw { write!(out, "\x1b[H\x1b[2J{frame}") } else { writeln!(out, "{frame}") };
         // A closed pipe (`ctl watch | head`) ends the watch quietly.
         if written.and_then(|()| out.flush()).is_err() {
@@ -87,6 +92,49 @@ fn render(doc: &Value, previous: Option<(Duration, &Value)>) -> String {
         let _ = writeln!(out, "last reload failed (the previous config is serving):\n{e}");
     }
     out
+}
+
+/// One line per version: its request rate over the history's window as a sparkline,
+/// scaled to the route's busiest version, and the latest rate.
+fn sparklines(history: &Value) -> String {
+    let mut rows = Vec::new();
+    for r in history["routes"].as_array().into_iter().flatten() {
+        let series: Vec<&Value> = r["series"].as_array().into_iter().flatten().collect();
+        let rates = |s: &Value| -> Vec<f64> {
+            s["points"].as_array().into_iter().flatten().map(|p| p["rps"].as_f64().unwrap_or(0.0)).collect()
+        };
+        let top = series.iter().flat_map(|s| rates(s)).fold(0.0, f64::max);
+        for (i, s) in series.iter().enumerate() {
+            let rates = rates(s);
+            let last = rates.last().map_or_else(|| "-".into(), |r| format!("{r:.1}/s"));
+            rows.push(vec![
+                if i == 0 { name(r) } else { String::new() },
+                name_of(s, "upstream"),
+                name_of(s, "version"),
+                sparkline(&rates, top, 60),
+                last,
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let interval = history["interval_seconds"].as_u64().unwrap_or(0);
+    let window = history["window_seconds"].as_u64().unwrap_or(0) / 60;
+    format!("\nrequest rate, last {window} min ({interval} s a bar when it fits):\n{}", table(&rows))
+}
+
+/// The last `width` values as bars `▁`..`█` relative to `top` (a space for nothing).
+fn sparkline(values: &[f64], top: f64, width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let start = values.len().saturating_sub(width);
+    values[start..]
+        .iter()
+        .map(|v| match *v {
+            v if v <= 0.0 || top <= 0.0 => ' ',
+            v => BARS[((v / top) * 7.0).round().clamp(0.0, 7.0) as usize],
+        })
+        .collect()
 }
 
 fn routes(doc: &Value) -> impl Iterator<Item = &Value> {
@@ -192,5 +240,18 @@ mod tests {
         assert!(first.contains("shop-v1") && first.contains("90.00%") && first.contains(" -"), "{first}");
         let later = render(&doc, Some((Duration::from_secs(1), &doc)));
         assert!(later.contains("0.0"), "{later}");
+    }
+
+    #[test]
+    fn sparklines_scale_every_version_to_the_busiest() {
+        assert_eq!(sparkline(&[0.0, 1.0, 4.0, 8.0], 8.0, 10), " ▂▅█");
+        assert_eq!(sparkline(&[8.0, 8.0, 8.0], 8.0, 2), "██");
+        let history = json!({ "interval_seconds": 2, "window_seconds": 600, "routes": [{ "name": "shop", "series": [
+            { "upstream": "shop-v1", "version": "v1", "points": [{ "t": 1, "rps": 10.0 }, { "t": 2, "rps": 20.0 }] },
+            { "upstream": "shop-v2", "version": "v2", "points": [{ "t": 1, "rps": 0.0 }, { "t": 2, "rps": 5.0 }] }
+        ]}]});
+        let out = sparklines(&history);
+        assert!(out.contains("shop-v1") && out.contains("▅█") && out.contains("20.0/s"), "{out}");
+        assert!(out.contains(" ▃") && out.contains("5.0/s"), "{out}");
     }
 }

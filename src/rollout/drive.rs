@@ -169,6 +169,18 @@ impl Driver {
         reason: String,
     ) {
         let epoch = self.rollouts.next_epoch();
+        // The steps judged so far carry over to the next step of the same rollout.
+        let judgements = match step {
+            0 => Vec::new(),
+            _ => self
+                .rollouts
+                .runs
+                .lock()
+                .expect("not poisoned")
+                .get(&route.name)
+                .map(|r| r.judgements.clone())
+                .unwrap_or_default(),
+        };
         let run = Run {
             phase,
             step,
@@ -177,6 +189,7 @@ impl Driver {
             window: self.open_window(route, rollout),
             judged: 0,
             last: None,
+            judgements,
             reason: reason.clone(),
             changed_at: SystemTime::now(),
         };
@@ -362,6 +375,17 @@ impl Driver {
         j: super::Judgement,
     ) -> Next {
         let route_name = route.name.as_str();
+        if j.verdict != Verdict::Wait {
+            let decisive = super::StepJudgement {
+                step,
+                percent: rollout.steps[step],
+                at: crate::clock::timestamp(SystemTime::now()),
+                judgement: j.clone(),
+            };
+            if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
+                run.judgements.push(decisive);
+            }
+        }
         let written = match j.verdict.clone() {
             Verdict::Wait => {
                 if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {

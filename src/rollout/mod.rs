@@ -56,9 +56,22 @@ pub(crate) struct Run {
     /// Judgements made in the current step so far.
     pub judged: u32,
     pub last: Option<Judgement>,
+    /// The decisive judgement of each finished step of this rollout, oldest first.
+    pub judgements: Vec<StepJudgement>,
     /// Why the last transition happened (human-readable).
     pub reason: String,
     pub changed_at: SystemTime,
+}
+
+/// A finished step's decisive judgement (for status and the status page).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepJudgement {
+    pub step: usize,
+    /// The canary's share during the step.
+    pub percent: f64,
+    pub at: String,
+    #[serde(flatten)]
+    pub judgement: Judgement,
 }
 
 /// The counts when a step's window opened.
@@ -113,6 +126,8 @@ pub struct RolloutView {
     /// The current step's window so far (while running), else the last judgement.
     pub measured: Option<Judgement>,
     pub last_judgement: Option<Judgement>,
+    /// Each finished step's decisive judgement, oldest first.
+    pub judgements: Vec<StepJudgement>,
     pub thresholds: Thresholds,
     pub reason: String,
     pub changed_at: Option<String>,
@@ -151,6 +166,7 @@ impl RolloutView {
             step_started_at: run.and_then(|r| r.window.opened_at).map(timestamp),
             measured: live.or_else(|| run.and_then(|r| r.last.clone())),
             last_judgement: run.and_then(|r| r.last.clone()),
+            judgements: run.map(|r| r.judgements.clone()).unwrap_or_default(),
             thresholds,
             reason: run.map_or_else(|| "not started".to_string(), |r| r.reason.clone()),
             changed_at: run.map(|r| timestamp(r.changed_at)),

@@ -148,6 +148,7 @@ impl Driver {
             window: Window::default(),
             judged: 0,
             last: None,
+            judgements: Vec::new(),
             reason,
             changed_at: SystemTime::now(),
         };

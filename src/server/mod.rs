@@ -91,6 +91,7 @@ impl Server {
         let plane = app.plane.clone();
         plane.access_log.spawn_writer();
         let upkeep = tokio::spawn(upkeep(plane.clone()));
+        let history = tokio::spawn(record_history(plane.clone()));
         let dns = tokio::spawn(crate::state::dns_refresh_loop(Arc::downgrade(&app.controller)));
         let regroup = tokio::spawn(crate::state::regroup_loop(Arc::downgrade(&app.controller)));
         let reloader = reloader.map(Reloader::spawn);
@@ -129,6 +130,7 @@ impl Server {
         let _ = admin_stop_tx.send(true);
         let _ = admin_task.await;
         upkeep.abort();
+        history.abort();
         dns.abort();
         regroup.abort();
     }
@@ -149,6 +151,28 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(4096).map_err(fail)?;
     Ok(socket.into())
+}
+
+/// Feed the charts' history every interval: each backend's (and version group's)
+/// tally, read from the live snapshot.
+async fn record_history(plane: Arc<crate::proxy::Plane>) {
+    use crate::telemetry::HISTORY_INTERVAL;
+    let mut tick = tokio::time::interval(HISTORY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let rt = plane.runtime();
+        let now = crate::clock::unix_ms();
+        for route in rt.table.routes() {
+            for b in route.backends.iter() {
+                let targets = if b.groups.is_empty() { std::slice::from_ref(b) } else { &b.groups[..] };
+                for t in targets {
+                    let counts = t.metrics.tally.snapshot();
+                    plane.telemetry.history.record(&route.name, &t.upstream.name, &t.upstream.version, now, counts);
+                }
+            }
+        }
+    }
 }
 
 async fn upkeep(plane: Arc<crate::proxy::Plane>) {

@@ -5,9 +5,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+mod history;
 mod mirror;
 mod tally;
 
+pub use history::{History, Point, SeriesView, CAPACITY as HISTORY_POINTS, INTERVAL as HISTORY_INTERVAL};
 pub use mirror::{MirrorMetrics, MirrorOutcome};
 pub use tally::{Counts, Tally, BUCKET_SCHEME};
 
@@ -82,6 +84,8 @@ pub struct Telemetry {
     pub reloads_ok: Counter,
     pub reloads_error: Counter,
     pub generation: Gauge,
+    /// The last ten minutes of every backend's traffic, for charts.
+    pub history: History,
     /// Responses made before any route was found (404 no-route, 400, 431, ...).
     pub unrouted: Arc<StatusCounters>,
     /// Connections closed for a control-frame flood, by [`ControlFrame`].
@@ -135,6 +139,7 @@ impl Telemetry {
             reloads_ok,
             reloads_error,
             generation,
+            history: History::default(),
             unrouted,
             floods,
             cache: Default::default(),
