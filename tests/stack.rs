@@ -2,7 +2,8 @@
 //! (`docker-compose config -q`), with and without its `fleet` profile, the Prometheus
 //! config passes `promtool check config`, the HAProxy config in front of the fleet passes
 //! `haproxy -c`, the stack's and the fleet's Switchyard configs pass `switchyard check`,
-//! every metric the Grafana dashboard queries exists in a live exposition, and the
+//! every metric the Grafana dashboard queries exists in a live exposition (a fleet
+//! replica's for the fleet panels) and every exported family has a panel, and the
 //! image's health check command works against a live admin listener. Tools that are
 //! missing are reported as skipped (`.ci/run` installs them).
 
@@ -189,18 +190,90 @@ fn queried_metrics(dashboard: &serde_json::Value) -> BTreeSet<String> {
     names
 }
 
-#[tokio::test]
-async fn every_metric_the_dashboard_queries_exists() {
+/// Families exported only by a replica with `[cluster]` (docs/metrics.md's "Fleets"
+/// table): the dashboard's fleet panels query them, a proxy without a fleet has none, so
+/// `every_metric_the_dashboard_queries_exists` checks them against a fleet replica (on a
+/// real etcd) instead, as tests/metrics.rs's fleet test does.
+const FLEET_ONLY: [&str; 2] = ["switchyard_cluster_connected", "switchyard_cluster_revision"];
+
+fn dashboard() -> serde_json::Value {
     let text = std::fs::read_to_string(repo("config/grafana/dashboards/switchyard.json")).unwrap();
-    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+/// `# TYPE` names of an exposition.
+fn families(exposition: &str) -> BTreeSet<String> {
+    exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).map(str::to_string).collect()
+}
+
+/// Every metric a panel, variable or annotation queries is exported, and every family
+/// the proxy exports has a panel: the dashboard keeps up with new metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_queries_exists() {
+    let dashboard = dashboard();
     assert!(dashboard["templating"]["list"].as_array().unwrap().iter().any(|v| v["name"] == "version"));
     let wanted = queried_metrics(&dashboard);
-    assert!(wanted.len() >= 10, "{wanted:?}");
+    let fleet_only: BTreeSet<String> = FLEET_ONLY.iter().map(|s| s.to_string()).collect();
 
     let (_blue, _green, proxy) = every_family().await;
-    let exposition = proxy.metrics().await;
-    for name in &wanted {
-        assert!(exposition.contains(&format!("# TYPE {name} ")), "the dashboard queries {name}, which is not exported");
+    let exported = families(&proxy.metrics().await);
+    let charted: BTreeSet<String> = wanted.difference(&fleet_only).cloned().collect();
+    assert_eq!(charted, exported, "the dashboard's queries (fleet-only aside) against /metrics' families");
+    assert!(fleet_only.is_subset(&wanted), "the fleet panels query {FLEET_ONLY:?}: {wanted:?}");
+    assert!(fleet_only.is_disjoint(&exported), "a family exported without [cluster] is not fleet-only");
+
+    let Some(etcd) = support::etcd::Etcd::start() else { return };
+    let (blue, green) = (spawn_upstream("blue").await, spawn_upstream("green").await);
+    let cluster = format!("\n[cluster]\netcd = [\"{}\"]\nprefix = \"/dashboard-test\"\nname = \"d\"\n", etcd.url());
+    let replica = spawn_proxy(&shop_canary(blue.addr, green.addr, 80.0, 20.0, &cluster)).await;
+    replica.metric_reaching("switchyard_cluster_connected", 1.0).await;
+    let on_replica = families(&replica.metrics().await);
+    for name in FLEET_ONLY {
+        assert!(on_replica.contains(name), "the dashboard queries {name}, which a fleet replica does not export");
+    }
+}
+
+/// The panels added with the metrics they chart: client-closed requests (499), mirror
+/// results, rollout steps and results (also as annotations), and the fleet's gauges.
+#[test]
+fn the_dashboard_charts_client_closed_requests_rollouts_mirrors_and_the_fleet() {
+    let dashboard = dashboard();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let queries = |panel: &serde_json::Value| -> String {
+        panel["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()).collect()
+    };
+    let panel_querying = |needle: &str| {
+        panels.iter().find(|p| queries(p).contains(needle)).unwrap_or_else(|| panic!("no panel queries {needle}"))
+    };
+    assert!(queries(panel_querying(r#"status="499""#)).contains("switchyard_requests_total"));
+    for needle in [
+        "switchyard_rollout_step",
+        "switchyard_rollouts_total",
+        "switchyard_mirror_requests_total",
+        r#"result="mismatch""#,
+        "switchyard_cluster_connected",
+        "switchyard_cluster_revision",
+        "max(switchyard_cluster_revision) - min(switchyard_cluster_revision)",
+    ] {
+        panel_querying(needle);
+    }
+    let annotations: Vec<&str> =
+        dashboard["annotations"]["list"].as_array().unwrap().iter().filter_map(|a| a["expr"].as_str()).collect();
+    for family in ["switchyard_rollout_step", "switchyard_rollouts_total"] {
+        assert!(annotations.iter().any(|e| e.contains(family)), "an annotation marks {family}: {annotations:?}");
+    }
+    // Panels do not overlap and ids are unique (Grafana keeps one of two equal ids).
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
+    for p in panels {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate id {}", p["id"]);
+        let g = &p["gridPos"];
+        let (x, y, w, h) =
+            (g["x"].as_u64().unwrap(), g["y"].as_u64().unwrap(), g["w"].as_u64().unwrap(), g["h"].as_u64().unwrap());
+        assert!(x + w <= 24, "{} is wider than the grid", p["title"]);
+        for cell in (x..x + w).flat_map(|cx| (y..y + h).map(move |cy| (cx, cy))) {
+            assert!(cells.insert(cell), "{} overlaps another panel", p["title"]);
+        }
     }
 }
 

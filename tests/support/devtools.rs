@@ -1,7 +1,7 @@
 //! Just enough of the Chrome DevTools protocol to drive a page in headless Chromium:
 //! start the browser on a URL with a debugging port, connect to the page's WebSocket
-//! (hand-framed: a test-only client, text frames only), and evaluate a script that may
-//! return a promise.
+//! (hand-framed: a test-only client, text frames only), evaluate a script that may
+//! return a promise, and take a screenshot of the whole page.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -63,13 +63,30 @@ impl Browser {
     /// Evaluate `expression` in the page, awaiting a returned promise; the value (as
     /// JSON), or the exception's description as an `Err`.
     pub fn eval(&mut self, expression: &str) -> Result<serde_json::Value, String> {
+        let params = serde_json::json!({ "expression": expression, "awaitPromise": true, "returnByValue": true });
+        let result = self.call("Runtime.evaluate", params)?;
+        if let Some(e) = result["exceptionDetails"].as_object() {
+            return Err(e.get("exception").and_then(|x| x["description"].as_str()).unwrap_or("exception").into());
+        }
+        Ok(result["result"]["value"].clone())
+    }
+
+    /// Save a PNG of the whole page, `width` CSS pixels wide, as tall as its content.
+    pub fn screenshot(&mut self, path: &Path, width: u32) {
+        let metrics = serde_json::json!({ "width": width, "height": 800, "deviceScaleFactor": 1, "mobile": false });
+        self.call("Emulation.setDeviceMetricsOverride", metrics).unwrap();
+        let height = self.eval("document.documentElement.scrollHeight").unwrap().as_u64().unwrap_or(800);
+        let clip = serde_json::json!({ "x": 0, "y": 0, "width": width, "height": height, "scale": 1 });
+        let params = serde_json::json!({ "format": "png", "clip": clip, "captureBeyondViewport": true });
+        let shot = self.call("Page.captureScreenshot", params).unwrap();
+        std::fs::write(path, base64_decode(shot["data"].as_str().expect("screenshot data"))).unwrap();
+    }
+
+    /// One DevTools command; its result, or the protocol error.
+    pub fn call(&mut self, method: &str, params: serde_json::Value) -> Result<serde_json::Value, String> {
         self.next_id += 1;
         let id = self.next_id;
-        let msg = serde_json::json!({
-            "id": id,
-            "method": "Runtime.evaluate",
-            "params": { "expression": expression, "awaitPromise": true, "returnByValue": true },
-        });
+        let msg = serde_json::json!({ "id": id, "method": method, "params": params });
         send_text(&mut self.socket, msg.to_string().as_bytes());
         loop {
             let reply: serde_json::Value = serde_json::from_slice(&read_message(&mut self.socket)).unwrap();
@@ -79,12 +96,28 @@ impl Browser {
             if let Some(e) = reply.get("error") {
                 return Err(e.to_string());
             }
-            if let Some(e) = reply["result"]["exceptionDetails"].as_object() {
-                return Err(e.get("exception").and_then(|x| x["description"].as_str()).unwrap_or("exception").into());
-            }
-            return Ok(reply["result"]["result"]["value"].clone());
+            return Ok(reply["result"].clone());
         }
     }
+}
+
+/// Standard base64 (the protocol's binary payloads), padding ignored.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
 }
 
 impl Drop for Browser {
@@ -152,7 +185,9 @@ fn http_get(port: u16, path: &str) -> String {
 
 fn handshake(port: u16, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // Longer than any test script's own bounded waits: an evaluation answers when its
+    // promise settles.
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
