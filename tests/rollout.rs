@@ -395,7 +395,7 @@ async fn ctl_drives_a_rollout_and_status_shows_it() {
     assert!(err.contains("cannot resume: the rollout of \"shop\" is running (HTTP 409)"), "{err}");
     // The page at / shows it too.
     let (_, _, page) = get(&format!("{admin}/"), &[]).await;
-    assert!(page.contains("<h2>Rollouts</h2>") && page.contains("running"), "{page}");
+    assert!(page.contains("<h3>rollout <b class=\"state running\">running</b>"), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
