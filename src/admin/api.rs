@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::rollout::Action;
+use crate::routing::path::percent_decode;
 
 /// Admin request bodies are small JSON documents.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -158,23 +159,6 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
 
 pub fn error(status: StatusCode, message: &str) -> AdminResponse {
     json_response(status, &json!({ "error": message }))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! | `P/tallies/<route>/<name>` | the member's | the member, at most once a second while a rollout runs |
 //! | `P/decider` (election name) | the candidate's | etcd's election service |
 
+use crate::routing::path::percent_decode;
+
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
@@ -29,7 +31,7 @@ impl Keys {
     /// The route a state key names.
     pub fn route_of(&self, key: &[u8]) -> Option<String> {
         let rest = key.strip_prefix(self.state().as_bytes())?;
-        decode(std::str::from_utf8(rest).ok()?)
+        percent_decode(std::str::from_utf8(rest).ok()?)
     }
 
     pub fn members(&self) -> String {
@@ -64,23 +66,6 @@ fn encode(name: &str) -> String {
         }
     }
     out
-}
-
-fn decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -69,9 +69,12 @@ impl Controller {
     pub async fn apply_fleet(&self, update: Update) {
         let Some(fleet) = &self.fleet else { return };
         let mut writer = self.writer.lock().await;
+        // The routes this update brings news of (a resync: all of them).
+        let mut news: Vec<String> = Vec::new();
         let revision = match update {
             Update::Changes { revision, routes } => {
                 for (name, state, mod_rev) in routes {
+                    news.push(name.clone());
                     // Our own write went live when it was made; older news never
                     // overwrites newer.
                     if writer.fleet_routes.get(&name).is_some_and(|(_, seen)| *seen >= mod_rev) {
@@ -96,13 +99,15 @@ impl Controller {
                     .collect();
                 writer.fleet_routes = loaded.routes;
                 writer.fleet_routes.extend(newer_here);
+                news.extend(writer.fleet_routes.keys().cloned());
                 loaded.revision
             }
         };
         let file = self.file();
         let mut admin = admin_from(&writer.fleet_routes);
         for route in admin.prune(&file) {
-            if writer.admin.route_state(&route) == RouteState::default() {
+            // Said once per change of the entry, not on every later batch.
+            if news.contains(&route) {
                 tracing::warn!(route, "the fleet changed a route this replica's config file defines differently: ignored here until the files agree");
             }
         }
