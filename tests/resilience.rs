@@ -93,7 +93,7 @@ async fn a_post_that_reached_an_endpoint_is_never_sent_again() {
     assert_eq!(a.requests() + b.requests(), 3, "the GET was tried once on each endpoint");
 
     // A POST whose connect failed never reached anyone, so it may go elsewhere.
-    a.kill();
+    a.kill_and_wait().await;
     let client = client();
     for _ in 0..10 {
         let (status, h, _) = send(&client, "POST", &proxy.url("/order"), &[], "pay").await;

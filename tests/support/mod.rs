@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use switchyard::app::App;
 use switchyard::server::Server;
@@ -101,6 +101,18 @@ impl TestUpstream {
         for c in self.conns.lock().unwrap().drain(..) {
             c.abort();
         }
+    }
+
+    /// `kill`, then wait (bounded) until the listener is really gone: an aborted task
+    /// drops its socket only when the runtime gets to it, and until then a connect
+    /// still lands in the accept queue and hangs instead of being refused.
+    pub async fn kill_and_wait(&self) {
+        self.kill();
+        let addr = self.addr;
+        eventually("the killed upstream refusing connections", Duration::from_secs(5), || async move {
+            TcpStream::connect(addr).await.is_err()
+        })
+        .await;
     }
 }
 
