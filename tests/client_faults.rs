@@ -505,12 +505,12 @@ impl Drop for Saboteur {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_promotes_while_a_client_sends_broken_bodies_throughout() {
     let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
-    let rollout = "[routes.rollout]\ncanary = \"shop-v2\"\nbaseline = \"shop-v1\"\nsteps = [20, 50, 100]\ninterval = \"500ms\"\nmin_requests = 3\nmax_error_rate = 0.05\nmax_p99 = \"250ms\"\n";
+    let rollout = "[routes.rollout]\ncanary = \"shop-v2\"\nbaseline = \"shop-v1\"\nsteps = [20, 50, 100]\ninterval = \"1s\"\nmin_requests = 3\nmax_error_rate = 0.05\nmax_p99 = \"2s\"\n";
     // request_timeout above max_p99: a stalled client counted as the version's latency
     // would fail the step on p99.
     let mut cfg = shop_canary(v1.addr, v2.addr, 100.0, 0.0, rollout);
-    cfg = cfg.replace("version = \"v2\"\n", "version = \"v2\"\nrequest_timeout = \"400ms\"\n");
-    cfg = cfg.replace("version = \"v1\"\n", "version = \"v1\"\nrequest_timeout = \"400ms\"\n");
+    cfg = cfg.replace("version = \"v2\"\n", "version = \"v2\"\nrequest_timeout = \"3s\"\n");
+    cfg = cfg.replace("version = \"v1\"\n", "version = \"v1\"\nrequest_timeout = \"3s\"\n");
     let proxy = spawn_proxy(&cfg).await;
     let _sabotage = Saboteur::start(proxy.addr);
     let good = client();

@@ -134,8 +134,11 @@ async fn credentials_come_from_a_profile_in_the_shared_credentials_file() {
         "[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = default-secret\n\n# the one used\n[canary]\naws_access_key_id = AKIDCANARYPROFILE\naws_secret_access_key = canary/secret+key\n",
     )
     .unwrap();
-    let proxy_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Both held at once, so the two numbers differ; freed just before the child binds them.
+    let held =
+        [std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap()];
+    let [proxy_port, admin_port] = held.each_ref().map(|l| l.local_addr().unwrap().port());
+    drop(held);
     let config = dir.path().join("switchyard.toml");
     std::fs::write(
         &config,

@@ -102,12 +102,14 @@ async fn idle_keep_alive_connections_are_closed() {
     let up = spawn_upstream("u").await;
     let proxy = spawn_proxy(&config(&up, "idle_timeout = \"500ms\"\nheader_read_timeout = \"10s\"", "")).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // Timed from before the request: the idle clock starts when the proxy has written
+    // the answer, which is before this task reads it.
+    let started = Instant::now();
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // Then nothing: the proxy closes the idle connection.
-    let started = Instant::now();
     let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle connection still open");
     assert!(started.elapsed() >= Duration::from_millis(400));
@@ -140,15 +142,14 @@ async fn max_in_flight_sheds_load_with_503() {
     let proxy = spawn_proxy(&config(&up, "", "max_in_flight = 2")).await;
     let mut slow = Vec::new();
     for _ in 0..2 {
-        let url = proxy.url("/?delay_ms=800");
+        let url = proxy.url("/?delay_ms=3000");
         slow.push(tokio::spawn(async move { get(&url, &[]).await.0 }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let started = Instant::now();
+    eventually("both slow requests admitted", Duration::from_secs(5), || async { up.requests() == 2 }).await;
     let (status, h, _) = get(&proxy.url("/"), &[]).await;
     assert_eq!(status, 503);
     assert_eq!(h["x-switchyard-error"], "max-in-flight");
-    assert!(started.elapsed() < Duration::from_millis(600), "shed at once, not queued");
+    assert!(slow.iter().all(|s| !s.is_finished()), "shed at once, not queued until a slot freed");
     for s in slow {
         assert_eq!(s.await.unwrap(), 200);
     }
@@ -166,7 +167,7 @@ async fn shutdown_tells_keep_alive_clients_to_close_and_finishes_in_flight() {
     let _ = idle.read(&mut buf).await.unwrap();
     let mut busy = TcpStream::connect(proxy.addr).await.unwrap();
     busy.write_all(b"GET /?delay_ms=700 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the busy request reaching the upstream", Duration::from_secs(5), || async { up.requests() == 2 }).await;
 
     proxy.begin_shutdown();
     // The idle one is closed.

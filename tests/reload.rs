@@ -110,7 +110,7 @@ async fn in_flight_requests_finish_on_the_snapshot_they_started_with() {
     let proxy = spawn_proxy(&config(&a, &b, "a")).await;
     let url = proxy.url("/?delay_ms=700");
     let slow = tokio::spawn(async move { get(&url, &[]).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the slow request reaching a", Duration::from_secs(5), || async { a.requests() == 1 }).await;
     // Remove upstream `a` from the config entirely while its request is in flight.
     let only_b = with_listeners(&format!(
         "[upstreams.b]\nendpoints = [\"{}\"]\n[[routes]]\nname = \"r\"\nbackends = [{{ upstream = \"b\" }}]\n",

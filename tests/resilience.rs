@@ -118,13 +118,18 @@ async fn retry_on_status_goes_to_another_endpoint() {
 async fn removing_an_endpoint_by_reload_drains_it() {
     let (a, b) = (spawn_upstream("a").await, spawn_upstream("b").await);
     let proxy = spawn_proxy(&pool(&[&a, &b], "")).await;
-    // Make sure a slow request is in flight on `a`.
+    // Make sure a slow request is in flight on `a`: send one at a time until one lands
+    // there (waiting for it to land on either, so none is misattributed).
     let mut slow = None;
     for _ in 0..20 {
-        let url = proxy.url("/?delay_ms=1000");
+        let before = (a.requests(), b.requests());
+        let url = proxy.url("/?delay_ms=3000");
         let task = tokio::spawn(async move { get(&url, &[]).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if a.requests() > 0 {
+        eventually("the slow request reaching an endpoint", Duration::from_secs(5), || async {
+            (a.requests(), b.requests()) != before
+        })
+        .await;
+        if a.requests() > before.0 {
             slow = Some(task);
             break;
         }
@@ -135,12 +140,25 @@ async fn removing_an_endpoint_by_reload_drains_it() {
     let running = load(proxy.url("/"), 4, stop.clone());
     std::fs::write(&proxy.config_path, pool(&[&b], "")).unwrap();
     proxy.app.controller.reload().await.unwrap();
-    // Requests that started on the old snapshot may still arrive; none start after it.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Requests that picked `a` on the old snapshot may still arrive; none start after it.
+    // Once only the slow one is in flight there, every old one has arrived.
+    let status = || async {
+        let (_, _, body) = get(&format!("http://{}/api/v1/status", proxy.admin), &[]).await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let draining_a = |doc: &serde_json::Value| {
+        doc["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|u| u["endpoints"].as_array().unwrap().clone())
+            .find(|e| e["address"] == a.addr.to_string())
+    };
+    eventually("only the slow request in flight on the removed endpoint", Duration::from_secs(5), || async {
+        draining_a(&status().await).is_some_and(|e| e["draining"] == true && e["in_flight"] == 1)
+    })
+    .await;
     let after = a.requests();
-    // Status shows it draining while its request runs.
-    let (_, _, status) = get(&format!("http://{}/api/v1/status", proxy.admin), &[]).await;
-    assert!(status.contains("\"draining\": true"), "{status}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let (_, failures) = running.await.unwrap();
@@ -156,8 +174,9 @@ async fn a_new_endpoint_waits_for_health_then_ramps_up() {
     let (a, b) = (spawn_upstream("a").await, spawn_upstream("b").await);
     let extra = "health = { path = \"/healthz\", interval = \"100ms\", timeout = \"1s\", healthy = 2, unhealthy = 2 }\nslow_start = \"3s\"";
     let proxy = spawn_proxy(&pool(&[&a], extra)).await;
-    // Let `a` pass its checks.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let gauge = |u: &TestUpstream| format!(r#"switchyard_endpoint_healthy{{upstream="app",endpoint="{}"}}"#, u.addr);
+    // Let `a` pass its checks (were it still unchecked, the pool would fail open to `b`).
+    proxy.metric_reaching(&gauge(&a), 1.0).await;
     b.set_health(503);
     std::fs::write(&proxy.config_path, pool(&[&a, &b], extra)).unwrap();
     proxy.app.controller.reload().await.unwrap();
@@ -165,7 +184,8 @@ async fn a_new_endpoint_waits_for_health_then_ramps_up() {
     assert_eq!(counts.get("b"), None, "an unhealthy new endpoint gets no traffic");
 
     b.set_health(200);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.metric_reaching(&gauge(&b), 1.0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let early = tally(&proxy.url("/"), 400, 4).await;
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let late = tally(&proxy.url("/"), 400, 4).await;

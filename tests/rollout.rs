@@ -107,7 +107,7 @@ async fn a_healthy_canary_walks_every_step_and_is_promoted() {
     let proxy = canary_proxy(
         v1.addr,
         v2.addr,
-        "steps = [1, 5, 25, 50, 100]\ninterval = \"400ms\"\nmin_requests = 2\nmax_error_rate = 0.01",
+        "steps = [1, 5, 25, 50, 100]\ninterval = \"1s\"\nmin_requests = 2\nmax_error_rate = 0.01",
     )
     .await;
     assert_eq!(rollout(&proxy).await["state"], "idle");
@@ -154,7 +154,7 @@ async fn a_canary_that_starts_failing_is_rolled_back_at_that_step() {
     let proxy = canary_proxy(
         v1.addr,
         v2.addr,
-        "steps = [20, 50, 100]\ninterval = \"500ms\"\nmin_requests = 10\nmax_error_rate = 0.05",
+        "steps = [20, 50, 100]\ninterval = \"2s\"\nmin_requests = 10\nmax_error_rate = 0.05",
     )
     .await;
     let _traffic = Traffic::start(proxy.url("/"), 4);
@@ -270,7 +270,7 @@ fn stateful_config(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_rollout_resumes_at_the_same_step_with_a_state_file() {
     let (v1, v2) = (spawn_upstream("v1").await, spawn_upstream("v2").await);
-    let table = "steps = [10, 30, 100]\ninterval = \"300ms\"\nmin_requests = 1";
+    let table = "steps = [10, 30, 100]\ninterval = \"2s\"\nmin_requests = 1";
     let dir = tempfile::tempdir().unwrap();
     let path = stateful_config(dir.path(), v1.addr, v2.addr, table, true);
     let proxy = spawn_proxy_file(path.clone(), dir).await;
@@ -335,7 +335,7 @@ async fn sticky_users_only_move_onto_the_canary_as_it_grows_and_all_return_on_ro
         0.0,
         &format!(
             "sticky = {{ cookie = \"sy_shop\" }}\n{}",
-            rollout_table("steps = [10, 30, 60, 100]\ninterval = \"300ms\"\nmin_requests = 1")
+            rollout_table("steps = [10, 30, 60, 100]\ninterval = \"1s\"\nmin_requests = 1")
         ),
     ))
     .await;
@@ -406,7 +406,7 @@ async fn a_restored_running_rollout_keeps_going() {
         dir.path(),
         v1.addr,
         v2.addr,
-        "steps = [10, 30, 100]\ninterval = \"300ms\"\nmin_requests = 1",
+        "steps = [10, 30, 100]\ninterval = \"2s\"\nmin_requests = 1",
         true,
     );
     let proxy = spawn_proxy_file(path.clone(), dir).await;
