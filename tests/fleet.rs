@@ -277,6 +277,20 @@ async fn rollout_of(p: &TestProxy) -> Value {
     status(p).await["routes"][0]["rollout"].clone()
 }
 
+/// Poll (bounded) until `p`'s rollout satisfies `reached`; on timeout, fail with the
+/// last rollout seen (a wait that ends in a rollback says so).
+async fn wait_rollout(p: &TestProxy, what: &str, budget: Duration, reached: impl Fn(&Value) -> bool) -> Value {
+    let began = Instant::now();
+    loop {
+        let r = rollout_of(p).await;
+        if reached(&r) {
+            return r;
+        }
+        assert!(began.elapsed() < budget, "{what}: not within {budget:?}; last seen: {r:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The replicas that are not the decider, and the decider.
 async fn split_by_decider(replicas: Vec<TestProxy>) -> (Vec<TestProxy>, TestProxy) {
     eventually("a decider is elected", WAIT, || async {
@@ -302,15 +316,9 @@ async fn a_rollout_with_traffic_through_one_replica_only_is_promoted_by_the_flee
     let _traffic = Traffic::start(&[busy.url("/")], 4);
     let (code, body) = call(&others[1], "POST", "/api/v1/routes/shop/rollout/start", json!({})).await;
     assert_eq!(code, StatusCode::OK, "{body}");
-    eventually("promoted on every replica", Duration::from_secs(40), || async {
-        for p in [&others[0], &others[1], &decider] {
-            if rollout_of(p).await["state"] != "promoted" {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    for p in [&others[0], &others[1], &decider] {
+        wait_rollout(p, "promoted", Duration::from_secs(40), |r| r["state"] == "promoted").await;
+    }
     for p in [&others[0], &others[1], &decider] {
         assert_eq!(weight(&status(p).await, "shop-v2"), 100.0);
     }
@@ -336,8 +344,7 @@ async fn a_failing_canary_is_rolled_back_on_every_replica() {
     let mut rolled_back_at = Vec::new();
     let began = Instant::now();
     for p in [&others[0], &others[1], &decider] {
-        eventually("rolled back", Duration::from_secs(40), || async { rollout_of(p).await["state"] == "rolled_back" })
-            .await;
+        wait_rollout(p, "rolled back", Duration::from_secs(40), |r| r["state"] == "rolled_back").await;
         rolled_back_at.push(began.elapsed());
         assert_eq!(weight(&status(p).await, "shop-v2"), 0.0);
     }
@@ -506,7 +513,7 @@ async fn a_running_rollout_pauses_while_etcd_is_down_and_finishes_when_it_is_bac
     let _traffic = Traffic::start(&[others[0].url("/"), decider.url("/")], 3);
     let (code, body) = call(&others[0], "POST", "/api/v1/routes/shop/rollout/start", json!({})).await;
     assert_eq!(code, StatusCode::OK, "{body}");
-    eventually("step 1", Duration::from_secs(30), || async { rollout_of(&decider).await["step"] == 1 }).await;
+    wait_rollout(&decider, "step 1", Duration::from_secs(30), |r| r["step"] == 1).await;
 
     fleet.etcd.stop();
     eventually("the decider knows", WAIT, || async { decider.metric("switchyard_cluster_connected").await == 0.0 })
@@ -522,10 +529,9 @@ async fn a_running_rollout_pauses_while_etcd_is_down_and_finishes_when_it_is_bac
     assert_eq!(others[0].metric(step_gauge).await, frozen.as_f64().unwrap());
 
     fleet.etcd.restart();
-    eventually("promoted on both replicas", Duration::from_secs(40), || async {
-        rollout_of(&decider).await["state"] == "promoted" && rollout_of(&others[0]).await["state"] == "promoted"
-    })
-    .await;
+    for p in [&decider, &others[0]] {
+        wait_rollout(p, "promoted", Duration::from_secs(40), |r| r["state"] == "promoted").await;
+    }
 }
 
 /// Figures for BENCHMARKS.md (run by hand: `cargo test --release --test fleet -- --ignored

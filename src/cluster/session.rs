@@ -7,6 +7,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use super::state::Registered;
 use super::{call, Fleet, CALL_TIMEOUT};
 
 /// Keep the session while the fleet handle lives.
@@ -18,10 +19,10 @@ pub async fn run_session(fleet: Weak<Fleet>) {
             return;
         }
         match grant(&f).await {
-            Ok(lease) => {
+            Ok((lease, written)) => {
                 backoff = Duration::from_millis(200);
                 let campaign = tokio::spawn(campaign(Arc::downgrade(&f), lease));
-                let lost = keep(&f, lease).await;
+                let lost = keep(&f, lease, written).await;
                 campaign.abort();
                 f.depose(lost);
                 if f.is_leaving() {
@@ -48,18 +49,22 @@ fn lease_seconds(ttl: Duration) -> i64 {
     (ttl.as_secs() as i64 - 1).max(2)
 }
 
-async fn grant(f: &Fleet) -> Result<i64, super::FleetError> {
+async fn grant(f: &Fleet) -> Result<(i64, Registered), super::FleetError> {
     let mut client = f.client();
     let lease = call(f, "grant lease", client.lease_grant(lease_seconds(f.ttl), None)).await?.id();
     f.set_lease(lease);
-    f.register().await?;
+    let written = f.register().await?;
     f.set_connected(true);
     tracing::info!(member = %f.name, lease = format!("{lease:x}"), "joined the fleet");
-    Ok(lease)
+    Ok((lease, written))
 }
 
 /// Keep `lease` alive and the member record current; returns why the lease ended.
-async fn keep(f: &Fleet, lease: i64) -> &'static str {
+///
+/// The record is compared with what it should say on every wake, not only rewritten
+/// on a change: a write that failed (etcd slow for a moment), or a change made between
+/// the grant's write and the subscriptions below, is put right by the next tick.
+async fn keep(f: &Fleet, lease: i64, mut written: Registered) -> &'static str {
     let period = Duration::from_secs(lease_seconds(f.ttl) as u64) / 3;
     let mut applied = f.applied_changes();
     let mut admin = f.admin_changes();
@@ -72,22 +77,19 @@ async fn keep(f: &Fleet, lease: i64) -> &'static str {
         if f.is_leaving() {
             return "leaving the fleet";
         }
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = applied.changed() => {
-                if changed.is_err() {
-                    return "the fleet handle closed";
-                }
-                let _ = f.register().await;
-                continue;
+        let ticked = tokio::select! {
+            _ = tick.tick() => Ok(true),
+            changed = applied.changed() => changed.map(|()| false),
+            changed = admin.changed() => changed.map(|()| false),
+        };
+        let Ok(ticked) = ticked else { return "the fleet handle closed" };
+        if f.to_register() != written {
+            if let Ok(now) = f.register().await {
+                written = now;
             }
-            changed = admin.changed() => {
-                if changed.is_err() {
-                    return "the fleet handle closed";
-                }
-                let _ = f.register().await;
-                continue;
-            }
+        }
+        if !ticked {
+            continue;
         }
         if keeper.is_none() {
             keeper = call(f, "keep lease", client.lease_keep_alive(lease)).await.ok();
@@ -109,7 +111,9 @@ async fn keep(f: &Fleet, lease: i64) -> &'static str {
                 last_ok = Instant::now();
                 if !f.is_connected() {
                     // Back after an outage: say where we are again.
-                    let _ = f.register().await;
+                    if let Ok(now) = f.register().await {
+                        written = now;
+                    }
                 }
                 f.set_connected(true);
             }

@@ -13,6 +13,14 @@ use super::{call, Fleet, FleetError, Member, Tally};
 use crate::control::RouteState;
 
 /// The whole state at one revision: each route's state with its key's mod revision.
+/// What a member record said when it was written: the session writes it again when
+/// the replica's applied revision or admin address no longer match.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Registered {
+    revision: i64,
+    admin: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     /// The highest mod revision among the state keys (0 when there are none): the
@@ -134,7 +142,7 @@ impl Fleet {
     }
 
     /// Publish our member record under our lease.
-    pub(crate) async fn register(&self) -> Result<(), FleetError> {
+    pub(crate) async fn register(&self) -> Result<Registered, FleetError> {
         let member = Member {
             name: self.name.clone(),
             admin: self.admin(),
@@ -145,7 +153,12 @@ impl Fleet {
         let options = PutOptions::new().with_lease(self.lease());
         let mut client = self.client();
         call(self, "register member", client.put(self.keys.member(&self.name), value, Some(options))).await?;
-        Ok(())
+        Ok(Registered { revision: member.revision, admin: member.admin })
+    }
+
+    /// What the member record would say now.
+    pub(crate) fn to_register(&self) -> Registered {
+        Registered { revision: self.applied(), admin: self.admin() }
     }
 
     /// Publish our tally of `route` under our lease.

@@ -163,8 +163,9 @@ impl Driver {
                         == (versions.0.as_str(), versions.1.as_str())
             })
         };
-        let waiting: Vec<&str> =
-            members.iter().filter(|m| m.revision < step_revision || !ready(&m.name)).map(|m| m.name.as_str()).collect();
+        // The tally is the proof: a member publishes it after applying the step (its
+        // member record's revision may lag a failed write behind).
+        let waiting: Vec<&str> = members.iter().filter(|m| !ready(&m.name)).map(|m| m.name.as_str()).collect();
         if !waiting.is_empty() {
             self.note(route, epoch, &format!("waiting for members to apply the step: {}", waiting.join(", ")));
             return None;
