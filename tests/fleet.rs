@@ -427,13 +427,16 @@ async fn a_partitioned_replica_catches_up_after_the_history_it_missed_was_compac
     let gate = EtcdGate::new(fleet.etcd.port());
     let a = fleet.replica("a", "").await;
     let c = fleet.replica_at(&gate.url(), "c", "").await;
+    // c's own change, which the changes it misses will supersede.
+    assert_eq!(set_weights(&c, 70.0, 30.0).await.0, StatusCode::OK);
+    all_serve(&[&a, &c], 30.0).await;
     gate.cut();
     eventually("c notices", WAIT, || async { c.metric("switchyard_cluster_connected").await == 0.0 }).await;
     for i in 1..=20 {
         let (code, body) = set_weights(&a, 100.0 - i as f64, i as f64).await;
         assert_eq!(code, StatusCode::OK, "{body}");
     }
-    assert_eq!(weight(&status(&c).await, "shop-v2"), 10.0, "c kept serving what it had");
+    assert_eq!(weight(&status(&c).await, "shop-v2"), 30.0, "c kept serving what it had");
     // Compact etcd's history past what c applied: c's watch cannot resume; it must
     // load the state whole.
     let mut client = etcd_client::Client::connect([fleet.etcd.url()], None).await.unwrap();
@@ -445,11 +448,15 @@ async fn a_partitioned_replica_catches_up_after_the_history_it_missed_was_compac
     let now = client.get("/", None).await.unwrap().header().unwrap().revision();
     client.compact(now, None).await.unwrap();
     gate.heal();
+    // The whole state as etcd has it now: c's older change is not laid over it.
     all_serve(&[&c], 20.0).await;
     eventually("c applied a's revision", WAIT, || async {
         status(&c).await["revision"] == status(&a).await["revision"]
     })
     .await;
+    // And c follows live changes again.
+    assert_eq!(set_weights(&a, 55.0, 45.0).await.0, StatusCode::OK);
+    all_serve(&[&c], 45.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

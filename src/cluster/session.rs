@@ -1,5 +1,5 @@
 //! This replica's session with the fleet: a lease (re-granted when it is lost), the
-//! member record under it (rewritten whenever the applied revision moves), and the
+//! member record under it (kept saying the applied revision and admin address), and the
 //! campaign for decider under the same lease, so a dead replica's membership, tallies
 //! and candidacy all end together. The keepalive is also the liveness signal behind
 //! `connected`: a quiet watch proves nothing.
@@ -61,10 +61,13 @@ async fn grant(f: &Fleet) -> Result<(i64, Registered), super::FleetError> {
 
 /// Keep `lease` alive and the member record current; returns why the lease ended.
 ///
-/// The record is compared with what it should say on every wake, not only rewritten
-/// on a change: a write that failed (etcd slow for a moment), or a change made between
-/// the grant's write and the subscriptions below, is put right by the next tick.
-async fn keep(f: &Fleet, lease: i64, mut written: Registered) -> &'static str {
+/// The record is rewritten whenever what it should say differs from what was last
+/// written, checked on every change and after every confirmed keepalive: a write that
+/// failed (etcd slow for a moment), or a change made between the grant's write and the
+/// subscriptions below, is put right by the next tick. A tick sends the keepalive
+/// first, so a slow record write never delays the lease.
+async fn keep(f: &Fleet, lease: i64, written: Registered) -> &'static str {
+    let mut written = Some(written);
     let period = Duration::from_secs(lease_seconds(f.ttl) as u64) / 3;
     let mut applied = f.applied_changes();
     let mut admin = f.admin_changes();
@@ -77,19 +80,20 @@ async fn keep(f: &Fleet, lease: i64, mut written: Registered) -> &'static str {
         if f.is_leaving() {
             return "leaving the fleet";
         }
-        let ticked = tokio::select! {
-            _ = tick.tick() => Ok(true),
-            changed = applied.changed() => changed.map(|()| false),
-            changed = admin.changed() => changed.map(|()| false),
+        let wake = tokio::select! {
+            _ = tick.tick() => Ok(Wake::Tick),
+            changed = applied.changed() => changed.map(|()| Wake::Change),
+            changed = admin.changed() => changed.map(|()| Wake::Change),
         };
-        let Ok(ticked) = ticked else { return "the fleet handle closed" };
-        if f.to_register() != written {
-            if let Ok(now) = f.register().await {
-                written = now;
+        match wake {
+            Err(_) => return "the fleet handle closed",
+            Ok(Wake::Change) => {
+                if f.is_connected() {
+                    rewrite(f, &mut written).await;
+                }
+                continue;
             }
-        }
-        if !ticked {
-            continue;
+            Ok(Wake::Tick) => {}
         }
         if keeper.is_none() {
             keeper = call(f, "keep lease", client.lease_keep_alive(lease)).await.ok();
@@ -111,11 +115,10 @@ async fn keep(f: &Fleet, lease: i64, mut written: Registered) -> &'static str {
                 last_ok = Instant::now();
                 if !f.is_connected() {
                     // Back after an outage: say where we are again.
-                    if let Ok(now) = f.register().await {
-                        written = now;
-                    }
+                    written = None;
                 }
                 f.set_connected(true);
+                rewrite(f, &mut written).await;
             }
             Some(_) => return "etcd says the lease expired",
             None => {
@@ -131,6 +134,22 @@ async fn keep(f: &Fleet, lease: i64, mut written: Registered) -> &'static str {
             }
         }
     }
+}
+
+/// Write the member record if it would say something else than it did when last
+/// written (`None`: not known to be in etcd).
+async fn rewrite(f: &Fleet, written: &mut Option<Registered>) {
+    if written.as_ref() != Some(&f.to_register()) {
+        if let Ok(now) = f.register().await {
+            *written = Some(now);
+        }
+    }
+}
+
+/// Why [`keep`]'s loop woke.
+enum Wake {
+    Tick,
+    Change,
 }
 
 /// Campaign for decider under `lease` until elected (etcd's election service blocks

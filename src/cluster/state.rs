@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 use super::{call, Fleet, FleetError, Member, Tally};
 use crate::control::RouteState;
 
-/// The whole state at one revision: each route's state with its key's mod revision.
 /// What a member record said when it was written: the session writes it again when
 /// the replica's applied revision or admin address no longer match.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +20,7 @@ pub(crate) struct Registered {
     admin: String,
 }
 
+/// The whole state at one revision: each route's state with its key's mod revision.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     /// The highest mod revision among the state keys (0 when there are none): the
@@ -51,7 +51,9 @@ impl Fleet {
         let mut client = self.client();
         let resp =
             call(self, "load state", client.get(self.keys.state(), Some(GetOptions::new().with_prefix()))).await?;
-        let mut loaded = Loaded::default();
+        // etcd's revision at this read: where the watch resumes, and what a resync
+        // compares local writes with.
+        let mut loaded = Loaded { read_at: resp.header().map_or(0, |h| h.revision()), ..Loaded::default() };
         for kv in resp.kvs() {
             let Some(route) = self.keys.route_of(kv.key()) else { continue };
             match serde_json::from_slice::<RouteState>(kv.value()) {

@@ -256,11 +256,14 @@ impl Driver {
             for name in running {
                 let Some(route) = file.routes.iter().find(|r| r.name == name) else { continue };
                 let Some(rollout) = &route.rollout else { continue };
+                // `applied` read first: a tally's counts are never older than the
+                // revision it says it applied (the decider opens a window on that).
+                let applied = fleet.applied();
                 let (canary, baseline, versions) = d.counts(route, rollout);
                 let tally = Tally::new(
                     &fleet.name,
                     fleet.incarnation,
-                    fleet.applied(),
+                    applied,
                     BackendTally::new(rollout.canary.get_ref(), &versions.0, &canary),
                     BackendTally::new(rollout.baseline.get_ref(), &versions.1, &baseline),
                 );
