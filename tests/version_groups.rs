@@ -292,6 +292,82 @@ async fn overrides_keep_users_on_their_version_and_a_missing_header_means_the_co
     .await;
 }
 
+/// Watch the groups for `within`, failing at the first sample that differs from `want`.
+async fn groups_stay(p: &TestProxy, want: &[(&str, u64)], within: Duration) {
+    let want: Vec<(String, u64)> = want.iter().map(|(v, n)| (v.to_string(), *n)).collect();
+    let began = std::time::Instant::now();
+    while began.elapsed() < within {
+        assert_eq!(groups(p).await, want);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_check_without_the_header_moves_nobody_and_garbage_versions_are_ignored() {
+    let pods = vec![Pod::start("v1").await, Pod::start("v2").await];
+    // Many failures before an endpoint counts as down: a single failing check is noise.
+    let proxy = spawn_proxy(&config(&pods).replace("unhealthy = 1", "unhealthy = 100")).await;
+    eventually("two groups", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 1), ("v2".to_string(), 1)]
+    })
+    .await;
+    // The v2 pod's checks fail with no version header (a sidecar's 503, an error page):
+    // that says nothing of its version, so it stays in v2 and healthy.
+    pods[1].health.store(503, Ordering::SeqCst);
+    *pods[1].version.lock().unwrap() = String::new();
+    groups_stay(&proxy, &[("v1", 1), ("v2", 1)], Duration::from_millis(500)).await;
+    *pods[1].version.lock().unwrap() = "v2".into();
+    pods[1].health.store(200, Ordering::SeqCst);
+    // A value that is no version name is ignored: the pod counts as the configured one.
+    *pods[1].version.lock().unwrap() = "pod shop-7f9c6 is ready".into();
+    eventually("the garbage version ignored", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("v1".to_string(), 2)]
+    })
+    .await;
+    *pods[1].version.lock().unwrap() = "x".repeat(65);
+    groups_stay(&proxy, &[("v1", 2)], Duration::from_millis(300)).await;
+    *pods[1].version.lock().unwrap() = "2.0.1+build.7".into();
+    eventually("a semver with build metadata is a version", Duration::from_secs(10), || async {
+        groups(&proxy).await == vec![("2.0.1+build.7".to_string(), 1), ("v1".to_string(), 1)]
+    })
+    .await;
+}
+
+/// A canary whose pods name their own build ("2.0.1", not the configured "v2"): its
+/// requests are counted under that version, and the rollout judges them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_judges_a_canary_whose_pods_report_their_own_version() {
+    let (old, new) = (Pod::start("v1").await, Pod::start("2.0.1").await);
+    let rollout = "[routes.rollout]\ncanary = \"shop-v2\"\nbaseline = \"shop-v1\"\nsteps = [50, 100]\ninterval = \"1s\"\nmin_requests = 5\nmax_error_rate = 0.05\n";
+    let health = r#"health = { path = "/healthz", interval = "50ms", timeout = "1s", healthy = 1, unhealthy = 1, version_header = "x-version" }"#;
+    let text = shop_canary(old.addr, new.addr, 100.0, 0.0, rollout)
+        .replace(&format!("endpoints = [\"{}\"]", new.addr), &format!("endpoints = [\"{}\"]\n{health}", new.addr));
+    let proxy = spawn_proxy(&text).await;
+    eventually("the canary's group", Duration::from_secs(10), || async {
+        let s = status(&proxy).await;
+        s["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["groups"][0]["version"] == "2.0.1" && u["groups"][0]["healthy"] == 1)
+    })
+    .await;
+    let start = format!("http://{}/api/v1/routes/shop/rollout/start", proxy.admin);
+    assert_eq!(send(&client(), "POST", &start, &[], "").await.0, 200);
+    let began = std::time::Instant::now();
+    let rollout = loop {
+        let _ = get(&proxy.url("/"), &[]).await;
+        let r = status(&proxy).await["routes"][0]["rollout"].clone();
+        if r["state"] != "running" {
+            break r;
+        }
+        assert!(began.elapsed() < Duration::from_secs(30), "not finished: {r:#}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(rollout["state"], "promoted", "{rollout:#}");
+    assert!(rollout["last_judgement"]["canary_requests"].as_u64().unwrap() >= 5, "{rollout:#}");
+}
+
 proptest! {
     /// The group choice for a sticky user under any ordinary rolling update (old
     /// endpoints only leave, new ones only join, in any order): once on the new

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use super::{judge, measure, Phase, RolloutView, Rollouts, Run, Verdict, Window};
 use crate::config::{FileRollout, FileRoute};
 use crate::control::{fingerprint, ControlError};
+use crate::snapshot::Runtime;
 use crate::state::{file_route, Controller, Writer};
 use crate::telemetry::Counts;
 
@@ -302,16 +303,21 @@ impl Driver {
         Window { canary, baseline, opened_at: Some(SystemTime::now()), versions }
     }
 
-    /// The canary's and baseline's counts now, and the versions they are counted under.
+    /// The canary's and baseline's counts now, and the versions they are counted under
+    /// (see [`counted_versions`]).
     pub(super) fn counts(&self, route: &FileRoute, rollout: &FileRollout) -> (Counts, Counts, (String, String)) {
         let rt = self.controller.store().load();
-        let version =
-            |upstream: &str| rt.upstreams.get(upstream).map_or_else(|| upstream.to_string(), |u| u.version.to_string());
-        let versions = (version(rollout.canary.get_ref()), version(rollout.baseline.get_ref()));
-        let of = |upstream: &str, version: &str| {
-            self.controller.telemetry().backend(&route.name, upstream, version).tally.snapshot()
+        let of = |upstream: &str| {
+            let versions = counted_versions(&rt, upstream);
+            let mut sum = Counts::default();
+            for version in &versions {
+                sum.add(&self.controller.telemetry().backend(&route.name, upstream, version).tally.snapshot());
+            }
+            (sum, versions.join(","))
         };
-        (of(rollout.canary.get_ref(), &versions.0), of(rollout.baseline.get_ref(), &versions.1), versions)
+        let ((canary, canary_versions), (baseline, baseline_versions)) =
+            (of(rollout.canary.get_ref()), of(rollout.baseline.get_ref()));
+        (canary, baseline, (canary_versions, baseline_versions))
     }
 
     /// The current step's measurements so far (for status), while a rollout runs.
@@ -350,7 +356,7 @@ impl Driver {
             tracing::info!(
                 route = route_name,
                 step,
-                "a reload changed the canary's or baseline's version: the step's window starts again"
+                "the canary's or baseline's versions changed (a reload, or a rolling update behind it): the step's window starts again"
             );
             let fresh = self.open_window(route, rollout);
             if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
@@ -470,6 +476,20 @@ async fn tick_loop(driver: Weak<Driver>, route: String, epoch: u64, interval: Du
 
 /// [`Driver::tick`], boxed: a tick may begin the next step, which spawns this loop
 /// again, and the box (stated `Send`) breaks that cycle in the future's type.
+/// The versions `upstream`'s requests are counted under now: the versions its
+/// endpoints report when its health checks read one (a rolling update behind it, or
+/// builds that name themselves), else its configured version. A window is judged on
+/// their sum, and starts again when the set changes.
+pub(super) fn counted_versions(rt: &Runtime, upstream: &str) -> Vec<Arc<str>> {
+    let Some(u) = rt.upstreams.get(upstream) else { return vec![upstream.into()] };
+    let groups = u.reported_groups();
+    if groups.is_empty() {
+        vec![u.version.clone()]
+    } else {
+        groups.into_iter().map(|g| g.version).collect()
+    }
+}
+
 fn tick_boxed<'a>(
     driver: &'a Arc<Driver>,
     route: &'a str,

@@ -69,22 +69,22 @@ async fn probe_all(u: &Arc<Upstream>) {
     };
     while let Some(Ok((e, answer))) = probes.join_next().await {
         let was_healthy = e.is_healthy();
-        if health.version_header.is_some() && answer.answered {
-            let before = e.reported_version();
-            // An answer without the header puts the endpoint back in the configured
-            // version.
-            if e.report_version(answer.version.as_deref()) {
+        // Only a passing answer says what runs there: a failing one may come from a
+        // sidecar or an error page that never sends the header.
+        if health.version_header.is_some() && answer.passed {
+            // No header, or the configured version, both mean the configured version:
+            // recorded as none, so the two never count as a change.
+            let version = answer.version.as_deref().filter(|v| **v != *u.version);
+            if e.report_version(version) {
+                // A new version at this address: it leaves its old group now and
+                // joins the new one after `healthy` further passes, by when the
+                // snapshot with the new groups is live, so no request reaches it
+                // under the wrong version's name.
+                tracing::info!(upstream = %u.name, endpoint = %e.addr, version = version.unwrap_or(&u.version), "endpoint reports a new version");
                 regroup();
-                if before.is_some() {
-                    // A new version at the same address: it leaves its old group now
-                    // and joins the new one after `healthy` further passes, by when
-                    // the snapshot with the new groups is live, so no request reaches
-                    // it under its old version's name.
-                    tracing::info!(upstream = %u.name, endpoint = %e.addr, version = ?answer.version, "endpoint reports a new version");
-                    e.probe_passes.store(0, Ordering::Relaxed);
-                    e.set_healthy(false);
-                    continue;
-                }
+                e.probe_passes.store(0, Ordering::Relaxed);
+                e.set_healthy(false);
+                continue;
             }
         }
         apply(u, &e, answer.passed, &health);
@@ -97,16 +97,25 @@ async fn probe_all(u: &Arc<Upstream>) {
 /// What one probe found.
 struct Answer {
     passed: bool,
-    /// An HTTP answer came back (whatever its status).
-    answered: bool,
-    /// The `version_header` value it carried.
+    /// The `version_header` value it carried, when it is a version name.
     version: Option<String>,
+}
+
+/// Longest reported version taken as one: it becomes a metric label, a group and the
+/// `x-served-version` clients see.
+const VERSION_NAME_MAX: usize = 64;
+
+/// A reported version the groups take: 1 to 64 of `A-Z a-z 0-9 . _ + : -` (image tags,
+/// semver with build metadata, git hashes). Anything else (a pod name, a sentence, a
+/// 60 KB value) is ignored, and the endpoint counts as its configured version.
+fn is_version_name(v: &str) -> bool {
+    v.len() <= VERSION_NAME_MAX && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+:-".contains(&b))
 }
 
 /// One probe: a 2xx or 3xx answer within the timeout passes. It carries the upstream's
 /// request headers and identity (a function behind a key or IAM checks probes too).
 async fn probe(u: &Upstream, e: &Endpoint, health: &FileHealth) -> Answer {
-    let failed = Answer { passed: false, answered: false, version: None };
+    let failed = Answer { passed: false, version: None };
     let uri = format!("{}://{}{}", e.scheme, e.authority, health.path);
     let Ok(req) = Request::builder()
         .method(Method::GET)
@@ -131,7 +140,14 @@ async fn probe(u: &Upstream, e: &Endpoint, health: &FileHealth) -> Answer {
             let passed = resp.status().is_success() || resp.status().is_redirection();
             let version = health.version_header.as_ref().and_then(|name| resp.headers().get(name));
             let version = version.and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-            Answer { passed, answered: true, version: version.map(str::to_string) }
+            let version = version.filter(|v| {
+                let fits = is_version_name(v);
+                if !fits {
+                    tracing::debug!(upstream = %u.name, endpoint = %e.addr, "ignoring a reported version that is not a version name");
+                }
+                fits
+            });
+            Answer { passed, version: version.map(str::to_string) }
         }
         _ => failed,
     }
