@@ -84,10 +84,14 @@ pub struct Fleet {
 impl Fleet {
     /// A client for `cfg`'s endpoints. Connecting is lazy: nothing is asked of etcd yet.
     pub async fn connect(cfg: &FileCluster, admin: String) -> Result<Fleet, FleetError> {
+        // require_leader: an etcd member cut off from its cluster's leader cancels our
+        // calls and watch instead of answering pings while delivering nothing, so the
+        // watch reconnects (to another member) rather than going quiet for good.
         let options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         let client =
             Client::connect(&cfg.etcd, Some(options)).await.map_err(|e| FleetError::Unavailable(e.to_string()))?;
         Ok(Fleet {

@@ -13,6 +13,9 @@ use super::{call, Fleet, CALL_TIMEOUT};
 /// Keep the session while the fleet handle lives.
 pub async fn run_session(fleet: Weak<Fleet>) {
     let mut backoff = Duration::from_millis(200);
+    // Leases given up but not yet known revoked: etcd keeps a lease through its own
+    // restart, and our election key under an old one would hold the queue for its ttl.
+    let mut abandoned: Vec<i64> = Vec::new();
     loop {
         let Some(f) = fleet.upgrade() else { return };
         if f.is_leaving() {
@@ -21,17 +24,19 @@ pub async fn run_session(fleet: Weak<Fleet>) {
         match grant(&f).await {
             Ok((lease, written)) => {
                 backoff = Duration::from_millis(200);
+                revoke_abandoned(&f, &mut abandoned).await;
                 let campaign = tokio::spawn(campaign(Arc::downgrade(&f), lease));
                 let lost = keep(&f, lease, written).await;
                 campaign.abort();
                 f.depose(lost);
+                // Whatever etcd still holds under the old lease goes now if etcd can
+                // hear it, else after the next grant. Leaving revokes it too: `leave`
+                // may have read the lease before this one was granted.
+                abandoned.push(lease);
+                revoke_abandoned(&f, &mut abandoned).await;
                 if f.is_leaving() {
                     return;
                 }
-                // Whatever etcd still holds under the old lease (our election key: the
-                // queue behind it would wait for good) goes now, when etcd can hear it.
-                let mut client = f.client();
-                let _ = tokio::time::timeout(CALL_TIMEOUT, client.lease_revoke(lease)).await;
                 tracing::warn!(member = %f.name, why = lost, "the fleet lease ended; joining again");
             }
             Err(e) => tracing::warn!(member = %f.name, error = %e, "cannot join the fleet yet; retrying"),
@@ -40,6 +45,21 @@ pub async fn run_session(fleet: Weak<Fleet>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Revoke the leases this replica gave up; keep those etcd did not confirm gone.
+async fn revoke_abandoned(f: &Fleet, abandoned: &mut Vec<i64>) {
+    let mut client = f.client();
+    let mut left = Vec::new();
+    for &lease in abandoned.iter() {
+        match tokio::time::timeout(CALL_TIMEOUT, client.lease_revoke(lease)).await {
+            Ok(Ok(_)) => {}
+            // Expired meanwhile: nothing is held under it.
+            Ok(Err(e)) if e.to_string().contains("lease not found") => {}
+            _ => left.push(lease),
+        }
+    }
+    *abandoned = left;
 }
 
 /// The lease granted is `ttl` minus a second (etcd keeps a lease up to about a second

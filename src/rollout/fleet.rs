@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use super::drive::{Driver, Next};
+use super::drive::{counted_versions, Driver, Next};
 use super::{judge, Phase};
 use crate::cluster::{BackendTally, Fleet, Tally};
 use crate::state::file_route;
@@ -76,15 +76,21 @@ impl FleetWindow {
 /// The decider's timer for one step of `route`'s rollout (written at `step_revision`):
 /// wait for every member to apply the step, then judge every `interval` on the fleet's
 /// sum. While etcd is unreachable it does not judge; when etcd is back the step's
-/// window opens afresh. Ends with the epoch, or when this replica stops deciding.
+/// window opens afresh. A write to the route since the step began that left it at the
+/// same step (a pause and resume, or an abort and start, seen in one watch batch) opens
+/// a fresh window at that write: a step is never judged on traffic from before it.
+/// Ends with the epoch, or when this replica stops deciding.
 pub(super) async fn judge_loop(
     driver: Weak<Driver>,
     route: String,
     epoch: u64,
-    step_revision: i64,
+    mut step_revision: i64,
     interval: Duration,
 ) {
     'window: loop {
+        if let Some(d) = driver.upgrade() {
+            step_revision = step_revision.max(d.controller.fleet_revision_of(&route).await);
+        }
         let mut window = loop {
             tokio::time::sleep(BEAT).await;
             let Some(d) = driver.upgrade() else { return };
@@ -107,7 +113,7 @@ pub(super) async fn judge_loop(
             }
             let Ok(tallies) = fleet.tallies(&route).await else { continue 'window };
             judged += 1;
-            match d.judge_fleet_step(&route, epoch, &mut window, &tallies, judged).await {
+            match d.judge_fleet_step(&route, epoch, step_revision, &mut window, &tallies, judged).await {
                 Some(Next::Wait) => {}
                 Some(Next::Again) => continue 'window,
                 Some(Next::Stop) | None => return,
@@ -183,12 +189,11 @@ impl Driver {
         Some(window)
     }
 
-    /// The canary's and baseline's versions as this replica compiled them.
+    /// The canary's and baseline's versions as this replica counts them.
     fn versions_of(&self, route: &str) -> Option<(String, String)> {
         let (rt, file) = self.controller.live();
         let rollout = file_route(&file, &rt, route)?.rollout.as_ref()?;
-        let version =
-            |upstream: &str| rt.upstreams.get(upstream).map_or_else(|| upstream.to_string(), |u| u.version.to_string());
+        let version = |upstream: &str| counted_versions(&rt, upstream).join(",");
         Some((version(rollout.canary.get_ref()), version(rollout.baseline.get_ref())))
     }
 
@@ -197,18 +202,33 @@ impl Driver {
         self: &Arc<Self>,
         route_name: &str,
         epoch: u64,
+        step_revision: i64,
         window: &mut FleetWindow,
         tallies: &[Tally],
         judged: u32,
     ) -> Option<Next> {
         let versions = self.versions_of(route_name)?;
+        // Only tallies counted under the step: a member that rejoins mid-step publishes
+        // before its watch has caught up, and enters the window once it has.
         let summable: Vec<Tally> = tallies
             .iter()
-            .filter(|t| t.is_summable() && t.canary.version == versions.0 && t.baseline.version == versions.1)
+            .filter(|t| {
+                t.applied >= step_revision
+                    && t.is_summable()
+                    && t.canary.version == versions.0
+                    && t.baseline.version == versions.1
+            })
             .cloned()
             .collect();
         let (canary, baseline) = window.fold(&summable);
         let mut writer = self.controller.writer.lock().await;
+        if writer.fleet_routes.get(route_name).map_or(0, |(_, rev)| *rev) != step_revision {
+            tracing::info!(
+                route = route_name,
+                "the route was written since its step began: the step's window opens again"
+            );
+            return Some(Next::Again);
+        }
         let (rt, file) = self.controller.live();
         let route = file_route(&file, &rt, route_name)?;
         let rollout = route.rollout.as_ref()?;
