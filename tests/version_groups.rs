@@ -283,6 +283,18 @@ async fn overrides_keep_users_on_their_version_and_a_missing_header_means_the_co
         }
         assert_eq!(seen.len(), 1, "user {user} saw {seen:?}");
     }
+    // A tester without a sticky cookie yet is given one on the override path too, and
+    // keeps one version with it.
+    for tester in 0..10 {
+        let (_, headers, first) = send(&client, "GET", &proxy.url("/"), &[("x-tester", "1")], "").await;
+        let set = headers.get("set-cookie").unwrap_or_else(|| panic!("tester {tester}: no cookie: {headers:?}"));
+        let cookie = set.to_str().unwrap().split(';').next().unwrap().to_string();
+        for _ in 0..10 {
+            let (_, _, body) =
+                send(&client, "GET", &proxy.url("/"), &[("cookie", &cookie), ("x-tester", "1")], "").await;
+            assert_eq!(body, first, "tester {tester} with {cookie} moved");
+        }
+    }
     // The v2 pod is replaced by a build that sends no version header: it counts as
     // the configured version again.
     *pods[1].version.lock().unwrap() = String::new();

@@ -141,10 +141,20 @@ impl Route {
     ) -> (usize, Option<u64>, Option<HeaderValue>) {
         for o in self.overrides.iter() {
             if o.matches(headers) {
+                if self.backends[o.backend].groups.len() < 2 {
+                    return (o.backend, None, None);
+                }
                 // An override's upstream in a rolling update: the user's own key still
-                // picks the version group, so a tester does not flip between versions.
-                let key = (self.backends[o.backend].groups.len() > 1).then(|| self.key_hash(headers, client)).flatten();
-                return (o.backend, key, None);
+                // picks the version group, so a tester does not flip between versions;
+                // one without a sticky cookie yet is given one here.
+                return match (self.key_hash(headers, client), &self.sticky) {
+                    (Some(h), _) => (o.backend, Some(h), None),
+                    (None, Some(Sticky::Cookie { name, attributes })) => {
+                        let (key, set_cookie) = new_cookie(name, attributes, tls);
+                        (o.backend, Some(sticky::key_hash(&key)), set_cookie)
+                    }
+                    (None, _) => (o.backend, None, None),
+                };
             }
         }
         let Some(sticky) = &self.sticky else {
@@ -162,11 +172,9 @@ impl Route {
             Sticky::Cookie { name, attributes } => match cookie(headers, name).filter(|k| valid_key(k)) {
                 Some(key) => self.assign(key.as_bytes()),
                 None => {
-                    let key = new_key();
+                    let (key, set_cookie) = new_cookie(name, attributes, tls);
                     let (backend, hash, _) = self.assign(&key);
-                    let secure = if tls { "; Secure" } else { "" };
-                    let value = format!("{name}={}{attributes}{secure}", std::str::from_utf8(&key).expect("hex"));
-                    (backend, hash, HeaderValue::from_str(&value).ok())
+                    (backend, hash, set_cookie)
                 }
             },
         }
@@ -199,6 +207,14 @@ impl Route {
             sticky::assign(h, self.backends.iter().map(|b| (b.seed, b.share))).unwrap_or_else(|| self.split.pick());
         (backend, Some(h), None)
     }
+}
+
+/// A new sticky key and the `Set-Cookie` value that hands it to the client.
+fn new_cookie(name: &str, attributes: &str, tls: bool) -> ([u8; 32], Option<HeaderValue>) {
+    let key = new_key();
+    let secure = if tls { "; Secure" } else { "" };
+    let value = format!("{name}={}{attributes}{secure}", std::str::from_utf8(&key).expect("hex"));
+    (key, HeaderValue::from_str(&value).ok())
 }
 
 impl Backend {
