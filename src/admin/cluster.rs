@@ -32,14 +32,12 @@ pub struct MemberView {
 }
 
 pub async fn view(fleet: &Fleet) -> ClusterView {
-    let read = async {
-        let latest = fleet.load().await?.revision;
-        let members = fleet.members().await?;
-        let decider = fleet.decider().await?;
-        fleet.remember(&members, &decider, latest);
-        Ok::<_, crate::cluster::FleetError>(())
+    // While the session knows etcd is away, answer at once from what was last read
+    // (the page polls this); otherwise the three reads run together.
+    let connected = fleet.is_connected() && {
+        let read = tokio::try_join!(fleet.load(), fleet.members(), fleet.decider());
+        read.map(|(loaded, members, decider)| fleet.remember(&members, &decider, loaded.revision)).is_ok()
     };
-    let connected = read.await.is_ok();
     let (mut members, decider, latest) = fleet.last_known();
     members.sort_by(|a, b| a.name.cmp(&b.name));
     ClusterView {
