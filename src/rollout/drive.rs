@@ -381,17 +381,13 @@ impl Driver {
         j: super::Judgement,
     ) -> Next {
         let route_name = route.name.as_str();
-        if j.verdict != Verdict::Wait {
-            let decisive = super::StepJudgement {
-                step,
-                percent: rollout.steps[step],
-                at: crate::clock::timestamp(SystemTime::now()),
-                judgement: j.clone(),
-            };
-            if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
-                run.judgements.push(decisive);
-            }
-        }
+        // Recorded once its transition is written: a refused one is judged again.
+        let decisive = super::StepJudgement {
+            step,
+            percent: rollout.steps[step],
+            at: crate::clock::timestamp(SystemTime::now()),
+            judgement: j.clone(),
+        };
         let written = match j.verdict.clone() {
             Verdict::Wait => {
                 if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
@@ -420,7 +416,12 @@ impl Driver {
             }
         };
         match written {
-            Ok(()) => Next::Stop,
+            Ok(()) => {
+                if let Some(run) = self.rollouts.runs.lock().expect("not poisoned").get_mut(route_name) {
+                    run.judgements.push(decisive);
+                }
+                Next::Stop
+            }
             // Still the one who decides (etcd was briefly away, or a hand moved the
             // route: the watch brings that): judge the step again from a fresh window.
             Err(e) if self.controller.fleet().is_some_and(|f| f.is_decider()) => {
