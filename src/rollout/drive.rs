@@ -475,8 +475,6 @@ async fn tick_loop(driver: Weak<Driver>, route: String, epoch: u64, interval: Du
     }
 }
 
-/// [`Driver::tick`], boxed: a tick may begin the next step, which spawns this loop
-/// again, and the box (stated `Send`) breaks that cycle in the future's type.
 /// The versions `upstream`'s requests are counted under now: the versions its
 /// endpoints report when its health checks read one (a rolling update behind it, or
 /// builds that name themselves), else its configured version. A window is judged on
@@ -491,6 +489,8 @@ pub(super) fn counted_versions(rt: &Runtime, upstream: &str) -> Vec<Arc<str>> {
     }
 }
 
+/// [`Driver::tick`], boxed: a tick may begin the next step, which spawns this loop
+/// again, and the box (stated `Send`) breaks that cycle in the future's type.
 fn tick_boxed<'a>(
     driver: &'a Arc<Driver>,
     route: &'a str,
